@@ -1,0 +1,51 @@
+"""Entry point: read the settings once, dispatch to a command group, turn errors into one line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from insights.cli import stack_cmd
+from insights.cli.context import err_console
+from insights.errors import InsightsError
+from insights.settings import load_settings
+
+app = typer.Typer(
+    name="insights",
+    help="Amazon Insights ingest: Kafka + Avro events into partitioned PostgreSQL, and CDC back out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(ctx: typer.Context) -> None:
+    """Settings come from INSIGHTS_* environment variables or a .env file."""
+    ctx.obj = load_settings()
+
+
+app.add_typer(stack_cmd.app, name="stack")
+
+
+def run() -> None:
+    try:
+        app(standalone_mode=False)
+    except InsightsError as exc:
+        err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("insights: aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,42 @@
+"""``insights stack up | down | status``: the local PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from insights.cli.context import console, settings_of
+from insights.stack import LocalStack
+
+app = typer.Typer(help="Start, stop and inspect the local PostgreSQL + Kafka stack.", no_args_is_help=True)
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Install what is missing, start PostgreSQL and Kafka, wait until both answer (idempotent)."""
+    stack = LocalStack(settings_of(ctx))
+    with console.status("starting the local stack (first run downloads Kafka and may take minutes)…"):
+        result = stack.up()
+    for name, what in result.items():
+        console.print(f"{name}: {what}")
+    console.print(f"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS={stack.kafka.bootstrap}")
+    console.print(f"INSIGHTS_PG_DSN={stack.postgres.dsn}")
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop Kafka and PostgreSQL cleanly (data is kept under the stack directory)."""
+    for name, what in LocalStack(settings_of(ctx)).down().items():
+        console.print(f"{name}: {what}")
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Say which local services run and whether they answer; exit 1 if any does not."""
+    rows = LocalStack(settings_of(ctx)).status()
+    table = Table("service", "pid", "answers", "address")
+    for row in rows:
+        table.add_row(row.name, str(row.pid or "-"), "yes" if row.answers else "no", row.address)
+    console.print(table)
+    if not all(row.answers for row in rows):
+        raise typer.Exit(1)

@@ -1,0 +1,198 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode under ``.stack/kafka``.
+
+The jars come from Maven Central through ``stack/kafka/pom.xml`` (``mvn
+dependency:copy-dependencies``) and are cached in ``.stack/kafka/libs``. The broker
+listens on loopback only and never creates topics by itself: topics are declared
+in code (``streams.topics``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import uuid
+from pathlib import Path
+
+from insights import REPO_ROOT
+from insights.errors import StackError
+from insights.settings import Settings
+from insights.stack import proc
+
+_QUIET = logging.getLogger("insights.stack.kafka.probe")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+POM = REPO_ROOT / "stack" / "kafka" / "pom.xml"
+LOG4J2 = REPO_ROOT / "stack" / "kafka" / "log4j2.properties"
+
+SERVER_PROPERTIES = """# written by insights stack
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data_dir}
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+log.segment.bytes=268435456
+"""
+
+
+class LocalKafka:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.stack_kafka_port
+        self.controller_port = settings.stack_kafka_controller_port
+        self.root = settings.stack_dir / "kafka"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def libs(self) -> Path:
+        return self.root / "libs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def running_pid(self) -> int | None:
+        return proc.read_pid(self.pid_file)
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000},
+            logger=_QUIET,  # refused connections while it boots are expected, not news
+        )
+        try:
+            admin.list_topics(timeout=timeout)
+            return True
+        except Exception:  # KafkaException: broker not (yet) reachable
+            return False
+
+    # --- install ---------------------------------------------------------------------
+    def fetch_jars(self) -> None:
+        """Resolve the broker jars once; later runs reuse the directory."""
+        marker = self.libs / ".complete"
+        if marker.exists() and marker.read_text() == POM.read_text():
+            return
+        proc.which("java", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
+        mvn = proc.which("mvn", "install Maven (apt-get install maven)")
+        self.libs.mkdir(parents=True, exist_ok=True)
+        for stale in self.libs.glob("*.jar"):
+            stale.unlink()
+        proc.run(
+            [
+                mvn, "-q", "-B", "-f", str(POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={self.libs}",
+                "-DincludeScope=runtime",
+            ],
+            what="downloading the Kafka broker with mvn",
+            timeout=900,
+        )
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"mvn finished but no kafka_2.13 jar is in {self.libs}")
+        marker.write_text(POM.read_text())
+
+    def _java(self) -> list[str]:
+        java = proc.which("java", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
+        return [
+            java,
+            "-Xms256m", "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J2}",
+            f"-Dkafka.logs.dir={self.root / 'logs'}",
+            "-cp", f"{self.libs}/*",
+        ]
+
+    def _format(self) -> bool:
+        data = self.root / "data"
+        if (data / "meta.properties").exists():
+            return False
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        proc.run(
+            [*self._java(), "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(self.root / "server.properties")],
+            what="formatting Kafka storage",
+            timeout=120,
+        )
+        return True
+
+    # --- lifecycle -------------------------------------------------------------------
+    def up(self, wait: float = 90.0) -> str:
+        if self.running_pid() and self.answers():
+            return "already running"
+        self.fetch_jars()
+        proc.require_port_free(self.port, "Kafka", "INSIGHTS_STACK_KAFKA_PORT")
+        proc.require_port_free(
+            self.controller_port, "the Kafka controller", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "server.properties").write_text(
+            SERVER_PROPERTIES.format(
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=self.root / "data",
+            )
+        )
+        formatted = self._format()
+        with open(self.log, "ab") as log:
+            child = subprocess.Popen(
+                [*self._java(), "kafka.Kafka", str(self.root / "server.properties")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI, not killed by the terminal's ^C
+                cwd=self.root,
+            )
+        self.pid_file.write_text(f"{child.pid}\n")
+        if not proc.wait_for(lambda: child.poll() is not None or self.answers(1.0), wait, 0.5):
+            raise StackError(f"Kafka did not answer within {wait:.0f}s; see {self.log}")
+        if child.poll() is not None:
+            raise StackError(f"Kafka exited with code {child.returncode}; see {self.log}")
+        return "formatted and started" if formatted else "started"
+
+    def down(self) -> str:
+        pid = self.running_pid()
+        kill_orphans(self.root)  # a broker whose pid file was lost
+        if not pid:
+            return "not running"
+        proc.stop_pid(pid, timeout=60)
+        self.pid_file.unlink(missing_ok=True)
+        return "stopped"
+
+
+def kill_orphans(root: Path) -> None:
+    """Processes started from a stack dir whose pid file was lost (a crashed CLI)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmdline and any(str(root).encode() in arg for arg in cmdline):
+            proc.stop_pid(int(entry.name))
+

@@ -1,0 +1,208 @@
+"""A throw-away PostgreSQL 15 cluster under ``.stack/pg``, from Debian's packages.
+
+Loopback only, ``wal_level=logical`` for the CDC reader, trust authentication on
+127.0.0.1 (the cluster is a developer's and CI's, never a deployment). When run as
+root the server runs as the ``postgres`` OS user, since initdb refuses root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from insights.errors import StackError
+from insights.settings import Settings
+from insights.stack import proc
+
+PG_MAJOR = "15"
+SUPERUSER = "insights"
+DATABASE = "insights"
+
+# Appended to postgresql.conf once, at init. Sized for a 2-core, 24 GiB machine.
+SERVER_CONF = """
+# --- written by insights stack ---
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{socket_dir}'
+max_connections = 300
+shared_buffers = '512MB'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+# a slot that falls behind is invalidated rather than filling the disk
+max_slot_wal_keep_size = '8GB'
+wal_sender_timeout = '60s'
+max_wal_size = '4GB'
+checkpoint_timeout = '15min'
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%u@%d '
+"""
+
+HBA = """# written by insights stack: loopback only
+local   all          all                     trust
+host    all          all   127.0.0.1/32      trust
+host    replication  all   127.0.0.1/32      trust
+"""
+
+
+@dataclass(frozen=True)
+class PgPaths:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+
+def bin_dir(install: bool = True) -> Path:
+    """Where Debian puts PostgreSQL 15's server programs; installs the package if missing."""
+    candidates = [Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")]
+    for cand in candidates:
+        if (cand / "initdb").exists():
+            return cand
+    if install and proc.is_root() and shutil.which("apt-get"):
+        proc.run(["apt-get", "update", "-q"], what="apt-get update", timeout=600)
+        proc.run(
+            ["apt-get", "install", "-y", "-q", f"postgresql-{PG_MAJOR}", "postgresql-contrib"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            what="apt-get install postgresql",
+            timeout=900,
+        )
+        return bin_dir(install=False)
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    hint = f" (found other versions: {', '.join(found)})" if found else ""
+    raise StackError(
+        f"PostgreSQL {PG_MAJOR} server programs not found{hint}: "
+        f"install Debian's postgresql-{PG_MAJOR} package (apt-get install postgresql)"
+    )
+
+
+class LocalPostgres:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.stack_pg_port
+        self.paths = PgPaths(settings.stack_dir / "pg")
+
+    # --- addresses -------------------------------------------------------------------
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    def answers(self) -> bool:
+        try:
+            with psycopg.connect(self.admin_dsn, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def running_pid(self) -> int | None:
+        pid_file = self.paths.data / "postmaster.pid"
+        return proc.read_pid(pid_file) if pid_file.exists() else None
+
+    # --- lifecycle -------------------------------------------------------------------
+    def up(self) -> str:
+        """Idempotent: init if needed, start if stopped, wait for ``SELECT 1``."""
+        if self.running_pid() and self.answers():
+            return "already running"
+        binaries = bin_dir()
+        user = proc.service_user() if proc.is_root() else None
+        initialised = self._init(binaries, user)
+        proc.require_port_free(self.port, "PostgreSQL", "INSIGHTS_STACK_PG_PORT")
+        self.paths.socket_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            proc.chown_tree(self.paths.root, user)
+        proc.run(
+            [
+                str(binaries / "pg_ctl"),
+                "-D", str(self.paths.data),
+                "-l", str(self.paths.log),
+                "-o", f"-p {self.port}",
+                "-w", "-t", "60",
+                "start",
+            ],
+            user=user,
+            what="pg_ctl start",
+            timeout=90,
+        )
+        if not proc.wait_for(self.answers, 30):
+            raise StackError(f"PostgreSQL started but does not answer; see {self.paths.log}")
+        self._ensure_database()
+        return "initialised and started" if initialised else "started"
+
+    def down(self) -> str:
+        if not self.running_pid():
+            return "not running"
+        user = proc.service_user() if proc.is_root() else None
+        proc.run(
+            [str(bin_dir(install=False) / "pg_ctl"), "-D", str(self.paths.data), "-m", "fast", "-w", "stop"],
+            user=user,
+            what="pg_ctl stop",
+            timeout=90,
+        )
+        return "stopped"
+
+    def restart(self) -> None:
+        """Fast restart (for tests proving the consumers ride through it)."""
+        user = proc.service_user() if proc.is_root() else None
+        proc.run(
+            [
+                str(bin_dir(install=False) / "pg_ctl"),
+                "-D", str(self.paths.data),
+                "-l", str(self.paths.log),
+                "-m", "fast", "-w", "restart",
+            ],
+            user=user,
+            what="pg_ctl restart",
+            timeout=120,
+        )
+
+    def _init(self, binaries: Path, user) -> bool:
+        if (self.paths.data / "PG_VERSION").exists():
+            return False
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        if user:
+            # the service user must reach the data directory through the repo path
+            proc.chown_tree(self.paths.root, user)
+        proc.run(
+            [
+                str(binaries / "initdb"),
+                "-D", str(self.paths.data),
+                "-U", SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+            user=user,
+            what="initdb",
+        )
+        conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir)
+        with open(self.paths.data / "postgresql.conf", "a", encoding="utf-8") as fh:
+            fh.write(conf)
+        (self.paths.data / "pg_hba.conf").write_text(HBA, encoding="utf-8")
+        if user:
+            proc.chown_tree(self.paths.root, user)
+        return True
+
+    def _ensure_database(self) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')  # constant identifier
