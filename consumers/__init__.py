@@ -1,0 +1,1 @@
+"""The consumer applications that write PostgreSQL: one subpackage per sink."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topics, Avro serde, producer, consumer loop, CDC reader, replay."""

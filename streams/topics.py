@@ -1,0 +1,97 @@
+"""Topics as code: every topic the system uses, declared once.
+
+A :class:`TopicSpec` says what a topic should look like (partitions, replication,
+retention, cleanup policy) and which Avro subject its values follow. ``insights
+topics create`` makes missing ones; it reports drift of live topics and changes
+nothing silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from insights.settings import Settings
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+#: tables the CDC reader streams by default (the ones summaries need)
+CDC_TABLES: tuple[str, ...] = (
+    "products",
+    "product_snapshots",
+    "alerts",
+    "alert_rules",
+    "competitive_groups",
+    "competitive_group_members",
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    #: logical name, stable across environments (``product_scraped``)
+    key: str
+    #: full topic name (prefix applied)
+    name: str
+    partitions: int
+    replication_factor: int
+    retention_ms: int
+    cleanup_policy: str = "delete"
+    #: Avro subject of the value, a folder under schemas/avro/ (None: raw bytes)
+    value_subject: str | None = None
+    #: what the record key is, for documentation
+    key_doc: str = ""
+    doc: str = ""
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration as the broker spells it."""
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            **self.extra_config,
+        }
+
+
+def dlq_name(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def cdc_topic_name(settings: Settings, table: str, schema: str = "public") -> str:
+    return f"{settings.topic_prefix}.cdc.{schema}.{table}"
+
+
+def event_topics(settings: Settings, partitions: int = 6, replication_factor: int = 1) -> list[TopicSpec]:
+    """The two event topics the scrapers and the alerting service write, and their DLQs."""
+    scrape = TopicSpec(
+        key="product_scraped",
+        name=settings.topic("events.product_scraped"),
+        partitions=partitions,
+        replication_factor=replication_factor,
+        retention_ms=7 * DAY_MS,
+        value_subject="product_scraped",
+        key_doc="ASIN (UTF-8): all scrapes of one product stay in order on one partition",
+        doc="One event per scrape of one Amazon product page.",
+    )
+    alerts = TopicSpec(
+        key="alert_triggered",
+        name=settings.topic("events.alert_triggered"),
+        partitions=partitions,
+        replication_factor=replication_factor,
+        retention_ms=7 * DAY_MS,
+        value_subject="alert_triggered",
+        key_doc="target ASIN (UTF-8), or the rule id when the alert has no product",
+        doc="One event per alert raised by the alerting service.",
+    )
+    dlqs = [
+        TopicSpec(
+            key=f"{spec.key}.dlq",
+            name=dlq_name(spec.name),
+            partitions=1,
+            replication_factor=replication_factor,
+            # long enough for a human to look after a weekend
+            retention_ms=30 * DAY_MS,
+            key_doc="the original record's key",
+            doc=f"Records of {spec.name} that could not be stored; headers say why.",
+        )
+        for spec in (scrape, alerts)
+    ]
+    return [scrape, alerts, *dlqs]
