@@ -95,3 +95,8 @@ def event_topics(settings: Settings, partitions: int = 6, replication_factor: in
         for spec in (scrape, alerts)
     ]
     return [scrape, alerts, *dlqs]
+
+
+def declared_topics(settings: Settings) -> list[TopicSpec]:
+    """Every topic the system declares: what ``insights topics`` manages."""
+    return event_topics(settings)

@@ -1,0 +1,319 @@
+"""Topic administration: make the declared topics exist, and say where live ones differ.
+
+``ensure_topics`` is the one place that turns :class:`~streams.topics.TopicSpec`
+declarations into broker state. It creates what is missing and, for topics that
+already exist, compares partitions, replication factor and the declared configs with
+the live ones. Drift is *reported*, never repaired behind the operator's back; with
+``fix=True`` the repairable kinds are applied (partitions can only grow, configs are
+set incrementally). A replication factor cannot be changed by this tool: it needs a
+partition reassignment, which is an operator's decision.
+
+The comparison is a pure function (:func:`drift_of`) so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
+
+from insights.errors import InsightsError
+from insights.settings import Settings
+from streams.topics import TopicSpec
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class TopicAdminError(InsightsError):
+    """The broker refused or failed a topic operation (create, describe, alter)."""
+
+
+DriftKind = Literal["partitions", "replication_factor", "config"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way a live topic differs from its declaration."""
+
+    kind: DriftKind
+    name: str  # "partitions", "replication.factor" or the config key
+    declared: str
+    live: str | None
+    #: whether ``fix=True`` can repair it (partitions only grow; RF needs a reassignment)
+    fixable: bool
+
+    def __str__(self) -> str:
+        note = "" if self.fixable else " (not fixable here)"
+        return f"{self.name}: declared {self.declared}, live {self.live}{note}"
+
+
+TopicStatus = Literal["created", "ok", "drift", "fixed"]
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    spec: TopicSpec
+    status: TopicStatus
+    drift: tuple[Drift, ...] = ()
+    #: the drift that ``fix=True`` repaired (empty otherwise)
+    fixed: tuple[Drift, ...] = ()
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    topics: tuple[TopicOutcome, ...]
+
+    def _with(self, status: TopicStatus) -> list[str]:
+        return [t.spec.name for t in self.topics if t.status == status]
+
+    @property
+    def created(self) -> list[str]:
+        return self._with("created")
+
+    @property
+    def drifted(self) -> list[str]:
+        return self._with("drift")
+
+    @property
+    def fixed(self) -> list[str]:
+        return self._with("fixed")
+
+    @property
+    def ok(self) -> bool:
+        """True when every topic now matches its declaration."""
+        return not self.drifted
+
+
+@dataclass(frozen=True)
+class LiveTopic:
+    """What the broker says about one topic."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    #: every topic config the broker reports (declared keys are what we compare)
+    config: dict[str, str]
+    #: partition -> high watermark (next offset to be written); filled by describe only
+    end_offsets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    spec: TopicSpec
+    live: LiveTopic | None  # None: the topic does not exist
+    drift: tuple[Drift, ...]
+
+    @property
+    def exists(self) -> bool:
+        return self.live is not None
+
+
+# --- pure ------------------------------------------------------------------------------
+
+
+def drift_of(spec: TopicSpec, live: LiveTopic) -> tuple[Drift, ...]:
+    """How ``live`` differs from ``spec``; only the declared configs are compared."""
+    found: list[Drift] = []
+    if live.partitions != spec.partitions:
+        found.append(
+            Drift(
+                "partitions",
+                "partitions",
+                str(spec.partitions),
+                str(live.partitions),
+                # Kafka cannot remove partitions, and adding them moves keys: only on request
+                fixable=live.partitions < spec.partitions,
+            )
+        )
+    if live.replication_factor != spec.replication_factor:
+        found.append(
+            Drift(
+                "replication_factor",
+                "replication.factor",
+                str(spec.replication_factor),
+                str(live.replication_factor),
+                fixable=False,
+            )
+        )
+    for key, declared in sorted(spec.config().items()):
+        actual = live.config.get(key)
+        if actual != declared:
+            found.append(Drift("config", key, declared, actual, fixable=True))
+    return tuple(found)
+
+
+# --- broker I/O ------------------------------------------------------------------------
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_config())
+
+
+def _result(future, what: str, timeout: float):  # type: ignore[no-untyped-def]
+    try:
+        return future.result(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicAdminError(f"{what}: {exc.args[0]}") from None
+    except TimeoutError:
+        raise TopicAdminError(f"{what}: no answer from the broker within {timeout:.0f}s") from None
+
+
+def _metadata(admin: AdminClient, timeout: float):  # type: ignore[no-untyped-def]
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot list topics: {exc.args[0]}") from None
+
+
+def live_topics(
+    admin: AdminClient, names: Iterable[str], timeout: float = DEFAULT_TIMEOUT_S
+) -> dict[str, LiveTopic]:
+    """Partitions, replication factor and configs of the named topics that exist."""
+    metadata = _metadata(admin, timeout)
+    present = [n for n in names if n in metadata.topics and metadata.topics[n].error is None]
+    if not present:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    found: dict[str, LiveTopic] = {}
+    for resource, future in futures.items():
+        entries = _result(future, f"describe configs of {resource.name}", timeout)
+        meta = metadata.topics[resource.name]
+        replicas = [len(p.replicas) for p in meta.partitions.values()]
+        found[resource.name] = LiveTopic(
+            name=resource.name,
+            partitions=len(meta.partitions),
+            # the smallest replica set is the honest figure when partitions disagree
+            replication_factor=min(replicas) if replicas else 0,
+            config={k: e.value for k, e in entries.items() if e.value is not None},
+        )
+    return found
+
+
+def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> list[str]:
+    """Create the topics; returns those that already existed (another process won the race)."""
+    if not specs:
+        return []
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=s.replication_factor,
+            config=s.config(),
+        )
+        for s in specs
+    ]
+    raced: list[str] = []
+    for name, future in admin.create_topics(new, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                raced.append(name)
+                continue
+            raise TopicAdminError(f"cannot create topic {name}: {error.str()}") from None
+    return raced
+
+
+def _fix(admin: AdminClient, spec: TopicSpec, drift: Sequence[Drift], timeout: float) -> tuple[Drift, ...]:
+    fixed: list[Drift] = []
+    grow = [d for d in drift if d.kind == "partitions" and d.fixable]
+    if grow:
+        futures = admin.create_partitions([NewPartitions(spec.name, spec.partitions)], request_timeout=timeout)
+        _result(futures[spec.name], f"cannot add partitions to {spec.name}", timeout)
+        fixed.extend(grow)
+    configs = [d for d in drift if d.kind == "config"]
+    if configs:
+        resource = ConfigResource(
+            ResourceType.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(d.name, d.declared, incremental_operation=AlterConfigOpType.SET) for d in configs
+            ],
+        )
+        for future in admin.incremental_alter_configs([resource], request_timeout=timeout).values():
+            _result(future, f"cannot alter configs of {spec.name}", timeout)
+        fixed.extend(configs)
+    return tuple(fixed)
+
+
+def ensure_topics(
+    settings: Settings,
+    specs: Sequence[TopicSpec],
+    *,
+    fix: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> TopicReport:
+    """Create missing topics; report (or, with ``fix``, repair) drift of existing ones.
+
+    Idempotent and safe to run from several processes at once: a topic created by
+    someone else between our look and our create counts as existing.
+    """
+    admin = admin_client(settings)
+    live = live_topics(admin, [s.name for s in specs], timeout)
+    missing = [s for s in specs if s.name not in live]
+    raced = set(_create(admin, missing, timeout))
+    if raced:
+        live.update(live_topics(admin, sorted(raced), timeout))
+
+    outcomes: list[TopicOutcome] = []
+    for spec in specs:
+        if spec.name not in live:
+            outcomes.append(TopicOutcome(spec, "created"))
+            continue
+        drift = drift_of(spec, live[spec.name])
+        if not drift:
+            outcomes.append(TopicOutcome(spec, "ok"))
+            continue
+        fixed = _fix(admin, spec, drift, timeout) if fix else ()
+        remaining = tuple(d for d in drift if d not in fixed)
+        status: TopicStatus = "fixed" if fixed and not remaining else "drift"
+        outcomes.append(TopicOutcome(spec, status, drift=remaining if fix else drift, fixed=fixed))
+    return TopicReport(tuple(outcomes))
+
+
+def end_offsets(
+    admin: AdminClient, topic: str, partitions: int, timeout: float = DEFAULT_TIMEOUT_S
+) -> dict[int, int]:
+    """High watermark of every partition of ``topic``."""
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+    offsets: dict[int, int] = {}
+    for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
+        offsets[tp.partition] = _result(future, f"cannot read end offsets of {topic}", timeout).offset
+    return offsets
+
+
+def describe_topics(
+    settings: Settings, specs: Sequence[TopicSpec], timeout: float = DEFAULT_TIMEOUT_S
+) -> list[TopicDescription]:
+    """Declared vs live for each spec, with end offsets; changes nothing."""
+    admin = admin_client(settings)
+    live = live_topics(admin, [s.name for s in specs], timeout)
+    described: list[TopicDescription] = []
+    for spec in specs:
+        found = live.get(spec.name)
+        if found is None:
+            described.append(TopicDescription(spec, None, ()))
+            continue
+        found = LiveTopic(
+            name=found.name,
+            partitions=found.partitions,
+            replication_factor=found.replication_factor,
+            config=found.config,
+            end_offsets=end_offsets(admin, spec.name, found.partitions, timeout),
+        )
+        described.append(TopicDescription(spec, found, drift_of(spec, found)))
+    return described
