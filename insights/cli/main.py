@@ -7,6 +7,7 @@ import sys
 import typer
 
 from insights.cli import stack_cmd, topics_cmd
+from insights.cli import demo_cmd
 from insights.cli.context import err_console
 from insights.errors import InsightsError
 from insights.settings import load_settings
@@ -27,6 +28,7 @@ def main(ctx: typer.Context) -> None:
 
 
 app.add_typer(stack_cmd.app, name="stack")
+app.command(name="demo")(demo_cmd.demo)
 app.add_typer(topics_cmd.app, name="topics")
 
 

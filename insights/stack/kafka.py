@@ -25,6 +25,8 @@ _QUIET.propagate = False
 
 POM = REPO_ROOT / "stack" / "kafka" / "pom.xml"
 LOG4J2 = REPO_ROOT / "stack" / "kafka" / "log4j2.properties"
+#: downloaded jars are a cache shared by every stack directory (tests start their own stacks)
+JAR_CACHE = REPO_ROOT / ".stack" / "kafka" / "libs"
 
 SERVER_PROPERTIES = """# written by insights stack
 process.roles=broker,controller
@@ -64,7 +66,7 @@ class LocalKafka:
 
     @property
     def libs(self) -> Path:
-        return self.root / "libs"
+        return JAR_CACHE
 
     @property
     def pid_file(self) -> Path:

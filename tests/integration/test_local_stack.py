@@ -1,0 +1,90 @@
+"""The local stack's lifecycle, on a private instance (own directory, own free ports)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from insights.errors import StackError
+from insights.settings import Settings, load_settings
+from insights.stack import LocalStack
+from insights.stack.kafka import LocalKafka
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def private_settings() -> Iterator[Settings]:
+    # not pytest's tmp_path: it is private to root, and PostgreSQL runs as another user
+    root = Path(tempfile.mkdtemp(prefix="insights-stack-"))
+    root.chmod(0o755)
+    try:
+        yield load_settings(
+            stack_dir=root,
+            stack_pg_port=free_port(),
+            stack_kafka_port=free_port(),
+            stack_kafka_controller_port=free_port(),
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def processes_under(root: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(root).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_up_twice_is_a_no_op_and_down_leaves_no_process(private_settings):
+    stack = LocalStack(private_settings)
+    try:
+        first = stack.up()
+        assert first == {"postgres": "initialised and started", "kafka": "formatted and started"}
+        assert all(s.answers for s in stack.status())
+        pids_before = {s.name: s.pid for s in stack.status()}
+
+        second = stack.up()
+        assert second == {"postgres": "already running", "kafka": "already running"}
+        assert {s.name: s.pid for s in stack.status()} == pids_before
+    finally:
+        stack.down()
+    assert processes_under(private_settings.stack_dir) == []
+    assert not any(s.answers for s in stack.status())
+
+
+def test_taken_port_is_one_clear_error(private_settings):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", private_settings.stack_kafka_port))
+        blocker.listen()
+        with pytest.raises(StackError) as info:
+            LocalKafka(private_settings).up()
+    message = str(info.value)
+    assert str(private_settings.stack_kafka_port) in message
+    assert "INSIGHTS_STACK_KAFKA_PORT" in message
+
+
+def test_missing_java_says_what_to_install(private_settings, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    kafka = LocalKafka(private_settings)
+    with pytest.raises(StackError, match="install a Java 17 runtime"):
+        kafka._java()
+    assert os.environ["PATH"] == "/nonexistent"
