@@ -1,0 +1,5 @@
+"""The alerts sink: AlertTriggered events into alerts, with exact alert_rules counters."""
+
+from consumers.alerts.sink import AlertsSink
+
+__all__ = ["AlertsSink"]

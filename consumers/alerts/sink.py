@@ -1,0 +1,36 @@
+"""The alerts sink's I/O: a batch of alerts inserted once each, rule counters kept exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from consumers.alerts import sql
+from consumers.alerts.mapping import ALERT_COLUMNS, ALERT_TYPES, merge, prepare
+from consumers.copy import copy_rows
+
+_TRIGGERED_AT = ALERT_COLUMNS.index("triggered_at")
+
+
+class AlertsSink:
+    name = "alerts"
+    subject = "alert_triggered"
+
+    def prepare(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        return prepare(record)
+
+    def timestamps(self, items: Sequence[tuple[Any, ...]]) -> Mapping[str, Iterable[datetime]]:
+        return {"alerts": [row[_TRIGGERED_AT] for row in items]}
+
+    def write(self, conn: psycopg.Connection, items: Sequence[tuple[Any, ...]]) -> Mapping[str, int]:
+        rows = merge(items)
+        with conn.cursor() as cur:
+            cur.execute(sql.CREATE_STAGING)
+            copy_rows(cur, sql.COPY_ALERTS, ALERT_TYPES, rows)
+            cur.execute(sql.INSERT_AND_COUNT)
+            found = cur.fetchone()
+        inserted, rules = found if found else (0, 0)
+        return {"alerts": int(inserted), "alert_rules": int(rules)}

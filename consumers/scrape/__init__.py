@@ -1,0 +1,5 @@
+"""The scrape sink: ProductScraped events into products, product_snapshots, product_features."""
+
+from consumers.scrape.sink import ScrapeSink
+
+__all__ = ["ScrapeSink"]

@@ -1,0 +1,43 @@
+"""The scrape sink's I/O: one batch of prepared scrapes into PostgreSQL, set-based."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from consumers.copy import copy_rows
+from consumers.scrape import sql
+from consumers.scrape.mapping import ScrapeRows, merge, prepare
+
+
+class ScrapeSink:
+    name = "scrape"
+    subject = "product_scraped"
+
+    def prepare(self, record: dict[str, Any]) -> ScrapeRows:
+        return prepare(record)
+
+    def timestamps(self, items: Sequence[ScrapeRows]) -> Mapping[str, Iterable[datetime]]:
+        return {"product_snapshots": [r.snapshot[13] for r in items]}
+
+    def write(self, conn: psycopg.Connection, items: Sequence[ScrapeRows]) -> Mapping[str, int]:
+        batch = merge(items)
+        written: dict[str, int] = {}
+        with conn.cursor() as cur:
+            cur.execute(sql.CREATE_STAGING)
+            copy_rows(cur, sql.COPY_PRODUCTS, sql.PRODUCT_TYPES, batch.products)
+            copy_rows(cur, sql.COPY_SNAPSHOTS, sql.SNAPSHOT_TYPES, batch.snapshots)
+            if batch.features:
+                copy_rows(cur, sql.COPY_FEATURES, sql.FEATURE_TYPES, batch.features)
+            # products first: snapshots and features reference them
+            cur.execute(sql.UPSERT_PRODUCTS)
+            written["products"] = cur.rowcount
+            cur.execute(sql.INSERT_SNAPSHOTS)
+            written["product_snapshots"] = cur.rowcount
+            if batch.features:
+                cur.execute(sql.UPSERT_FEATURES)
+                written["product_features"] = cur.rowcount
+        return written

@@ -1,0 +1,91 @@
+"""The scrape sink's SQL: staging tables filled by binary COPY, then set-based upserts.
+
+Idempotency and order independence live in these statements:
+
+* products: a new ASIN is inserted; a known one takes the catalog fields only from a
+  scrape newer than ``last_scraped_at``, so out-of-order delivery ends in the state of
+  the newest scrape, and a redelivered old scrape changes nothing;
+* product_snapshots: one row per ``(asin, scraped_at)``; a redelivery is a no-op;
+* product_features: one row per ``(asin, feature_category, feature_name)``; a newer
+  ``extracted_at`` wins.
+"""
+
+from __future__ import annotations
+
+from consumers.scrape.mapping import FEATURE_COLUMNS, PRODUCT_COLUMNS, SNAPSHOT_COLUMNS
+
+# ON COMMIT DROP: nothing outlives the transaction, which a transaction-pooling
+# PgBouncer requires (the next transaction may run on another server connection).
+CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_products (
+    asin text, title text, brand text, category text, manufacturer text, model text,
+    dimensions jsonb, weight numeric, last_scraped_at timestamptz
+) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS stage_snapshots (
+    event_id uuid, asin text, title text, price numeric, buybox_price numeric, rating numeric,
+    review_count int4, bsr_data jsonb, availability_status text, bullet_points text[],
+    product_description text, images jsonb, variations jsonb, scraped_at timestamptz, raw_data jsonb
+) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS stage_features (
+    asin text, feature_category text, feature_name text, feature_value text,
+    confidence_score numeric, extracted_at timestamptz, extraction_method text
+) ON COMMIT DROP;
+TRUNCATE stage_products, stage_snapshots, stage_features;
+"""
+
+PRODUCT_TYPES = ["text", "text", "text", "text", "text", "text", "jsonb", "numeric", "timestamptz"]
+SNAPSHOT_TYPES = [
+    "uuid", "text", "text", "numeric", "numeric", "numeric", "int4", "jsonb", "text", "text[]",
+    "text", "jsonb", "jsonb", "timestamptz", "jsonb",
+]
+FEATURE_TYPES = ["text", "text", "text", "text", "numeric", "timestamptz", "text"]
+
+COPY_PRODUCTS = f"COPY stage_products ({', '.join(PRODUCT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_SNAPSHOTS = f"COPY stage_snapshots ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_FEATURES = f"COPY stage_features ({', '.join(FEATURE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+UPSERT_PRODUCTS = """
+INSERT INTO products AS p (asin, title, brand, category, manufacturer, model, dimensions, weight,
+                           last_scraped_at, first_tracked_at, last_updated_at, updated_at)
+SELECT asin, title, brand, category, manufacturer, model, dimensions, weight,
+       last_scraped_at, last_scraped_at, now(), now()
+FROM stage_products
+ON CONFLICT (asin) DO UPDATE SET
+    title = EXCLUDED.title,
+    brand = EXCLUDED.brand,
+    category = EXCLUDED.category,
+    manufacturer = EXCLUDED.manufacturer,
+    model = EXCLUDED.model,
+    dimensions = EXCLUDED.dimensions,
+    weight = EXCLUDED.weight,
+    last_scraped_at = EXCLUDED.last_scraped_at,
+    first_tracked_at = LEAST(p.first_tracked_at, EXCLUDED.first_tracked_at),
+    last_updated_at = now(),
+    updated_at = now()
+WHERE p.last_scraped_at IS NULL OR EXCLUDED.last_scraped_at > p.last_scraped_at
+"""
+
+INSERT_SNAPSHOTS = """
+INSERT INTO product_snapshots (event_id, asin, title, price, buybox_price, rating, review_count,
+                               bsr_data, availability_status, bullet_points, product_description,
+                               images, variations, scraped_at, raw_data)
+SELECT event_id, asin, title, price, buybox_price, rating, review_count, bsr_data,
+       availability_status, bullet_points, product_description, images, variations,
+       scraped_at, raw_data
+FROM stage_snapshots
+ON CONFLICT (asin, scraped_at) DO NOTHING
+"""
+
+UPSERT_FEATURES = """
+INSERT INTO product_features AS f (asin, feature_category, feature_name, feature_value,
+                                   confidence_score, extracted_at, extraction_method)
+SELECT asin, feature_category, feature_name, feature_value, confidence_score, extracted_at,
+       COALESCE(extraction_method, 'parser')
+FROM stage_features
+ON CONFLICT (asin, feature_category, feature_name) DO UPDATE SET
+    feature_value = EXCLUDED.feature_value,
+    confidence_score = EXCLUDED.confidence_score,
+    extracted_at = EXCLUDED.extracted_at,
+    extraction_method = EXCLUDED.extraction_method
+WHERE EXCLUDED.extracted_at > f.extracted_at
+"""
