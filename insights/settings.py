@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- CDC reader (streams/cdc, docs/cdc.md) ---------------------------------------
+    cdc_slot_name: str = Field("insights_cdc", pattern=r"^[a-z0-9_]{1,63}$")
+    cdc_publication: str = Field("insights_cdc", pattern=r"^[A-Za-z0-9_]{1,63}$")
+    cdc_schema: str = Field("public", description="schema of the published tables")
+    cdc_tables: list[str] = Field(
+        default_factory=list, description="tables to publish (JSON list); empty = streams.topics.CDC_TABLES"
+    )
+    cdc_heartbeat_interval_s: float = Field(10.0, gt=0, le=3600)
+    cdc_status_interval_s: float = Field(1.0, gt=0, le=60, description="how often the slot position is confirmed")
+    cdc_standby_retry_s: float = Field(2.0, gt=0, le=300, description="hot standby: how often to try the slot")
+
     # --- local stack ---------------------------------------------------------------
     stack_dir: Path = Field(REPO_ROOT / ".stack", description="where the local stack keeps its data")
     stack_pg_port: int = Field(55432, ge=1024, le=65535)
