@@ -1,0 +1,1 @@
+"""The contracts of the event topics: compatibility between schema versions, AsyncAPI docs."""
