@@ -1,0 +1,1 @@
+"""The PostgreSQL side: migrations from ``ddl/``, partition management, maintenance, stats."""

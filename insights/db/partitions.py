@@ -1,0 +1,222 @@
+"""Partitions: create ahead and on demand, split the DEFAULT partition, prune by retention.
+
+The decisions live in the database (``ddl/0013_partition_management.sql``): the policy per
+table, the catalog view of partition bounds (``pg_inherits`` + ``pg_get_expr``), and the
+``SECURITY DEFINER`` functions that create partitions, so that the least-privilege ingest
+role can create the partition its rows need without owning any table. This module calls
+them in short transactions of their own and prunes by bounds.
+
+No row is ever lost or rejected for want of a partition:
+
+* consumers call :func:`ensure_partitions_for` before their batch transaction, so their rows
+  land in a proper partition even for 2019 or 2031;
+* any other writer's out-of-range row lands in the table's DEFAULT partition, and
+  :func:`ensure` (``insights db partitions ensure``, also run by ``migrate`` and ``maintain``)
+  moves such rows into the partitions they belong to, inside one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from insights.db.errors import PartitionError
+
+#: how long a partition change may wait for the table lock before trying again
+LOCK_TIMEOUT = "5s"
+LOCK_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Policy:
+    parent: str
+    period: str  # 'month' | 'day'
+    premake: int
+    retention: str | None  # an interval as PostgreSQL prints it, None = keep forever
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    parent: str
+    partition: str
+    is_default: bool
+    lower: datetime | None
+    upper: datetime | None
+    rows_estimate: int
+
+
+@dataclass(frozen=True)
+class Pruned:
+    parent: str
+    partition: str
+    lower: datetime
+    upper: datetime
+
+
+def policies(conn: psycopg.Connection) -> list[Policy]:
+    rows = conn.execute(
+        "SELECT parent::text, period, premake, retention::text FROM partition_policy ORDER BY 1"
+    ).fetchall()
+    return [Policy(*row) for row in rows]
+
+
+def _utc_days(timestamps: Iterable[datetime]) -> list[datetime]:
+    """One representative per UTC day: both periods are whole days, so this loses nothing
+    and keeps a 5000-row batch to a handful of values."""
+    days: set[datetime] = set()
+    for ts in timestamps:
+        if ts.tzinfo is None:
+            raise PartitionError(f"timestamp {ts.isoformat()} has no time zone; partitions are UTC")
+        days.add(ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+    return sorted(days)
+
+
+def _in_own_transaction(conn: psycopg.Connection, query: sql.Composable | str, params: tuple) -> list[str]:
+    """Run a partition function in a short transaction, retrying when the table lock is busy."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+                return [row[0] for row in conn.execute(query, params).fetchall()]  # type: ignore[arg-type]
+        except pg_errors.LockNotAvailable:
+            if attempt == LOCK_ATTEMPTS:
+                raise PartitionError(
+                    f"table lock not granted within {LOCK_TIMEOUT} after {attempt} attempts"
+                ) from None
+            time.sleep(0.2 * attempt)
+        except psycopg.Error as exc:
+            raise PartitionError(_one_line(exc)) from exc
+    raise AssertionError("unreachable")
+
+
+def ensure_partitions_for(conn: psycopg.Connection, table: str, timestamps: Iterable[datetime]) -> list[str]:
+    """Create the partitions of ``table`` that rows dated ``timestamps`` need; return their names.
+
+    Call it in its own short transaction before the batch transaction (with an idle
+    connection this function opens and commits one). Cheap when nothing is missing; safe when
+    several processes ask for the same partition at once.
+    """
+    days = _utc_days(timestamps)
+    if not days:
+        return []
+    return _in_own_transaction(
+        conn,
+        "SELECT p::text FROM ensure_partitions(%s::regclass, %s::timestamptz[]) AS p",
+        (table, days),
+    )
+
+
+def ensure(
+    conn: psycopg.Connection,
+    *,
+    now: datetime | None = None,
+    months_ahead: int | None = None,
+    days_ahead: int | None = None,
+) -> list[str]:
+    """For every partitioned table: split its DEFAULT partition, then create partitions from
+    one period back to the policy's periods ahead (or ``months_ahead`` / ``days_ahead``)."""
+    created: list[str] = []
+    for policy in policies(conn):
+        ahead = months_ahead if policy.period == "month" else days_ahead
+        created += _in_own_transaction(
+            conn, "SELECT p::text FROM split_default_partition(%s::regclass) AS p", (policy.parent,)
+        )
+        created += _in_own_transaction(
+            conn,
+            "SELECT p::text FROM premake_partitions(%s::regclass, coalesce(%s::timestamptz, now()), %s::int) AS p",
+            (policy.parent, now, ahead),
+        )
+    return created
+
+
+PRUNABLE = """
+SELECT c.parent::text, c."partition"::text, c.lower_bound, c.upper_bound,
+       pn.nspname, pr.relname, n.nspname, r.relname
+FROM partition_catalog c
+JOIN partition_policy p ON p.parent = c.parent
+JOIN pg_class r ON r.oid = c."partition"
+JOIN pg_namespace n ON n.oid = r.relnamespace
+JOIN pg_class pr ON pr.oid = c.parent
+JOIN pg_namespace pn ON pn.oid = pr.relnamespace
+WHERE NOT c.is_default
+  AND p.retention IS NOT NULL
+  AND c.upper_bound <= (timezone('UTC', date_trunc(p.period, %(now)s::timestamptz, 'UTC')) - p.retention)
+                       AT TIME ZONE 'UTC'
+ORDER BY 1, 3
+"""
+
+
+def prune(conn: psycopg.Connection, *, now: datetime | None = None, dry_run: bool = False) -> list[Pruned]:
+    """Drop the partitions wholly older than their table's retention, chosen by bounds.
+
+    Each goes in its own transaction: DETACH, then DROP without CASCADE, so an object that
+    depends on the partition makes the prune fail loudly instead of vanishing with it.
+    """
+    at = now or datetime.now(UTC)
+    rows = conn.execute(PRUNABLE, {"now": at}).fetchall()
+    gone: list[Pruned] = []
+    for parent, partition, lower, upper, parent_nsp, parent_rel, nspname, relname in rows:
+        item = Pruned(parent, partition, lower, upper)
+        if not dry_run:
+            target = sql.Identifier(nspname, relname)
+            parent_name = sql.Identifier(parent_nsp, parent_rel)
+            statements = [
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent_name, target),
+                sql.SQL("DROP TABLE {}").format(target),
+            ]
+            _run_locked(conn, statements, what=f"prune {partition}")
+        gone.append(item)
+    return gone
+
+
+def _run_locked(conn: psycopg.Connection, statements: list[sql.Composed], *, what: str) -> None:
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+                for statement in statements:
+                    conn.execute(statement)
+            return
+        except pg_errors.LockNotAvailable:
+            if attempt == LOCK_ATTEMPTS:
+                raise PartitionError(f"{what}: table lock not granted after {attempt} attempts") from None
+            time.sleep(0.2 * attempt)
+        except psycopg.Error as exc:
+            raise PartitionError(f"{what}: {_one_line(exc)}") from exc
+
+
+STATUS = """
+SELECT c.parent::text, c."partition"::text, c.is_default, c.lower_bound, c.upper_bound,
+       greatest(r.reltuples, 0)::bigint, n.nspname, r.relname
+FROM partition_catalog c
+JOIN partition_policy p ON p.parent = c.parent
+JOIN pg_class r ON r.oid = c."partition"
+JOIN pg_namespace n ON n.oid = r.relnamespace
+ORDER BY 1, c.is_default DESC, 4
+"""
+
+
+def status(conn: psycopg.Connection) -> list[PartitionInfo]:
+    """Every managed partition with its bounds; DEFAULT partitions carry an exact row count
+    (they should be empty: rows there are waiting for ``ensure``)."""
+    infos: list[PartitionInfo] = []
+    for parent, partition, is_default, lower, upper, estimate, nspname, relname in conn.execute(
+        STATUS
+    ).fetchall():
+        if is_default:
+            estimate = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(nspname, relname))
+            ).fetchone()[0]  # type: ignore[index]
+        infos.append(PartitionInfo(parent, partition, is_default, lower, upper, int(estimate)))
+    return infos
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
