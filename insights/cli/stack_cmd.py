@@ -12,15 +12,22 @@ app = typer.Typer(help="Start, stop and inspect the local PostgreSQL + Kafka sta
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    with_pgbouncer: bool = typer.Option(
+        False, "--with-pgbouncer", help="also start PgBouncer (transaction pooling) on INSIGHTS_STACK_PGBOUNCER_PORT"
+    ),
+) -> None:
     """Install what is missing, start PostgreSQL and Kafka, wait until both answer (idempotent)."""
     stack = LocalStack(settings_of(ctx))
     with console.status("starting the local stack (first run downloads Kafka and may take minutes)…"):
-        result = stack.up()
+        result = stack.up(with_pgbouncer=with_pgbouncer)
     for name, what in result.items():
         console.print(f"{name}: {what}")
     console.print(f"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS={stack.kafka.bootstrap}")
     console.print(f"INSIGHTS_PG_DSN={stack.postgres.dsn}")
+    if with_pgbouncer:
+        console.print(f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}")
 
 
 @app.command()

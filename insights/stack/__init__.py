@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from insights.settings import Settings
 from insights.stack.kafka import LocalKafka
+from insights.stack.pgbouncer import LocalPgBouncer
 from insights.stack.postgres import LocalPostgres
 
 
@@ -22,14 +23,20 @@ class LocalStack:
         self.settings = settings
         self.postgres = LocalPostgres(settings)
         self.kafka = LocalKafka(settings)
+        self.pgbouncer = LocalPgBouncer(settings)
 
-    def up(self) -> dict[str, str]:
+    def up(self, with_pgbouncer: bool = False) -> dict[str, str]:
         """Idempotent; returns what happened to each service."""
-        return {"postgres": self.postgres.up(), "kafka": self.kafka.up()}
+        result = {"postgres": self.postgres.up(), "kafka": self.kafka.up()}
+        if with_pgbouncer:
+            result["pgbouncer"] = self.pgbouncer.up()
+        return result
 
     def down(self) -> dict[str, str]:
-        # Kafka first: consumers that outlive it fail fast rather than hang on Postgres
-        return {"kafka": self.kafka.down(), "postgres": self.postgres.down()}
+        # PgBouncer first (it fronts Postgres), then Kafka: consumers that outlive it
+        # fail fast rather than hang on Postgres
+        result = {"pgbouncer": self.pgbouncer.down()} if self.pgbouncer.running_pid() else {}
+        return {**result, "kafka": self.kafka.down(), "postgres": self.postgres.down()}
 
     def status(self) -> list[ServiceStatus]:
         pg_pid = self.postgres.running_pid()

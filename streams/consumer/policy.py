@@ -49,7 +49,7 @@ def is_data_error(exc: BaseException) -> bool:
 def serde_class(exc: BaseException) -> ErrorClass | None:
     """The dead-letter class of a decoding error (by class name: serde may be absent)."""
     names = {cls.__name__ for cls in type(exc).__mro__}
-    if "UnknownSchemaError" in names:
+    if "UnknownSchemaError" in names or "IncompatibleSchemaError" in names:
         return ErrorClass.UNKNOWN_SCHEMA
     if "SerdeError" in names or "CorruptPayloadError" in names:
         return ErrorClass.CORRUPT
@@ -57,7 +57,8 @@ def serde_class(exc: BaseException) -> ErrorClass | None:
 
 
 def default_policy(exc: BaseException) -> Decision:
-    if is_transient(exc):
+    # a registry that does not answer is never the record's fault
+    if is_transient(exc) or type(exc).__name__ == "RegistryUnavailableError":
         return Decision(Action.RETRY)
     found = serde_class(exc)
     if found is not None:
