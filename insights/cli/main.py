@@ -10,6 +10,7 @@ from insights.cli import produce_cmd, stack_cmd, topics_cmd
 from insights.cli import demo_cmd
 from insights.cli import cdc_cmd
 from insights.cli import consume_cmd
+from insights.cli import schemas_cmd
 from insights.cli.context import err_console
 from insights.errors import InsightsError
 from insights.settings import load_settings
@@ -30,11 +31,13 @@ def main(ctx: typer.Context) -> None:
 
 
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(db_cmd.app, name="db")
 app.add_typer(cdc_cmd.app, name="cdc")
 app.command(name="demo")(demo_cmd.demo)
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(produce_cmd.app, name="produce")
 app.add_typer(consume_cmd.app, name="consume")
+app.add_typer(schemas_cmd.app, name="schemas")
 
 
 def run() -> None:
