@@ -23,12 +23,27 @@ T = TypeVar("T")
 # SQLSTATE classes that say "try again later", not "your data is wrong":
 # 08 connection exception, 40 transaction rollback (serialization, deadlock),
 # 53 insufficient resources, 57P operator intervention (admin shutdown, cannot connect now),
-# 58 system error (I/O).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58")
+# 58 system error (I/O), 55P03 lock not available (a lock_timeout expired).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when waiting and retrying the same work may succeed."""
+    """True when waiting and retrying the same work may succeed.
+
+    Wrapped errors count by their cause: a helper that turns a dropped connection into
+    its own error type (``raise PartitionError(...) from exc``) is still transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _transient_itself(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, KafkaException):
         err = exc.args[0] if exc.args else None
         if isinstance(err, KafkaError):

@@ -358,8 +358,7 @@ class ConsumerLoop:
 
         try:
             for table, values in wanted.items():
-                with conn.transaction():
-                    ensure_partitions_for(conn, table, values)
+                ensure_partitions_for(conn, table, values)  # commits its own short transaction
         except Exception:
             # not ensured after all: ask again on the retry
             for table, values in wanted.items():
