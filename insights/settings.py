@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="libpq connection string or URI, without the password",
     )
     pg_password: SecretStr | None = Field(None, description="password for pg_dsn's user")
+    pg_ingest_password: SecretStr | None = Field(
+        None, description="login password for the insights_ingest role (`insights db passwords`)"
+    )
+    pg_cdc_password: SecretStr | None = Field(
+        None, description="login password for the insights_cdc role (`insights db passwords`)"
+    )
 
     # --- streams -----------------------------------------------------------------
     topic_prefix: str = Field("insights", pattern=r"^[A-Za-z0-9._-]+$")

@@ -10,6 +10,7 @@ from insights.cli import produce_cmd, stack_cmd, topics_cmd
 from insights.cli import demo_cmd
 from insights.cli import cdc_cmd
 from insights.cli import consume_cmd
+from insights.cli import db_cmd
 from insights.cli import schemas_cmd
 from insights.cli.context import err_console
 from insights.errors import InsightsError

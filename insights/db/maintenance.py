@@ -1,0 +1,100 @@
+"""``insights db maintain``: what the seed's ``run_maintenance_tasks()`` meant, made to run.
+
+The seed put ``VACUUM`` and ``REINDEX ... CONCURRENTLY`` inside a plpgsql function, where
+PostgreSQL refuses both (they cannot run in a transaction block), and scheduled it through
+pg_cron, which is not installed. Here every statement is sent on its own from an autocommit
+connection, in an order that is safe while consumers write:
+
+1. partitions: split the DEFAULT partitions and create those ahead (short locks, retried);
+2. prune partitions past retention (detach + drop, short locks, retried);
+3. ``REFRESH MATERIALIZED VIEW CONCURRENTLY``: readers of the view are never blocked;
+4. ``VACUUM (ANALYZE)`` of the two big tables the seed names (no lock that blocks writes);
+5. ``ANALYZE`` of the partitioned parents: autovacuum analyzes partitions but never their
+   parents, so without this the planner has no statistics for queries on the parents.
+
+The seed's weekly ``REINDEX INDEX CONCURRENTLY idx_snapshots_asin_time`` is not repeated:
+rebuilding an index on a schedule, bloated or not, doubles its I/O for nothing, and that
+index no longer exists (the unique (asin, scraped_at) key replaces it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from insights.db import partitions
+from insights.db.errors import DatabaseError
+
+VACUUMED = ("product_snapshots", "competitive_analyses")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    seconds: float
+    detail: str
+
+
+def _ensure(conn: psycopg.Connection) -> str:
+    created = partitions.ensure(conn)
+    return f"{len(created)} partition(s) created" + (f": {', '.join(created)}" if created else "")
+
+
+def _prune(conn: psycopg.Connection) -> str:
+    gone = partitions.prune(conn)
+    return f"{len(gone)} partition(s) dropped" + (f": {', '.join(p.partition for p in gone)}" if gone else "")
+
+
+def _refresh(conn: psycopg.Connection) -> str:
+    conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY product_summary_view")
+    return "product_summary_view refreshed concurrently"
+
+
+def _vacuum(conn: psycopg.Connection) -> str:
+    for table in VACUUMED:
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+    return f"vacuumed and analyzed {', '.join(VACUUMED)}"
+
+
+def _analyze_parents(conn: psycopg.Connection) -> str:
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'p' AND NOT c.relispartition AND n.nspname = 'public' ORDER BY 2"
+    ).fetchall()
+    for nspname, relname in rows:
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(nspname, relname)))
+    return f"analyzed {len(rows)} partitioned table(s)"
+
+
+STEPS: tuple[tuple[str, Callable[[psycopg.Connection], str]], ...] = (
+    ("ensure partitions", _ensure),
+    ("prune partitions", _prune),
+    ("refresh summaries", _refresh),
+    ("vacuum", _vacuum),
+    ("analyze parents", _analyze_parents),
+)
+
+
+def maintain(conninfo: str, *, on_step: Callable[[str], None] | None = None) -> list[StepResult]:
+    """Run every step to the end; the first failure stops and says which step failed."""
+    results: list[StepResult] = []
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+    with conn:
+        for name, step in STEPS:
+            if on_step is not None:
+                on_step(name)
+            started = time.monotonic()
+            try:
+                detail = step(conn)
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DatabaseError(f"maintenance step '{name}' failed: {first}") from exc
+            results.append(StepResult(name, time.monotonic() - started, detail))
+    return results
