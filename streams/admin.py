@@ -13,6 +13,7 @@ The comparison is a pure function (:func:`drift_of`) so it is tested without a b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,6 +40,13 @@ DEFAULT_TIMEOUT_S = 30.0
 class TopicAdminError(InsightsError):
     """The broker refused or failed a topic operation (create, describe, alter)."""
 
+
+#: errors a topic shows while its partitions are still getting leaders after creation
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
 
 DriftKind = Literal["partitions", "replication_factor", "config"]
 
@@ -288,12 +296,27 @@ def ensure_topics(
 def end_offsets(
     admin: AdminClient, topic: str, partitions: int, timeout: float = DEFAULT_TIMEOUT_S
 ) -> dict[int, int]:
-    """High watermark of every partition of ``topic``."""
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
-    offsets: dict[int, int] = {}
-    for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
-        offsets[tp.partition] = _result(future, f"cannot read end offsets of {topic}", timeout).offset
-    return offsets
+    """High watermark of every partition of ``topic``.
+
+    Right after a topic is created its partitions may have no leader yet: retriable
+    errors are retried until ``timeout`` instead of being reported.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+        try:
+            return {
+                tp.partition: future.result(timeout=timeout).offset
+                for tp, future in admin.list_offsets(request, request_timeout=timeout).items()
+            }
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            settling = error.retriable() or error.code() in _SETTLING
+            if not settling or time.monotonic() + delay > deadline:
+                raise TopicAdminError(f"cannot read end offsets of {topic}: {error.str()}") from None
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def describe_topics(

@@ -93,7 +93,7 @@ def changes(prev: Scrape, cur: Scrape) -> list[Change]:
         delta = cur.rating - prev.rating
         found.append(Change("rating_change", abs(delta), str(prev.rating), str(cur.rating), _percent(prev.rating, cur.rating), f"rating moved from {prev.rating} to {cur.rating}"))
     main = cur.category
-    if prev.bsr.get(main) and cur.bsr.get(main):
+    if prev.bsr.get(main) and cur.bsr.get(main) and prev.bsr[main] != cur.bsr[main]:
         old_rank, new_rank = Decimal(prev.bsr[main]), Decimal(cur.bsr[main])
         pct = _percent(old_rank, new_rank)
         verb = "improved" if pct < 0 else "fell"
