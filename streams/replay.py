@@ -1,0 +1,262 @@
+"""Operator replays: dead letters back to their topic, and a consumer group rewound.
+
+Both are safe because the sinks are idempotent: a record stored twice is stored once.
+
+``replay_dlq`` reads ``<topic>.dlq`` up to its end as of the start, re-publishes each
+record's original key and value to ``topic`` with headers saying it is a replay, and
+commits its own progress (consumer group ``<group>.replay``) after every chunk the
+broker has acknowledged, so a second run starts after the first. A crash between an
+acknowledged chunk and its commit re-sends that chunk once more: harmless, see above.
+
+``reset_group`` rewinds (or forwards) a consumer group on one topic. The consumers
+seek to the offsets in PostgreSQL's ``consumer_offsets`` on assignment, so both that
+table and Kafka's committed offsets are set; the table rows are written in a
+transaction that commits only after Kafka accepted the new offsets. A group with
+active members is refused: they would overwrite the reset at their next commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import psycopg
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+try:  # moved between confluent-kafka releases
+    from confluent_kafka import ConsumerGroupTopicPartitions
+except ImportError:  # pragma: no cover
+    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
+
+from insights.errors import InsightsError
+from insights.settings import Settings
+from streams.admin import end_offsets
+from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION
+from streams.producer import EventProducer
+from streams.topics import dlq_name
+
+H_REPLAY_FROM = "insights.replay.from"
+H_REPLAY_OFFSET = "insights.replay.offset"
+H_REPLAY_AT = "insights.replay.at"
+H_REPLAY_ERROR_CLASS = "insights.replay.error.class"
+
+CHUNK = 1000
+TIMEOUT_S = 30.0
+
+
+class ReplayError(InsightsError):
+    """A replay or reset cannot be done as asked (group active, topic missing, bad target)."""
+
+
+# --- DLQ replay ------------------------------------------------------------------------
+
+
+@dataclass
+class DlqReplayReport:
+    source: str
+    target: str
+    replayed: int = 0
+    dry_run: bool = False
+    by_error_class: Counter[str] = field(default_factory=Counter)
+    #: DLQ records left after this run (beyond --limit)
+    remaining: int = 0
+
+
+def replay_group(settings: Settings) -> str:
+    return f"{settings.consumer_group}.replay"
+
+
+def _partitions(admin: AdminClient, topic: str) -> int:
+    meta = admin.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise ReplayError(f"topic {topic} does not exist")
+    return len(meta.partitions)
+
+
+def _replay_headers(msg, source: str) -> list[tuple[str, bytes]]:  # type: ignore[no-untyped-def]
+    original = dict(msg.headers() or [])
+    return [
+        (H_REPLAY_FROM, source.encode()),
+        (H_REPLAY_OFFSET, f"{msg.partition()}:{msg.offset()}".encode()),
+        (H_REPLAY_AT, datetime.now(timezone.utc).isoformat().encode()),
+        (H_REPLAY_ERROR_CLASS, original.get(H_ERROR_CLASS) or b""),
+        # where the record first lived, as the DLQ recorded it
+        (H_PARTITION, original.get(H_PARTITION) or b""),
+        (H_OFFSET, original.get(H_OFFSET) or b""),
+    ]
+
+
+def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_run: bool = False) -> DlqReplayReport:
+    """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc)."""
+    source = dlq_name(topic)
+    admin = AdminClient(settings.kafka_config())
+    _partitions(admin, topic)
+    count = _partitions(admin, source)
+    ends = end_offsets(admin, source, count)
+    consumer = Consumer(
+        settings.kafka_config(
+            **{"group.id": replay_group(settings), "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        )
+    )
+    report = DlqReplayReport(source, topic, dry_run=dry_run)
+    try:
+        committed = consumer.committed([TopicPartition(source, p) for p in range(count)], timeout=TIMEOUT_S)
+        starts = {tp.partition: (tp.offset if tp.offset != OFFSET_INVALID else 0) for tp in committed}
+        todo = {p: ends[p] for p in range(count) if starts[p] < ends[p]}
+        # explicit assignment: no rebalance to wait for, and no other member to share with
+        consumer.assign([TopicPartition(source, p, starts[p]) for p in todo])
+        budget = limit if limit is not None else sum(ends[p] - starts[p] for p in todo)
+        positions = dict(starts)
+        with EventProducer(settings) as producer:
+            chunk = 0
+            while todo and report.replayed < budget:
+                for msg in consumer.consume(num_messages=min(CHUNK, budget - report.replayed), timeout=1.0):
+                    if msg.error() is not None:
+                        raise ReplayError(f"cannot read {source}: {msg.error().str()}")
+                    p = msg.partition()
+                    if p not in todo or msg.offset() >= todo[p]:
+                        continue  # written after we started: the next run's business
+                    report.by_error_class[dict(msg.headers() or []).get(H_ERROR_CLASS, b"?").decode()] += 1
+                    if not dry_run:
+                        producer.produce_event(topic, msg.key(), msg.value(), _replay_headers(msg, source))
+                    report.replayed += 1
+                    chunk += 1
+                    positions[p] = msg.offset() + 1
+                    if positions[p] >= todo[p]:
+                        del todo[p]
+                    if report.replayed >= budget:
+                        break
+                if not dry_run and (chunk >= CHUNK or not todo or report.replayed >= budget) and chunk:
+                    producer.flush()  # raises if anything was not acknowledged: then no commit
+                    consumer.commit(
+                        offsets=[TopicPartition(source, p, o) for p, o in positions.items()], asynchronous=False
+                    )
+                    chunk = 0
+        report.remaining = sum(ends[p] - positions[p] for p in range(count))
+    except KafkaException as exc:
+        raise ReplayError(f"replay of {source} failed: {exc.args[0].str()}") from None
+    finally:
+        consumer.close()
+    return report
+
+
+# --- consumer group reset ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionReset:
+    partition: int
+    kafka_before: int | None  # None: nothing committed
+    db_before: int | None
+    target: int
+
+
+@dataclass
+class ResetReport:
+    group: str
+    topic: str
+    partitions: list[PartitionReset]
+    dry_run: bool
+
+
+def _active_members(admin: AdminClient, group: str) -> int:
+    future = admin.describe_consumer_groups([group], request_timeout=TIMEOUT_S)[group]
+    try:
+        description = future.result(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        raise ReplayError(f"cannot describe group {group}: {exc.args[0].str()}") from None
+    return len(description.members)
+
+
+def _targets(
+    admin: AdminClient, topic: str, count: int, to_time: datetime | None, to_offset: int | None
+) -> dict[int, int]:
+    ends = end_offsets(admin, topic, count)
+    if to_offset is not None:
+        if to_offset < 0:
+            raise ReplayError("--to-offset must be 0 or more")
+        starts = {
+            tp.partition: f.result(timeout=TIMEOUT_S).offset
+            for tp, f in admin.list_offsets(
+                {TopicPartition(topic, p): OffsetSpec.earliest() for p in range(count)}, request_timeout=TIMEOUT_S
+            ).items()
+        }
+        # clamp into what the log holds: before the start is the start, past the end is the end
+        return {p: min(max(to_offset, starts[p]), ends[p]) for p in range(count)}
+    assert to_time is not None
+    if to_time.tzinfo is None:
+        raise ReplayError("--to-time needs a time zone, e.g. 2025-01-01T00:00:00+00:00")
+    ms = int(to_time.timestamp() * 1000)
+    request = {TopicPartition(topic, p): OffsetSpec.for_timestamp(ms) for p in range(count)}
+    found = {tp.partition: f.result(timeout=TIMEOUT_S).offset for tp, f in admin.list_offsets(request, request_timeout=TIMEOUT_S).items()}
+    # -1: no record at or after that time: the group starts at the end
+    return {p: (found[p] if found[p] >= 0 else ends[p]) for p in range(count)}
+
+
+def _kafka_committed(admin: AdminClient, group: str, topic: str, count: int) -> dict[int, int | None]:
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])]
+    result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(timeout=TIMEOUT_S)
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
+
+
+_DB_BEFORE = """
+SELECT partition, next_offset FROM consumer_offsets
+WHERE consumer_group = %s AND topic = %s FOR UPDATE
+"""
+
+# a reset sets the offset outright: unlike the consumers' save, it may move backwards
+_DB_SET = """
+INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, updated_at)
+SELECT %(group)s, %(topic)s, w.partition, w.next_offset, now()
+FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS w(partition, next_offset)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+SET next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
+
+
+def reset_group(
+    settings: Settings,
+    group: str,
+    topic: str,
+    *,
+    to_time: datetime | None = None,
+    to_offset: int | None = None,
+    dry_run: bool = False,
+) -> ResetReport:
+    """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
+    if (to_time is None) == (to_offset is None):
+        raise ReplayError("give exactly one of --to-time and --to-offset")
+    admin = AdminClient(settings.kafka_config())
+    count = _partitions(admin, topic)
+    members = _active_members(admin, group)
+    if members:
+        raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
+    targets = _targets(admin, topic, count, to_time, to_offset)
+    kafka_before = _kafka_committed(admin, group, topic, count)
+    with psycopg.connect(settings.pg_conninfo(), connect_timeout=10) as conn:
+        db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
+        report = ResetReport(
+            group,
+            topic,
+            [PartitionReset(p, kafka_before.get(p), db_before.get(p), targets[p]) for p in range(count)],
+            dry_run,
+        )
+        if dry_run:
+            conn.rollback()
+            return report
+        conn.execute(
+            _DB_SET,
+            {"group": group, "topic": topic, "partitions": list(targets), "offsets": list(targets.values())},
+        )
+        # Kafka first, inside the open transaction: if the broker refuses, the table is untouched
+        if _active_members(admin, group):
+            raise ReplayError(f"group {group} gained members during the reset: nothing changed")
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in targets.items()])]
+        try:
+            admin.alter_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise ReplayError(f"Kafka refused the new offsets of {group}: {exc.args[0].str()}") from None
+        conn.commit()
+    return report

@@ -1,0 +1,144 @@
+"""Replay against the real broker and database: DLQ re-publishing and consumer group resets."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.admin import ensure_topics
+from streams.dlq import H_ERROR_CLASS, H_OFFSET
+from streams.producer import EventProducer
+from streams.replay import H_REPLAY_FROM, ReplayError, replay_dlq, reset_group
+from streams.topics import dlq_name, event_topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics(settings):
+    specs = event_topics(settings)
+    ensure_topics(settings, specs)
+    yield specs
+    admin = AdminClient(settings.kafka_config())
+    for future in admin.delete_topics([s.name for s in specs]).values():
+        try:
+            future.result(timeout=30)
+        except Exception:
+            pass
+
+
+def _read_all(settings, topic, group, expected, partitions):
+    consumer = Consumer(settings.kafka_config(**{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and len(got) < expected:
+            got.extend(m for m in consumer.consume(500, timeout=1.0) if m.error() is None)
+        got.extend(m for m in consumer.consume(50, timeout=1.5) if m.error() is None)
+    finally:
+        consumer.close()
+    return got
+
+
+def _dead_letters(settings, dlq, n):
+    with EventProducer(settings) as producer:
+        for i in range(n):
+            headers = [(H_ERROR_CLASS, b"validation" if i % 2 else b"constraint"), (H_OFFSET, str(i).encode())]
+            producer.produce_event(dlq, f"B0KEY{i:05d}", f"payload-{i}".encode(), headers)
+
+
+def test_dlq_replay_republishes_once_and_resumes(settings, topics, consumer_group):
+    topic = topics[0].name
+    dlq = dlq_name(topic)
+    _dead_letters(settings, dlq, 30)
+
+    dry = replay_dlq(settings, topic, dry_run=True)
+    assert dry.replayed == 30 and dry.by_error_class == {"validation": 15, "constraint": 15}
+    assert _read_all(settings, topic, consumer_group, 0, topics[0].partitions) == []
+
+    first = replay_dlq(settings, topic, limit=12)
+    assert first.replayed == 12 and first.remaining == 18
+    second = replay_dlq(settings, topic)
+    assert second.replayed == 18 and second.remaining == 0
+    assert replay_dlq(settings, topic).replayed == 0  # nothing twice
+
+    got = _read_all(settings, topic, consumer_group, 30, topics[0].partitions)
+    assert sorted(m.value() for m in got) == sorted(f"payload-{i}".encode() for i in range(30))
+    for m in got:
+        headers = dict(m.headers())
+        assert headers[H_REPLAY_FROM] == dlq.encode()
+        assert m.key() == f"B0KEY{int(m.value().split(b'-')[1]):05d}".encode()
+
+
+def _produce(settings, topic, n, partitions=1):
+    with EventProducer(settings) as producer:
+        for i in range(n):
+            producer.produce_event(topic, None, f"{i}".encode(), partition=i % partitions)
+
+
+def test_reset_moves_kafka_and_table_offsets(settings, make_topic, consumer_group, pg):
+    topic = make_topic(partitions=2)
+    _produce(settings, topic, 20, partitions=2)
+    pg.execute(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES (%s, %s, 0, 10), (%s, %s, 1, 10)",
+        (consumer_group, topic, consumer_group, topic),
+    )
+    dry = reset_group(settings, consumer_group, topic, to_offset=3, dry_run=True)
+    assert [(p.db_before, p.target) for p in dry.partitions] == [(10, 3), (10, 3)]
+    assert pg.execute("SELECT sum(next_offset) FROM consumer_offsets WHERE consumer_group = %s", (consumer_group,)).fetchone()[0] == 20
+
+    reset_group(settings, consumer_group, topic, to_offset=3)
+    rows = pg.execute(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s AND topic = %s ORDER BY 1",
+        (consumer_group, topic),
+    ).fetchall()
+    assert rows == [(0, 3), (1, 3)]
+    consumer = Consumer(settings.kafka_config(**{"group.id": consumer_group}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in committed] == [3, 3]
+
+    # past the end is clamped to the end (10 records per partition)
+    after = reset_group(settings, consumer_group, topic, to_offset=999)
+    assert [p.target for p in after.partitions] == [10, 10]
+    assert [p.kafka_before for p in after.partitions] == [3, 3]
+
+
+def test_reset_to_time(settings, make_topic, consumer_group, pg):
+    topic = make_topic(partitions=1)
+    _produce(settings, topic, 5)
+    time.sleep(1.1)
+    middle = datetime.now(timezone.utc)
+    time.sleep(0.1)
+    with EventProducer(settings) as producer:
+        for i in range(3):
+            producer.produce_event(topic, None, b"late", partition=0)
+    report = reset_group(settings, consumer_group, topic, to_time=middle)
+    assert [p.target for p in report.partitions] == [5]
+    future = reset_group(settings, consumer_group, topic, to_time=middle + timedelta(days=1))
+    assert [p.target for p in future.partitions] == [8]  # nothing after: the end
+    assert pg.execute("SELECT next_offset FROM consumer_offsets WHERE consumer_group = %s", (consumer_group,)).fetchone()[0] == 8
+
+
+def test_reset_refuses_an_active_group(settings, make_topic, consumer_group, pg):
+    topic = make_topic(partitions=1)
+    _produce(settings, topic, 4)
+    member = Consumer(settings.kafka_config(**{"group.id": consumer_group, "auto.offset.reset": "earliest"}))
+    member.subscribe([topic])
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.5)
+        assert member.assignment(), "the member never joined"
+        with pytest.raises(ReplayError, match="active member"):
+            reset_group(settings, consumer_group, topic, to_offset=0)
+    finally:
+        member.close()
+    assert pg.execute("SELECT count(*) FROM consumer_offsets WHERE consumer_group = %s", (consumer_group,)).fetchone()[0] == 0
