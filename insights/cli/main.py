@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from insights.cli import produce_cmd, stack_cmd, topics_cmd
+from insights.cli import produce_cmd, replay_cmd, stack_cmd, topics_cmd
 from insights.cli import demo_cmd
 from insights.cli import cdc_cmd
 from insights.cli import consume_cmd
@@ -37,6 +37,7 @@ app.add_typer(cdc_cmd.app, name="cdc")
 app.command(name="demo")(demo_cmd.demo)
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(produce_cmd.app, name="produce")
+app.add_typer(replay_cmd.app, name="replay")
 app.add_typer(consume_cmd.app, name="consume")
 app.add_typer(schemas_cmd.app, name="schemas")
 
