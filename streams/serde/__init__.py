@@ -73,10 +73,12 @@ def make_deserializer(
     *,
     store: SchemaStore | None = None,
     registry: SchemaRegistryClient | None = None,
+    reader_version: int | None = None,
 ) -> Deserializer:
-    """``(bytes, ctx) -> dict`` in the latest version of ``subject``; accepts both wire formats."""
+    """``(bytes, ctx) -> dict`` in the latest version of ``subject`` (or ``reader_version``,
+    for code pinned to an older model); accepts both wire formats."""
     store = store or load_store(settings.schemas_dir)
-    return AvroDeserializer(store, subject, _registry(settings, registry))
+    return AvroDeserializer(store, subject, _registry(settings, registry), reader_version)
 
 
 __all__ = [
