@@ -68,6 +68,7 @@ class CdcReader:
         producer: Producer | None = None,
         encoder: Encoder | None = None,
         on_confirm: Callable[[int], None] | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.slot = settings.cdc_slot_name
@@ -75,6 +76,7 @@ class CdcReader:
         self.producer = producer or Producer(producer_config(settings))
         self.encode = encoder or make_encoder(settings)
         self.on_confirm = on_confirm
+        self.on_latency = on_latency  # raw commit-to-ack samples, for the benchmark
         self.cache = RelationCache()
         self.converter = ValueConverter()
         self.tracker = AckTracker()
@@ -260,7 +262,7 @@ class CdcReader:
         if counter is None:
             counter = metrics.CHANGES.labels(self.slot, relation.name, event.value["op"])
             self._m_changes[counter_key] = counter
-        tracker, latency = self.tracker, self._m_latency
+        tracker, latency, sample = self.tracker, self._m_latency, self.on_latency
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
@@ -269,7 +271,10 @@ class CdcReader:
                 return
             tracker.acked(seq)
             counter.inc()
-            latency.observe(time.time() - commit_unix_s)
+            seconds = time.time() - commit_unix_s
+            latency.observe(seconds)
+            if sample is not None:
+                sample(seconds)
 
         if event.key is None:
             # a truncate concerns every key: one copy per partition keeps it in order with each

@@ -1,0 +1,286 @@
+"""CDC benchmark: throughput and commit-to-Kafka latency of `insights cdc run`, beside pg_recvlogical.
+
+Run against the local stack (it makes and drops its own database, slots and topics):
+
+    .venv/bin/python bench/cdc_bench.py --rows 200000 --rate 10000 --seconds 20 --write
+
+* ceiling: ``pg_recvlogical`` reading a second pgoutput slot to /dev/null (decoding only,
+  no values converted, nothing sent anywhere);
+* throughput: the reader decoding, encoding and delivering one big backlog, timed until
+  the slot position covering the last commit was confirmed (= every event acknowledged);
+* latency: a separate process commits 100-row transactions every 10 ms (10,000 row
+  changes/s) while the reader runs; commit time -> Kafka acknowledgement per change;
+* profile: cProfile of the reader on a smaller backlog, top functions by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import multiprocessing
+import os
+import platform
+import pstats
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from insights.settings import Settings, load_settings  # noqa: E402
+from streams.cdc import slot as slots  # noqa: E402
+from streams.cdc.lsn import parse_lsn  # noqa: E402
+from streams.cdc.reader import CdcReader  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DDL = """
+CREATE TABLE product_snapshots (
+    id bigint NOT NULL, asin varchar(10) NOT NULL, title varchar(500), price numeric(10,2),
+    buybox_price numeric(10,2), rating numeric(3,2), review_count integer DEFAULT 0,
+    bsr_data jsonb DEFAULT '{}', availability_status varchar(50), bullet_points text[],
+    images jsonb DEFAULT '[]', scraped_at timestamptz NOT NULL, processing_status varchar(20) DEFAULT 'processed',
+    created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, scraped_at)
+) PARTITION BY RANGE (scraped_at);
+CREATE TABLE product_snapshots_2024_01 PARTITION OF product_snapshots FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+CREATE TABLE product_snapshots_2024_02 PARTITION OF product_snapshots FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+"""
+INSERT = """
+INSERT INTO product_snapshots (id, asin, title, price, buybox_price, rating, review_count, bsr_data,
+                               availability_status, bullet_points, images, scraped_at)
+SELECT g, 'B' || lpad((g %% 5000)::text, 9, '0'), 'Product title ' || g, (g %% 10000) / 100.0 + 1,
+       (g %% 10000) / 100.0 + 2, (g %% 500) / 100.0, g %% 9000,
+       jsonb_build_object('Kitchen', g %% 1000, 'All', g %% 100000), 'In Stock',
+       ARRAY['bullet one', 'bullet two'], '["https://img/1.jpg"]',
+       '2024-01-01'::timestamptz + (g %% 2500000) * interval '1 second'
+  FROM generate_series(%s::bigint, %s::bigint) g
+"""
+
+
+def machine() -> str:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    free = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.strip()
+    load = os.getloadavg()
+    return (
+        f"- CPU: {cpu}, `nproc` = {os.cpu_count()}; load average at start {load[0]:.2f} (the 2 cores are shared "
+        f"with PostgreSQL, Kafka and other work)\n- Python {platform.python_version()}, {platform.platform()}\n"
+        f"- `free -h`:\n\n```\n{free}\n```"
+    )
+
+
+def current_lsn(conn: psycopg.Connection[Any]) -> int:
+    return parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
+
+
+def drive_reader(settings: Settings, until_lsn: int, profile: cProfile.Profile | None = None) -> tuple[float, CdcReader]:
+    """Run a reader until it confirmed ``until_lsn``; wall seconds from start."""
+    done = threading.Event()
+    reader = CdcReader(settings, on_confirm=lambda lsn: done.set() if lsn >= until_lsn else None)
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def target() -> None:
+        if profile is not None:
+            profile.runcall(reader.run, stop)
+        else:
+            reader.run(stop)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    done.wait(900)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join()
+    return elapsed, reader
+
+
+def steady_writer(dsn: str, rate: int, seconds: float, first_id: int, out: Any) -> None:
+    per_txn = rate // 100
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        start = time.perf_counter()
+        ticks = int(seconds * 100)
+        next_id = first_id
+        for tick in range(ticks):
+            conn.execute(INSERT, (next_id, next_id + per_txn - 1))
+            next_id += per_txn
+            delay = start + (tick + 1) / 100 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        out.put((next_id - first_id, time.perf_counter() - start))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--profile-rows", type=int, default=50_000)
+    parser.add_argument("--write", action="store_true", help="write the ## CDC section of BENCHMARKS.md")
+    args = parser.parse_args()
+
+    base = load_settings()
+    admin_dsn = make_conninfo(base.pg_conninfo(), dbname="postgres")
+    tag = uuid.uuid4().hex[:8]
+    db = f"cdc_bench_{tag}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    dsn_parts = conninfo_to_dict(base.pg_dsn)
+    dsn_parts["dbname"] = db
+    settings = load_settings(
+        pg_dsn=make_conninfo(**dsn_parts),
+        topic_prefix=f"bench-{tag}",
+        cdc_slot_name=f"bench_{tag}",
+        cdc_publication=f"bench_{tag}",
+        cdc_tables=["product_snapshots"],
+        metrics_port=0,
+    )
+    dsn = settings.pg_conninfo()
+    ceiling_slot = f"bench_recv_{tag}"
+    results: dict[str, Any] = {}
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DDL)
+            CdcReader(settings).setup()
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (ceiling_slot,))
+            # --- one backlog, read by both --------------------------------------------------
+            t0 = time.perf_counter()
+            conn.execute(INSERT, (1, args.rows))
+            results["insert_s"] = time.perf_counter() - t0
+            end = current_lsn(conn)
+
+        recv = shutil.which("pg_recvlogical") or "/usr/lib/postgresql/15/bin/pg_recvlogical"
+        t0 = time.perf_counter()
+        subprocess.run(
+            [recv, "-d", dsn, "-S", ceiling_slot, "--start", "-o", "proto_version=1",
+             "-o", f"publication_names={settings.cdc_publication}", "-E", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",
+             "-f", "/dev/null"],
+            check=True,
+        )
+        results["recv_s"] = time.perf_counter() - t0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (ceiling_slot,))
+
+        elapsed, _ = drive_reader(settings, end)
+        results["reader_s"] = elapsed
+
+        # --- steady 10k/s: latency ------------------------------------------------------------
+        samples: list[float] = []
+        done = threading.Event()
+        reader = CdcReader(settings, on_latency=samples.append)
+        stop = threading.Event()
+        thread = threading.Thread(target=reader.run, args=(stop,))
+        thread.start()
+        time.sleep(2)
+        samples.clear()
+        queue: Any = multiprocessing.Queue()
+        writer = multiprocessing.Process(
+            target=steady_writer, args=(dsn, args.rate, args.seconds, args.rows + 1, queue)
+        )
+        writer.start()
+        written, writer_s = queue.get(timeout=args.seconds * 5 + 60)
+        writer.join()
+        deadline = time.monotonic() + 60
+        while len(samples) < written and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        thread.join()
+        results.update(steady_rows=written, steady_s=writer_s, samples=len(samples))
+        results["p50_ms"] = percentile(samples, 0.50) * 1000
+        results["p99_ms"] = percentile(samples, 0.99) * 1000
+        results["max_ms"] = max(samples) * 1000
+
+        # --- profile ---------------------------------------------------------------------------
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            first = args.rows + written + 1
+            conn.execute(INSERT, (first, first + args.profile_rows - 1))
+            end2 = current_lsn(conn)
+        profile = cProfile.Profile()
+        drive_reader(settings, end2, profile)
+        stream = io.StringIO()
+        pstats.Stats(profile, stream=stream).sort_stats("tottime").print_stats(14)
+        results["profile"] = "\n".join(
+            line for line in stream.getvalue().splitlines() if re.match(r"\s*\d", line) or "ncalls" in line
+        )
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            slots.drop(conn, settings.cdc_slot_name, settings.cdc_publication)
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (ceiling_slot,),
+            )
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        admin = AdminClient(settings.kafka_config())
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix + ".")]
+        if topics:
+            for f in admin.delete_topics(topics).values():
+                try:
+                    f.result(30)
+                except Exception:
+                    pass
+
+    rows = args.rows
+    report = f"""## CDC
+
+`insights cdc run` (streams/cdc) against `pg_recvlogical`, same machine, same run, same backlog of
+{rows:,} single-row INSERTs (one transaction) into a seed-shaped, monthly-partitioned
+`product_snapshots` (14 columns: numerics, jsonb, text[], timestamptz), published via the partition root.
+
+Command: `{' '.join(['.venv/bin/python', 'bench/cdc_bench.py'] + sys.argv[1:])}`
+
+{machine()}
+
+| measurement | result |
+|---|---|
+| `pg_recvlogical` (pgoutput, to /dev/null): ceiling | {rows / results['recv_s']:,.0f} changes/s ({results['recv_s']:.2f} s) |
+| CDC reader: decoded, Avro-encoded, delivered to Kafka (acks=all, idempotent) and confirmed | {rows / results['reader_s']:,.0f} changes/s ({results['reader_s']:.2f} s) |
+| steady load offered | {results['steady_rows'] / results['steady_s']:,.0f} row changes/s for {results['steady_s']:.1f} s (100-row transactions every 10 ms, separate process) |
+| commit -> Kafka ack latency at that load | p50 {results['p50_ms']:.1f} ms, p99 {results['p99_ms']:.1f} ms, max {results['max_ms']:.1f} ms ({results['samples']:,} changes) |
+
+Targets: >= 50,000 changes/s sustained; p99 < 100 ms at 10,000/s.
+
+Profile of the reader (cProfile, {args.profile_rows:,}-row backlog, top functions by own time):
+
+```
+{results['profile']}
+```
+"""
+    print(report)
+    if args.write:
+        write_section(ROOT / "BENCHMARKS.md", report)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) the ``## CDC`` section; other sections are left as they are."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## CDC\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section.rstrip() + "\n\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
