@@ -139,10 +139,20 @@ class LocalPgBouncer:
         user = proc.service_user() if proc.is_root() else None
         if user:
             proc.chown_tree(self.root, user)
-        proc.run([program, "-d", "-q", str(config)], user=user, what="pgbouncer", timeout=30)
+        try:
+            proc.run([program, "-d", "-q", str(config)], user=user, what="pgbouncer", timeout=30)
+        except StackError as exc:
+            raise StackError(f"{exc}; last log line: {self._last_log_line()}") from None
         if not proc.wait_for(lambda: self.running_pid() is not None and self.answers(), 20):
             raise StackError(f"PgBouncer started but does not answer on port {self.port}; see {self.log}")
         return "started"
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            return f"(no log at {self.log}: can the service user enter {self.root}?)"
+        return lines[-1] if lines else "(empty log)"
 
     def down(self) -> str:
         pid = self.running_pid()
