@@ -31,12 +31,13 @@ FROM pg_stat_activity
 
 TABLE_SIZES = """
 SELECT n.nspname AS schema, c.relname AS "table",
-       count(*) FILTER (WHERE t.isleaf) AS partitions,
-       pg_size_pretty(sum(pg_total_relation_size(t.relid))::bigint) AS size,
-       sum(pg_total_relation_size(t.relid))::bigint AS size_bytes
+       count(*) FILTER (WHERE c.relkind = 'p' AND t.isleaf) AS partitions,
+       pg_size_pretty(sum(pg_total_relation_size(coalesce(t.relid, c.oid)))::bigint) AS size,
+       sum(pg_total_relation_size(coalesce(t.relid, c.oid)))::bigint AS size_bytes
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-CROSS JOIN LATERAL pg_partition_tree(c.oid) t
+-- pg_partition_tree() is empty for a table that is not partitioned: count the table itself
+LEFT JOIN LATERAL pg_partition_tree(c.oid) t ON true
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
 GROUP BY n.nspname, c.relname
 ORDER BY size_bytes DESC, c.relname
@@ -45,14 +46,14 @@ ORDER BY size_bytes DESC, c.relname
 INDEX_USAGE = """
 SELECT n.nspname AS schema, t.relname AS "table", i.relname AS index,
        coalesce(sum(s.idx_scan), 0)::bigint AS index_scans,
-       pg_size_pretty(sum(pg_relation_size(pt.relid))::bigint) AS index_size,
-       sum(pg_relation_size(pt.relid))::bigint AS size_bytes
+       pg_size_pretty(sum(pg_relation_size(coalesce(pt.relid, i.oid)))::bigint) AS index_size,
+       sum(pg_relation_size(coalesce(pt.relid, i.oid)))::bigint AS size_bytes
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 JOIN pg_class t ON t.oid = x.indrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
-CROSS JOIN LATERAL pg_partition_tree(i.oid) pt
-LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = pt.relid
+LEFT JOIN LATERAL pg_partition_tree(i.oid) pt ON true
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = coalesce(pt.relid, i.oid)
 WHERE n.nspname = 'public' AND NOT i.relispartition
 GROUP BY n.nspname, t.relname, i.relname
 ORDER BY index_scans DESC, size_bytes DESC, i.relname
