@@ -19,6 +19,9 @@ _names: dict[str, bytes] = {}
 
 
 def _long(n: int, out: bytearray) -> None:
+    if 0 <= n < 64:  # most lengths and counts: one byte
+        out.append(n << 1)
+        return
     n = (n << 1) ^ (n >> 63)
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
