@@ -1,19 +1,28 @@
 """The README's main job, end to end on the local stack, printing what happened.
 
-Each step is a function that does real work and returns a line for the report; the
-CLI command (``insights demo``) runs them in order and stops at the first failure.
+Steps: start the stack, migrate, create the topics, set up CDC and start its reader,
+seed the alert rules, produce a realistic stream (with duplicates, out-of-order
+events and a few poison records), run the consumers as real processes until they
+are idle, wait until the CDC reader has published every committed change, fold the
+changes into the summaries, and report row counts, dead letters and summaries.
+
+Long-running applications run as the same ``insights`` processes an operator
+would start; the demo only orchestrates them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from insights.errors import InsightsError
 from insights.settings import Settings
@@ -28,54 +37,209 @@ class DemoError(InsightsError):
 class DemoRun:
     settings: Settings
     report: Callable[[str], None]
+    products: int = 200
+    scrapes: int = 20_000
+    alerts: int = 2_000
+    background: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        path = self.settings.stack_dir / "demo"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def step(self, title: str, action: Callable[[], str]) -> None:
         started = time.perf_counter()
         result = action()
-        self.report(f"[{time.perf_counter() - started:6.2f}s] {title}: {result}")
+        self.report(f"[{time.perf_counter() - started:6.1f}s] {title}: {result}")
+
+    # --- processes -------------------------------------------------------------------
+    def _cli(self, *args: str, log: str, background: bool = False) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "INSIGHTS_METRICS_PORT": "0"}
+        with open(self.log_dir / log, "ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "insights", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        if background:
+            self.background.append(child)
+        return child
+
+    def _finish(self, child: subprocess.Popen[bytes], what: str, timeout: float = 600) -> None:
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            raise DemoError(f"{what} did not finish within {timeout:.0f}s; see {self.log_dir}") from None
+        if code != 0:
+            raise DemoError(f"{what} exited with {code}; see {self.log_dir}")
+
+    def stop_background(self) -> None:
+        for child in self.background:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.background:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self.background.clear()
+
+    def _conn(self) -> psycopg.Connection:
+        return psycopg.connect(self.settings.pg_conninfo(), autocommit=True, connect_timeout=10)
 
     # --- steps -----------------------------------------------------------------------
     def stack_up(self) -> str:
         result = LocalStack(self.settings).up()
         return ", ".join(f"{k} {v}" for k, v in result.items())
 
-    def kafka_round_trip(self) -> str:
-        conf = self.settings.kafka_config()
-        topic = self.settings.topic(f"demo.smoke.{uuid.uuid4().hex[:8]}")
-        admin = AdminClient(conf)
-        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-        try:
-            token = uuid.uuid4().hex.encode()
-            producer = Producer({**conf, "enable.idempotence": True})
-            producer.produce(topic, key=b"demo", value=token)
-            if producer.flush(30):
-                raise DemoError(f"message to {topic} was not acknowledged")
-            consumer = Consumer(
-                {**conf, "group.id": f"demo-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
-            )
-            consumer.subscribe([topic])
-            try:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    msg = consumer.poll(0.5)
-                    if msg is not None and msg.error() is None and msg.value() == token:
-                        return f"produced and consumed 1 message on {topic} (offset {msg.offset()})"
-            finally:
-                consumer.close()
-            raise DemoError(f"the message produced to {topic} did not come back")
-        finally:
-            admin.delete_topics([topic])
+    def migrate(self) -> str:
+        from insights.db.migrations import migrate
 
-    def postgres_query(self) -> str:
-        with psycopg.connect(self.settings.pg_conninfo(), connect_timeout=10) as conn:
-            version, wal_level = conn.execute(
-                "SELECT current_setting('server_version'), current_setting('wal_level')"
-            ).fetchone()
-        return f"PostgreSQL {version} answers, wal_level={wal_level}"
+        applied = migrate(self.settings.pg_conninfo())
+        return f"{len(applied)} migrations applied" if applied else "schema up to date"
+
+    def topics(self) -> str:
+        from streams.admin import ensure_topics
+        from streams.cdc.slot import cdc_tables
+        from streams.cdc.topics import cdc_topics
+        from streams.topics import declared_topics
+
+        specs = declared_topics(self.settings)
+        names = {s.name for s in specs}
+        specs += [s for s in cdc_topics(self.settings, cdc_tables(self.settings)) if s.name not in names]
+        report = ensure_topics(self.settings, specs)
+        drift = f", drift on {report.drifted}" if report.drifted else ""
+        return f"{len(specs)} declared, {len(report.created)} created{drift}"
+
+    def cdc_start(self) -> str:
+        self._finish(self._cli("cdc", "setup", log="cdc-setup.log"), "insights cdc setup", 120)
+        self._cli("cdc", "run", log="cdc.log", background=True)
+        return "publication and slot ready; reader streaming in the background"
+
+    def alert_rules(self) -> str:
+        from psycopg.types.json import Jsonb
+
+        from insights.generate.alerts import alert_rules
+
+        rules = alert_rules(12)
+        with self._conn() as conn:
+            for rule in rules:
+                conn.execute(
+                    """
+                    INSERT INTO alert_rules (id, name, rule_type, target_type, target_id, conditions, severity)
+                    OVERRIDING SYSTEM VALUE
+                    VALUES (%s, %s, %s, 'product', '*', %s, %s)
+                    ON CONFLICT (id) DO NOTHING
+                    """,
+                    (rule.id, rule.name, rule.rule_type, Jsonb({"threshold": str(rule.threshold)}), rule.severity),
+                )
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('alert_rules', 'id'), GREATEST(max(id), 1)) FROM alert_rules"
+            )
+        return f"{len(rules)} rules present"
+
+    def produce(self) -> str:
+        from insights.generate.run import Plan, publish
+
+        scrape = publish(
+            self.settings,
+            Plan("scrape", products=self.products, events=self.scrapes, seed=7, duplicates=0.05, out_of_order=0.1),
+        )
+        alerts = publish(self.settings, Plan("alerts", products=self.products, events=self.alerts, seed=7))
+        # poison: bytes no schema can read, on the scrape topic
+        producer = Producer(self.settings.kafka_config())
+        for i in range(3):
+            producer.produce(scrape.topic, key=f"poison-{i}".encode(), value=b"\x00not avro at all")
+        producer.flush(30)
+        return (
+            f"{scrape.events} scrapes (+{scrape.duplicates} duplicates, {scrape.reordered} reordered, "
+            f"+3 corrupt) and {alerts.events} alerts"
+        )
+
+    def consume(self) -> str:
+        lines = []
+        for sink in ("scrape", "alerts"):
+            child = self._cli("consume", sink, "--exit-when-idle", "5", log=f"consume-{sink}.log")
+            self._finish(child, f"insights consume {sink}")
+            tail = (self.log_dir / f"consume-{sink}.log").read_text().strip().splitlines()
+            lines.append(tail[-1] if tail else f"{sink}: done")
+        return "; ".join(lines)
+
+    def cdc_caught_up(self) -> str:
+        with self._conn() as conn:
+            target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT confirmed_flush_lsn >= %s::pg_lsn, confirmed_flush_lsn FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    (target, self.settings.cdc_slot_name),
+                ).fetchone()
+                if row and row[0]:
+                    return f"slot {self.settings.cdc_slot_name} confirmed up to {row[1]} (target {target})"
+                time.sleep(1)
+        raise DemoError(f"the CDC reader did not reach {target} in time; see {self.log_dir / 'cdc.log'}")
+
+    def summaries(self) -> str:
+        child = self._cli("consume", "summaries", "--exit-when-idle", "5", log="consume-summaries.log")
+        self._finish(child, "insights consume summaries")
+        tail = (self.log_dir / "consume-summaries.log").read_text().strip().splitlines()
+        return tail[-1] if tail else "done"
+
+    def counts(self) -> str:
+        with self._conn() as conn:
+            parts = []
+            for table in ("products", "product_snapshots", "product_features", "alerts"):
+                n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # constant names
+                parts.append(f"{table}={n}")
+            partitions = conn.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'product_snapshots'::regclass"
+            ).fetchone()[0]
+            parts.append(f"snapshot partitions={partitions}")
+        return ", ".join(parts)
+
+    def dead_letters(self) -> str:
+        from streams.admin import admin_client, end_offsets
+        from streams.topics import event_topics
+
+        admin = admin_client(self.settings)
+        dlqs = [s for s in event_topics(self.settings) if s.name.endswith(".dlq")]
+        counts = {s.name: sum(end_offsets(admin, s.name, s.partitions).values()) for s in dlqs}
+        return ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+
+    def show_summaries(self) -> str:
+        with self._conn() as conn:
+            rows = conn.execute(
+                """
+                SELECT asin, current_price, min_price_30d, max_price_30d, round(avg_price_30d, 2), alert_count
+                FROM summaries.product_summary
+                WHERE current_price IS NOT NULL
+                ORDER BY alert_count DESC NULLS LAST, asin
+                LIMIT 5
+                """
+            ).fetchall()
+        lines = [f"{a}: now {p}, 30d {lo}..{hi} avg {avg}, {n} alerts" for a, p, lo, hi, avg, n in rows]
+        return "\n    " + "\n    ".join(lines) if lines else "no summaries yet"
 
 
 def run_demo(settings: Settings, report: Callable[[str], None]) -> None:
     demo = DemoRun(settings, report)
-    demo.step("local stack", demo.stack_up)
-    demo.step("kafka", demo.kafka_round_trip)
-    demo.step("postgres", demo.postgres_query)
+    try:
+        demo.step("local stack", demo.stack_up)
+        demo.step("migrations", demo.migrate)
+        demo.step("topics", demo.topics)
+        demo.step("cdc", demo.cdc_start)
+        demo.step("alert rules", demo.alert_rules)
+        demo.step("produced", demo.produce)
+        demo.step("consumed", demo.consume)
+        demo.step("cdc published", demo.cdc_caught_up)
+        demo.step("summaries", demo.summaries)
+        demo.step("rows", demo.counts)
+        demo.step("dead letters", demo.dead_letters)
+        demo.step("top products", demo.show_summaries)
+    finally:
+        demo.stop_background()

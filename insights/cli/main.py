@@ -7,7 +7,7 @@ import sys
 import typer
 
 from insights.cli import produce_cmd, replay_cmd, stack_cmd, topics_cmd
-from insights.cli import demo_cmd
+from insights.cli import demo_cmd, status_cmd
 from insights.cli import cdc_cmd
 from insights.cli import consume_cmd
 from insights.cli import db_cmd
@@ -35,6 +35,7 @@ app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(cdc_cmd.app, name="cdc")
 app.command(name="demo")(demo_cmd.demo)
+app.command(name="status")(status_cmd.status)
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(produce_cmd.app, name="produce")
 app.add_typer(replay_cmd.app, name="replay")
@@ -44,7 +45,8 @@ app.add_typer(schemas_cmd.app, name="schemas")
 
 def run() -> None:
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns typer.Exit's code instead of exiting
+        code = app(standalone_mode=False)
     except InsightsError as exc:
         err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -62,3 +64,4 @@ def run() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
