@@ -76,3 +76,18 @@ def alerts(
 ) -> None:
     """Consume AlertTriggered events into alerts, keeping alert_rules' counters exact."""
     _run(settings_of(ctx), "alerts", group, metrics_port, auto_offset_reset, stuck_after, exit_when_idle)
+
+
+@app.command()
+def summaries(
+    ctx: typer.Context,
+    group: str | None = _GROUP,
+    metrics_port: int | None = _PORT,
+    auto_offset_reset: str = _RESET,
+    stuck_after: float = _STUCK,
+    exit_when_idle: float | None = _IDLE,
+) -> None:
+    """Consume the CDC topics of products, product_snapshots and alerts into summaries.product_summary."""
+    from consumers.summaries.run import run_summaries
+
+    run_summaries(settings_of(ctx), group, metrics_port, auto_offset_reset, stuck_after, exit_when_idle)

@@ -12,6 +12,7 @@ from insights.cli import cdc_cmd
 from insights.cli import consume_cmd
 from insights.cli import db_cmd
 from insights.cli import schemas_cmd
+from insights.cli import summaries_cmd
 from insights.cli.context import err_console
 from insights.errors import InsightsError
 from insights.settings import load_settings
@@ -41,6 +42,7 @@ app.add_typer(produce_cmd.app, name="produce")
 app.add_typer(replay_cmd.app, name="replay")
 app.add_typer(consume_cmd.app, name="consume")
 app.add_typer(schemas_cmd.app, name="schemas")
+app.add_typer(summaries_cmd.app, name="summaries")
 
 
 def run() -> None:

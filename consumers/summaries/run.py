@@ -1,0 +1,57 @@
+"""Entry points of the CLI: run the consumer, sweep the windows, report status."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from rich.console import Console
+
+from insights.settings import Settings
+
+
+def run_summaries(settings: Settings, group: str | None, port: int | None, reset: str, stuck: float,
+                  idle: float | None) -> Any:
+    from consumers.summaries.consumer import SummariesLoop, ensure_dlq_topics
+    from insights.cli.context import console
+    from streams.consumer.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    ensure_dlq_topics(settings)
+    loop = SummariesLoop(
+        settings,
+        group=group or f"{settings.consumer_group}.summaries",
+        metrics_port=port,
+        auto_offset_reset=reset,
+        stuck_after=stuck,
+        idle_exit_after=idle,
+    )
+    totals = loop.run()
+    console.print(
+        f"summaries: stopped cleanly: {totals.stored} changes applied, {totals.skipped} already applied, "
+        f"{totals.dead_letters} dead-lettered",
+        highlight=False,
+    )
+    return totals
+
+
+def sweep_once(settings: Settings, console: Console, chunk: int, tombstone_ttl: timedelta) -> None:
+    from consumers.summaries.store import sweep
+
+    with psycopg.connect(settings.pg_conninfo(), autocommit=True, application_name="insights-summaries-sweep") as conn:
+        with console.status("recomputing summaries whose 30-day window moved"):
+            result = sweep(conn, chunk=chunk, tombstone_ttl=tombstone_ttl)
+    console.print(
+        f"sweep: {result.recomputed} summaries recomputed ({result.changed} changed), "
+        f"{result.tombstones} tombstones purged",
+        highlight=False,
+    )
+
+
+def sweep_forever(settings: Settings, console: Console, every: float, chunk: int, tombstone_ttl: timedelta) -> None:
+    while True:
+        started = time.monotonic()
+        sweep_once(settings, console, chunk, tombstone_ttl)
+        time.sleep(max(every - (time.monotonic() - started), 0.0))

@@ -1,0 +1,38 @@
+"""The summaries sink: CDC change events of products, product_snapshots and alerts -> summaries.
+
+``prepare`` is pure (validate the envelope, keep the columns that matter); ``write``
+folds the batch, applies it to the state tables, and recomputes the summary of every
+ASIN it touched, plus any whose 30-day window edge passed since it was computed, in the
+loop's transaction (together with the batch's offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from consumers.summaries import store
+from consumers.summaries.changes import Change, parse_change
+from consumers.summaries.fold import fold
+
+
+class SummariesSink:
+    name = "summaries"
+    subject = "cdc_change"
+
+    def prepare(self, record: dict[str, Any]) -> Change:
+        return parse_change(record)
+
+    def timestamps(self, items: Sequence[Change]) -> Mapping[str, Iterable[datetime]]:
+        return {}  # the summaries tables are not partitioned
+
+    def write(self, conn: psycopg.Connection, items: Sequence[Change]) -> Mapping[str, int]:
+        applied = store.apply(conn, fold(items))
+        # windows that moved since their row was computed ride along with the batch, so a
+        # busy stream keeps them right without the sweep (which covers quiet periods)
+        touched = applied.touched | set(store.expired(conn))
+        written, deleted = store.recompute(conn, touched)
+        return {**applied.rows, "summaries.product_summary": written + deleted}

@@ -1,0 +1,77 @@
+"""``insights summaries sweep | status``: the product summaries kept by ``insights consume summaries``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import typer
+from rich.table import Table
+
+from insights.cli.context import console, settings_of
+from insights.errors import InsightsError
+
+app = typer.Typer(help="Product summaries fed by the CDC topics (docs/summaries.md).", no_args_is_help=True)
+
+
+class SummariesError(InsightsError):
+    """The summaries schema cannot be read or swept."""
+
+
+def _guard(exc: psycopg.Error) -> SummariesError:
+    primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.diag else None
+    return SummariesError(f"summaries: {primary or exc} (is the database migrated? `insights db migrate`)")
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    every: float | None = typer.Option(None, "--every", min=1.0, help="repeat every N seconds (a long-running service)"),
+    chunk: int = typer.Option(1000, "--chunk", min=1, help="summaries recomputed per transaction"),
+    tombstone_days: float = typer.Option(8.0, "--tombstone-days", min=7.0,
+                                         help="purge delete markers older than this (above the CDC topics' 7-day retention)"),
+) -> None:
+    """Recompute the summaries whose 30-day price window lost a price since they were computed.
+
+    Run it every minute (cron, a systemd timer, or --every 60): between runs a summary's
+    min/max/avg may still count a price older than 30 days for at most that long.
+    """
+    from consumers.summaries.run import sweep_forever, sweep_once
+
+    settings = settings_of(ctx)
+    ttl = timedelta(days=tombstone_days)
+    try:
+        if every is None:
+            sweep_once(settings, console, chunk, ttl)
+        else:
+            sweep_forever(settings, console, every, chunk, ttl)
+    except psycopg.Error as exc:
+        raise _guard(exc) from None
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """How many summaries there are, how fresh, and how many wait for the sweep."""
+    settings = settings_of(ctx)
+    try:
+        with psycopg.connect(settings.pg_conninfo(), connect_timeout=10) as conn:
+            row = conn.execute(
+                """
+                SELECT count(*), count(*) FILTER (WHERE is_active),
+                       count(*) FILTER (WHERE window_expires_at <= now()),
+                       max(computed_at), (SELECT count(*) FROM summaries.snapshots WHERE deleted)
+                         + (SELECT count(*) FROM summaries.alerts WHERE deleted)
+                         + (SELECT count(*) FROM summaries.products WHERE deleted)
+                FROM summaries.product_summary
+                """
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise _guard(exc) from None
+    assert row is not None
+    table = Table(title="summaries.product_summary", show_header=False)
+    for label, value in zip(
+        ("summaries", "active products", "windows waiting for the sweep", "last computed", "tombstones"),
+        row, strict=True,
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
