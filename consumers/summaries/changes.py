@@ -116,6 +116,16 @@ def _key_value(table: str, column: str, value: Any) -> Any:
     return value
 
 
+def _micros(value: Any) -> int:
+    """commit_time as Unix microseconds (Avro readers give the logical type as a datetime)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        # whole seconds through the float, microseconds exactly
+        return int(value.replace(microsecond=0).timestamp()) * 1_000_000 + value.microsecond
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _fail("source.commit_time missing")
+
+
 def parse_change(record: dict[str, Any]) -> Change:
     """Validate one decoded envelope and keep what the summaries need; RecordError if bad."""
     source = record.get("source")
@@ -130,9 +140,7 @@ def parse_change(record: dict[str, Any]) -> Change:
     version = (source.get("commit_lsn"), source.get("lsn"))
     if not all(isinstance(v, int) and v >= 0 for v in version):
         raise _fail("source.commit_lsn / source.lsn missing")
-    commit_time = source.get("commit_time")
-    if not isinstance(commit_time, int):
-        raise _fail("source.commit_time missing")
+    commit_time = _micros(source.get("commit_time"))
     if op == "t":
         return Change(table, op, version, commit_time)  # type: ignore[arg-type]
     key_columns, value_columns = TABLES[table]
