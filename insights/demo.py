@@ -104,13 +104,9 @@ class DemoRun:
 
     def topics(self) -> str:
         from streams.admin import ensure_topics
-        from streams.cdc.slot import cdc_tables
-        from streams.cdc.topics import cdc_topics
         from streams.topics import declared_topics
 
         specs = declared_topics(self.settings)
-        names = {s.name for s in specs}
-        specs += [s for s in cdc_topics(self.settings, cdc_tables(self.settings)) if s.name not in names]
         report = ensure_topics(self.settings, specs)
         drift = f", drift on {report.drifted}" if report.drifted else ""
         return f"{len(specs)} declared, {len(report.created)} created{drift}"

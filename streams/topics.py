@@ -98,5 +98,12 @@ def event_topics(settings: Settings, partitions: int = 6, replication_factor: in
 
 
 def declared_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic the system declares: what ``insights topics`` manages."""
-    return event_topics(settings)
+    """Every topic the system declares: what ``insights topics`` manages.
+
+    The CDC topics are declared next to the reader (``streams.cdc.topics``) and
+    included here, one per streamed table.
+    """
+    from streams.cdc.slot import cdc_tables  # the CDC package imports this module
+    from streams.cdc.topics import cdc_topics
+
+    return event_topics(settings) + cdc_topics(settings, cdc_tables(settings))

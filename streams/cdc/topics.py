@@ -39,35 +39,7 @@ def cdc_topics(
 
 
 def ensure_cdc_topics(settings: Settings, specs: list[TopicSpec]) -> None:
-    """Create missing topics through the shared admin module when it exists."""
-    try:
-        from streams.admin import ensure_topics
-    except ImportError:
-        ensure_topics = None
-    if ensure_topics is not None:
-        ensure_topics(settings, specs)
-        return
-    _create_missing(settings, specs)
+    """Create missing CDC topics through the shared topic admin (drift is reported there)."""
+    from streams.admin import ensure_topics
 
-
-def _create_missing(settings: Settings, specs: list[TopicSpec]) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from streams.cdc.errors import CdcError
-
-    admin = AdminClient(settings.kafka_config())
-    existing = set(admin.list_topics(timeout=15).topics)
-    missing = [s for s in specs if s.name not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config())
-         for s in missing]
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise CdcError(f"cannot create topic {name}: {exc}") from None
+    ensure_topics(settings, specs)
