@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.metadata
 import io
 import os
 import platform
@@ -146,7 +147,7 @@ def machine_facts(dsn: str) -> str:
         pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     return (f"{os.cpu_count()} vCPU ({cpu}), {mem_gib:.0f} GiB RAM, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, PostgreSQL {pg_version} (local stack), Kafka 4.1 KRaft (local stack), "
-            f"confluent-kafka {__import__('confluent_kafka').version()[0]}, psycopg {psycopg.__version__}")
+            f"confluent-kafka {importlib.metadata.version('confluent-kafka')}, psycopg {psycopg.__version__}")
 
 
 def write_section(text: str) -> None:
