@@ -37,21 +37,23 @@ def run_summaries(settings: Settings, group: str | None, port: int | None, reset
     return totals
 
 
-def sweep_once(settings: Settings, console: Console, chunk: int, tombstone_ttl: timedelta) -> None:
+def sweep_once(settings: Settings, console: Console, chunk: int, tombstone_ttl: timedelta,
+               retention_months: dict[str, int] | None = None) -> None:
     from consumers.summaries.store import sweep
 
     with psycopg.connect(settings.pg_conninfo(), autocommit=True, application_name="insights-summaries-sweep") as conn:
         with console.status("recomputing summaries whose 30-day window moved"):
-            result = sweep(conn, chunk=chunk, tombstone_ttl=tombstone_ttl)
+            result = sweep(conn, chunk=chunk, tombstone_ttl=tombstone_ttl, retention_months=retention_months)
     console.print(
         f"sweep: {result.recomputed} summaries recomputed ({result.changed} changed), "
-        f"{result.tombstones} tombstones purged",
+        f"{result.tombstones} tombstones purged, {result.retired} summaries lost rows to retention",
         highlight=False,
     )
 
 
-def sweep_forever(settings: Settings, console: Console, every: float, chunk: int, tombstone_ttl: timedelta) -> None:
+def sweep_forever(settings: Settings, console: Console, every: float, chunk: int, tombstone_ttl: timedelta,
+                  retention_months: dict[str, int] | None = None) -> None:
     while True:
         started = time.monotonic()
-        sweep_once(settings, console, chunk, tombstone_ttl)
+        sweep_once(settings, console, chunk, tombstone_ttl, retention_months)
         time.sleep(max(every - (time.monotonic() - started), 0.0))

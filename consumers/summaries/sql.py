@@ -232,3 +232,24 @@ PURGE_TOMBSTONES = [
     sql.SQL("DELETE FROM {} WHERE deleted AND changed_at < %(cutoff)s").format(sql.Identifier(SCHEMA, t.name))
     for t in STATE_TABLES.values()
 ]
+
+# The source's retention drops whole partitions, which the CDC stream never shows (see
+# docs/cdc.md). The sweep applies the same rule to the state: rows older than the start of
+# the current UTC month minus the retention, exactly what the prune's partition bounds remove.
+# Parameters: ``months``. Returns the ASINs whose rows went.
+RETENTION = {
+    source: sql.SQL(
+        """
+WITH gone AS (
+    DELETE FROM {state} WHERE {time} < date_trunc('month', now()) - make_interval(months => %(months)s)
+    RETURNING {asin} AS asin
+)
+SELECT DISTINCT asin FROM gone WHERE asin IS NOT NULL
+"""
+    ).format(
+        state=sql.Identifier(SCHEMA, STATE_TABLES[source].name),
+        time=sql.Identifier(STATE_TABLES[source].key[1]),
+        asin=sql.Identifier(STATE_TABLES[source].asin_column),
+    )
+    for source in ("product_snapshots", "alerts")
+}

@@ -98,21 +98,41 @@ def recompute(conn: psycopg.Connection, asins: Iterable[str]) -> tuple[int, int]
     return int(written), int(deleted)
 
 
+#: the source's partition retention (ddl/0013 partition_policy): months of snapshots, alerts
+RETENTION_MONTHS = {"product_snapshots": 12, "alerts": 6}
+
+
 @dataclass
 class SweepResult:
     recomputed: int = 0
     changed: int = 0
     tombstones: int = 0
+    retired: int = 0  # summaries recomputed because rows passed the retention
+
+
+def apply_retention(conn: psycopg.Connection, months: Mapping[str, int]) -> int:
+    """Forget state rows the source's partition prune removes; recompute their ASINs (one transaction)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        touched: set[str] = set()
+        for source, keep in months.items():
+            if keep > 0:
+                touched.update(r[0] for r in conn.execute(sql.RETENTION[source], {"months": keep}).fetchall())
+        recompute(conn, touched)
+    return len(touched)
 
 
 def sweep(conn: psycopg.Connection, *, chunk: int = SWEEP_CHUNK, tombstone_ttl: timedelta = TOMBSTONE_TTL,
-          on_chunk: Any = None) -> SweepResult:
-    """Recompute every row whose window edge passed (chunked transactions); purge old tombstones.
+          retention_months: Mapping[str, int] | None = None, on_chunk: Any = None) -> SweepResult:
+    """Recompute every row whose window edge passed (chunked transactions); purge old tombstones;
+    with ``retention_months``, forget what the source's partition retention dropped.
 
     ``conn`` must be in autocommit mode: each chunk is its own transaction, so a sweep of
     many rows never holds the summary locks long against the consumer.
     """
     result = SweepResult()
+    if retention_months:
+        result.retired = apply_retention(conn, retention_months)
     while True:
         with conn.transaction():
             asins = expired(conn, chunk)

@@ -30,21 +30,28 @@ def sweep(
     chunk: int = typer.Option(1000, "--chunk", min=1, help="summaries recomputed per transaction"),
     tombstone_days: float = typer.Option(8.0, "--tombstone-days", min=7.0,
                                          help="purge delete markers older than this (above the CDC topics' 7-day retention)"),
+    snapshot_months: int = typer.Option(12, "--snapshot-retention-months", min=0,
+                                        help="forget snapshots the source's partition prune drops (0 = keep all)"),
+    alert_months: int = typer.Option(6, "--alert-retention-months", min=0,
+                                     help="forget alerts the source's partition prune drops (0 = keep all)"),
 ) -> None:
     """Recompute the summaries whose 30-day price window lost a price since they were computed.
 
     Run it every minute (cron, a systemd timer, or --every 60): between runs a summary's
-    min/max/avg may still count a price older than 30 days for at most that long.
+    min/max/avg may still count a price older than 30 days for at most that long. It also
+    forgets rows the source's partition retention dropped (silent in the CDC stream) and
+    purges old delete markers.
     """
     from consumers.summaries.run import sweep_forever, sweep_once
 
     settings = settings_of(ctx)
     ttl = timedelta(days=tombstone_days)
+    retention = {"product_snapshots": snapshot_months, "alerts": alert_months}
     try:
         if every is None:
-            sweep_once(settings, console, chunk, ttl)
+            sweep_once(settings, console, chunk, ttl, retention)
         else:
-            sweep_forever(settings, console, every, chunk, ttl)
+            sweep_forever(settings, console, every, chunk, ttl, retention)
     except psycopg.Error as exc:
         raise _guard(exc) from None
 

@@ -8,6 +8,7 @@ re-sends from its last confirmed position) and bytes that are no event at all.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -104,3 +105,26 @@ def test_a_stale_redelivery_never_resurrects_a_row_and_bad_records_are_dead_lett
 
     letters = dead_letters(cdc_settings, "products", expect=2)
     assert sorted((h[H_OFFSET], h[H_ERROR_CLASS]) for h in letters) == [("1", "corrupt_payload"), ("2", "validation")]
+
+
+def test_sweep_forgets_what_the_source_partition_retention_drops(cdc_settings: Settings, pg: psycopg.Connection,
+                                                                 pg_dsn: str) -> None:
+    from consumers.summaries.store import RETENTION_MONTHS, sweep
+
+    ensure_cdc_topics(cdc_settings, cdc_topics(cdc_settings, ["products", "product_snapshots", "alerts"]))
+    old = (datetime.now(UTC) - timedelta(days=430)).isoformat()  # 14 months: before the 12-month horizon
+    older_alert = (datetime.now(UTC) - timedelta(days=220)).isoformat()  # 7 months: before the 6-month horizon
+    send(cdc_settings, "products", [(b"p", event("products", "c", 10, 1, after={
+        "asin": ASIN, "title": "Old", "brand": None, "category": None, "is_active": True}))])
+    send(cdc_settings, "product_snapshots", [(b"s", event("product_snapshots", "c", 10, 2, after=snapshot_row(1, old, "5.00")))])
+    send(cdc_settings, "alerts", [(b"a", event("alerts", "c", 10, 3, after={
+        "id": 1, "triggered_at": older_alert, "target_asin": ASIN, "is_read": False, "is_resolved": False}))])
+    consume_all(cdc_settings)
+    query = "SELECT current_price, alerts_total FROM summaries.product_summary WHERE asin = %s"
+    assert pg.execute(query, (ASIN,)).fetchone() == (Decimal("5.00"), 1)
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        result = sweep(conn, retention_months=RETENTION_MONTHS)
+    assert result.retired == 1
+    assert pg.execute(query, (ASIN,)).fetchone() == (None, 0)
+    assert pg.execute("SELECT count(*) FROM summaries.snapshots").fetchone() == (0,)
