@@ -79,3 +79,4 @@ class SummariesLoop(ConsumerLoop):
             raise ConsumerError(
                 f"CDC topic(s) {', '.join(missing)} do not exist: run `insights cdc setup` first"
             )
+        ensure_dlq_topics(self.settings)  # before any record could need one

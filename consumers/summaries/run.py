@@ -14,12 +14,11 @@ from insights.settings import Settings
 
 def run_summaries(settings: Settings, group: str | None, port: int | None, reset: str, stuck: float,
                   idle: float | None) -> Any:
-    from consumers.summaries.consumer import SummariesLoop, ensure_dlq_topics
+    from consumers.summaries.consumer import SummariesLoop
     from insights.cli.context import console
     from streams.consumer.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
-    ensure_dlq_topics(settings)
     loop = SummariesLoop(
         settings,
         group=group or f"{settings.consumer_group}.summaries",

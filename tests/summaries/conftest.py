@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from consumers.summaries import SummariesLoop, ensure_dlq_topics, source_topics
+from consumers.summaries import SummariesLoop, source_topics
 from insights.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.lsn import parse_lsn
@@ -134,7 +134,6 @@ def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], 
 
 def consume_all(settings: Settings, group: str | None = None, timeout: float = 60.0) -> SummariesLoop:
     """Run the summaries consumer until its stored offsets reach the topics' current ends."""
-    ensure_dlq_topics(settings)
     group = group or settings.consumer_group
     targets = {k: v for k, v in end_offsets(settings, source_topics(settings)).items() if v > 0}
     loop = SummariesLoop(settings, group=group)
