@@ -143,8 +143,8 @@ def sweep(conn: psycopg.Connection, *, chunk: int = SWEEP_CHUNK, tombstone_ttl: 
         result.changed += written + deleted
         if on_chunk is not None:
             on_chunk(len(asins))
-        if len(asins) < chunk:
-            break
+        if len(asins) < chunk or written + deleted == 0:
+            break  # the last chunk, or rows that recomputing cannot move (never loop on them)
     cutoff = datetime.now(UTC) - tombstone_ttl
     for statement in sql.PURGE_TOMBSTONES:
         with conn.transaction():
