@@ -161,9 +161,15 @@ class DemoRun:
         for sink in ("scrape", "alerts"):
             child = self._cli("consume", sink, "--exit-when-idle", "5", log=f"consume-{sink}.log")
             self._finish(child, f"insights consume {sink}")
-            tail = (self.log_dir / f"consume-{sink}.log").read_text().strip().splitlines()
-            lines.append(tail[-1] if tail else f"{sink}: done")
+            lines.append(self._closing_line(f"consume-{sink}.log", sink))
         return "; ".join(lines)
+
+    def _closing_line(self, log: str, name: str) -> str:
+        """The process's own closing sentence (``<name>: stopped cleanly: …``), unwrapped."""
+        text = (self.log_dir / log).read_text()
+        start = text.rfind(f"{name}: ")
+        return " ".join(text[start:].split()) if start >= 0 else f"{name}: done"
+
 
     def cdc_caught_up(self) -> str:
         with self._conn() as conn:
@@ -183,8 +189,26 @@ class DemoRun:
     def summaries(self) -> str:
         child = self._cli("consume", "summaries", "--exit-when-idle", "5", log="consume-summaries.log")
         self._finish(child, "insights consume summaries")
-        tail = (self.log_dir / "consume-summaries.log").read_text().strip().splitlines()
-        return tail[-1] if tail else "done"
+        return self._closing_line("consume-summaries.log", "summaries")
+
+    def summaries_match_view(self) -> str:
+        """The CDC-fed summaries against the seed's materialized view, refreshed once here."""
+        with self._conn() as conn:
+            conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY product_summary_view")
+            total, differ = conn.execute(
+                """
+                SELECT count(*),
+                       count(*) FILTER (WHERE s.asin IS NULL
+                                        OR s.current_price IS DISTINCT FROM v.current_price
+                                        OR s.min_price_30d IS DISTINCT FROM v.min_price_30d
+                                        OR s.max_price_30d IS DISTINCT FROM v.max_price_30d)
+                FROM product_summary_view v
+                LEFT JOIN summaries.product_summary s USING (asin)
+                """
+            ).fetchone()
+        if differ:
+            raise DemoError(f"{differ} of {total} CDC-fed summaries differ from product_summary_view")
+        return f"all {total} CDC-fed summaries equal product_summary_view after a REFRESH"
 
     def counts(self) -> str:
         with self._conn() as conn:
@@ -211,10 +235,10 @@ class DemoRun:
         with self._conn() as conn:
             rows = conn.execute(
                 """
-                SELECT asin, current_price, min_price_30d, max_price_30d, round(avg_price_30d, 2), alert_count
+                SELECT asin, current_price, min_price_30d, max_price_30d, round(avg_price_30d, 2), alerts_total
                 FROM summaries.product_summary
                 WHERE current_price IS NOT NULL
-                ORDER BY alert_count DESC NULLS LAST, asin
+                ORDER BY alerts_total DESC, asin
                 LIMIT 5
                 """
             ).fetchall()
@@ -234,6 +258,7 @@ def run_demo(settings: Settings, report: Callable[[str], None]) -> None:
         demo.step("consumed", demo.consume)
         demo.step("cdc published", demo.cdc_caught_up)
         demo.step("summaries", demo.summaries)
+        demo.step("summaries check", demo.summaries_match_view)
         demo.step("rows", demo.counts)
         demo.step("dead letters", demo.dead_letters)
         demo.step("top products", demo.show_summaries)
