@@ -172,6 +172,17 @@ class EventReader:
         assert len(self.events) >= count, f"{self.topic}: {len(self.events)} events, expected {count}"
         return self.events
 
+    def read_distinct_keys(self, count: int, timeout: float = 60.0) -> list[tuple[bytes | None, int, dict[str, Any]]]:
+        """Until ``count`` distinct keys were read: after a crash, redelivered duplicates
+        must not make the wait end before every change has arrived."""
+        deadline = time.monotonic() + timeout
+        while len({key for key, _, _ in self.events}) < count and time.monotonic() < deadline:
+            for msg in self.consumer.consume(10_000, timeout=0.5):
+                if msg.error():
+                    raise AssertionError(str(msg.error()))
+                self.events.append((msg.key(), msg.partition(), self.decode(msg.value())))
+        return self.events
+
     def drain(self, quiet: float = 1.5) -> list[tuple[bytes | None, int, dict[str, Any]]]:
         """Everything until nothing new arrived for ``quiet`` seconds."""
         last = time.monotonic()
