@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,30 +119,31 @@ class LocalPostgres:
         return proc.read_pid(pid_file) if pid_file.exists() else None
 
     # --- lifecycle -------------------------------------------------------------------
+    @staticmethod
+    def _user() -> pwd.struct_passwd | None:
+        """initdb and postgres refuse to run as root: run them as the service user."""
+        return proc.service_user() if proc.is_root() else None
+
+    def _pg_ctl(self, *args: str, timeout: float = 90) -> None:
+        proc.run(
+            [str(bin_dir(install=False) / "pg_ctl"), "-D", str(self.paths.data), "-l", str(self.paths.log), *args],
+            user=self._user(),
+            what=f"pg_ctl {args[-1]}",
+            timeout=timeout,
+        )
+
     def up(self) -> str:
         """Idempotent: init if needed, start if stopped, wait for ``SELECT 1``."""
         if self.running_pid() and self.answers():
             return "already running"
         binaries = bin_dir()
-        user = proc.service_user() if proc.is_root() else None
+        user = self._user()
         initialised = self._init(binaries, user)
         proc.require_port_free(self.port, "PostgreSQL", "INSIGHTS_STACK_PG_PORT")
         self.paths.socket_dir.mkdir(parents=True, exist_ok=True)
         if user:
             proc.chown_tree(self.paths.root, user)
-        proc.run(
-            [
-                str(binaries / "pg_ctl"),
-                "-D", str(self.paths.data),
-                "-l", str(self.paths.log),
-                "-o", f"-p {self.port}",
-                "-w", "-t", "60",
-                "start",
-            ],
-            user=user,
-            what="pg_ctl start",
-            timeout=90,
-        )
+        self._pg_ctl("-o", f"-p {self.port}", "-w", "-t", "60", "start")
         if not proc.wait_for(self.answers, 30):
             raise StackError(f"PostgreSQL started but does not answer; see {self.paths.log}")
         self._ensure_database()
@@ -150,31 +152,14 @@ class LocalPostgres:
     def down(self) -> str:
         if not self.running_pid():
             return "not running"
-        user = proc.service_user() if proc.is_root() else None
-        proc.run(
-            [str(bin_dir(install=False) / "pg_ctl"), "-D", str(self.paths.data), "-m", "fast", "-w", "stop"],
-            user=user,
-            what="pg_ctl stop",
-            timeout=90,
-        )
+        self._pg_ctl("-m", "fast", "-w", "stop")
         return "stopped"
 
     def restart(self) -> None:
-        """Fast restart (for tests proving the consumers ride through it)."""
-        user = proc.service_user() if proc.is_root() else None
-        proc.run(
-            [
-                str(bin_dir(install=False) / "pg_ctl"),
-                "-D", str(self.paths.data),
-                "-l", str(self.paths.log),
-                "-m", "fast", "-w", "restart",
-            ],
-            user=user,
-            what="pg_ctl restart",
-            timeout=120,
-        )
+        """Fast restart: every client connection is cut (tests prove consumers ride through it)."""
+        self._pg_ctl("-m", "fast", "-w", "restart", timeout=120)
 
-    def _init(self, binaries: Path, user) -> bool:
+    def _init(self, binaries: Path, user: pwd.struct_passwd | None) -> bool:
         if (self.paths.data / "PG_VERSION").exists():
             return False
         self.paths.root.mkdir(parents=True, exist_ok=True)
