@@ -12,30 +12,6 @@ from rich.console import Console
 from insights.settings import Settings
 
 
-def run_summaries(settings: Settings, group: str | None, port: int | None, reset: str, stuck: float,
-                  idle: float | None) -> Any:
-    from consumers.summaries.consumer import SummariesLoop
-    from insights.cli.context import console
-    from streams.consumer.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_json)
-    loop = SummariesLoop(
-        settings,
-        group=group or f"{settings.consumer_group}.summaries",
-        metrics_port=port,
-        auto_offset_reset=reset,
-        stuck_after=stuck,
-        idle_exit_after=idle,
-    )
-    totals = loop.run()
-    console.print(
-        f"summaries: stopped cleanly: {totals.stored} changes applied, {totals.skipped} already applied, "
-        f"{totals.dead_letters} dead-lettered",
-        highlight=False,
-    )
-    return totals
-
-
 def sweep_once(settings: Settings, console: Console, chunk: int, tombstone_ttl: timedelta,
                retention_months: dict[str, int] | None = None) -> None:
     from consumers.summaries.store import sweep

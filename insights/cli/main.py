@@ -40,7 +40,7 @@ app.command(name="status")(status_cmd.status)
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(produce_cmd.app, name="produce")
 app.add_typer(replay_cmd.app, name="replay")
-app.add_typer(consume_cmd.app, name="consume")
+app.command(name="consume")(consume_cmd.consume)
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(summaries_cmd.app, name="summaries")
 
