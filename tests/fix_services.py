@@ -33,7 +33,7 @@ def unavailable(reason: str) -> None:
     """Fail under CI, skip elsewhere: a missing service must never look like a pass."""
     if IN_CI:
         pytest.fail(f"test service unavailable under CI: {reason}", pytrace=False)
-    pytest.skip(f"test service unavailable (run `insights stack up`): {reason}")
+    pytest.skip(f"outside CI, test service unavailable (run `insights stack up`): {reason}")
 
 
 def docker_answers() -> bool:
