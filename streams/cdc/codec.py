@@ -77,6 +77,8 @@ def make_encoder(settings: Settings) -> Encoder:
     def fast(value: dict[str, Any]) -> bytes:
         return header + encode_body(value)
 
+    # the reader writes bodies itself (streams.cdc.rowcodec) when it knows the framing
+    fast.avro_header = header  # type: ignore[attr-defined]
     return fast
 
 

@@ -34,6 +34,7 @@ from streams.cdc.pgoutput import (
     decode,
 )
 from streams.cdc.positions import AckTracker
+from streams.cdc.rowcodec import RelationCodec, change_bodies, source_txn
 from streams.cdc.protocol import Keepalive, parse_copy_message, pg_us_to_unix
 from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection, ReplicationError
@@ -75,6 +76,10 @@ class CdcReader:
         self.tables = slots.cdc_tables(settings)
         self.producer = producer or Producer(producer_config(settings))
         self.encode = encoder or make_encoder(settings)
+        # the framing of the fast encoder: envelopes are then written straight from tuple text
+        self._header: bytes | None = getattr(self.encode, "avro_header", None)
+        self._codecs: dict[int, RelationCodec] = {}
+        self._txn_source: bytes | None = None
         self.on_confirm = on_confirm
         self.on_latency = on_latency  # raw commit-to-ack samples, for the benchmark
         self.cache = RelationCache()
@@ -216,11 +221,24 @@ class CdcReader:
             if begin is None:
                 raise CdcError("row change outside a transaction")
             relation = self.cache.get(message.relation_oid)
-            src = SourceInfo(frame.wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
-            for event in change_events(self.converter, relation, message, src):
-                self._produce(relation, event)
+            header = self._header
+            if header is None:  # a custom encoder: the generic path
+                src = SourceInfo(frame.wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
+                for event in change_events(self.converter, relation, message, src):
+                    self._produce(relation, event)
+                return False
+            codec = self._codecs.get(relation.oid)
+            if codec is None or codec.relation is not relation:
+                codec = self._codecs[relation.oid] = RelationCodec(relation, self.converter)
+            txn = self._txn_source
+            if txn is None:
+                txn = self._txn_source = source_txn(begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
+            commit_unix_s = pg_us_to_unix(begin.commit_time_us) / 1e6
+            for op, key, body in change_bodies(codec, message, frame.wal_start, txn):
+                self._send_event(relation, op, key, header + body, commit_unix_s)
         elif isinstance(message, Begin):
             self._begin = message
+            self._txn_source = None
             self._txn_seq = self.tracker.begin()
         elif isinstance(message, Commit):
             self.tracker.commit(self._txn_seq, message.end_lsn)
@@ -253,14 +271,16 @@ class CdcReader:
         return topic
 
     def _produce(self, relation: Relation, event: ChangeEvent) -> None:
-        topic = self._topic(relation)
-        value = self.encode(event.value)
-        seq = self._txn_seq
         commit_unix_s = event.value["source"]["commit_time"] / 1e6
-        counter_key = (relation.name, event.value["op"])
+        self._send_event(relation, event.value["op"], event.key, self.encode(event.value), commit_unix_s)
+
+    def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes, commit_unix_s: float) -> None:
+        topic = self._topic(relation)
+        seq = self._txn_seq
+        counter_key = (relation.name, op)
         counter = self._m_changes.get(counter_key)
         if counter is None:
-            counter = metrics.CHANGES.labels(self.slot, relation.name, event.value["op"])
+            counter = metrics.CHANGES.labels(self.slot, relation.name, op)
             self._m_changes[counter_key] = counter
         tracker, latency, sample = self.tracker, self._m_latency, self.on_latency
 
@@ -276,13 +296,13 @@ class CdcReader:
             if sample is not None:
                 sample(seconds)
 
-        if event.key is None:
+        if key is None:
             # a truncate concerns every key: one copy per partition keeps it in order with each
             partitions = self._partition_count(topic)
             for partition in range(partitions):
                 self._send(topic, value, None, delivered, partition)
         else:
-            self._send(topic, value, event.key, delivered, None)
+            self._send(topic, value, key, delivered, None)
 
     def _send(self, topic: str, value: bytes, key: bytes | None, cb: Any, partition: int | None) -> None:
         self.tracker.sent(self._txn_seq)

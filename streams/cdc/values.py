@@ -93,6 +93,17 @@ class ValueConverter:
                 out[column.name] = fn(raw)  # type: ignore[arg-type]
         return out, unchanged
 
+    def envelope_fn(self, type_oid: int) -> Callable[[bytes], EnvelopeValue]:
+        """The (cached) text -> envelope value function of a type."""
+        fn = self._envelope.get(type_oid)
+        if fn is None:
+            fn = self._envelope[type_oid] = self._envelope_fn(type_oid)
+        return fn
+
+    def is_array(self, type_oid: int) -> bool:
+        """True when the envelope spells this type as JSON text of its elements."""
+        return type(self._tx.get_loader(type_oid, Format.TEXT)).__name__.endswith("ArrayLoader")
+
     def _envelope_fn(self, type_oid: int) -> Callable[[bytes], EnvelopeValue]:
         if type_oid == BOOL:
             return lambda text: text == b"t"
@@ -110,9 +121,8 @@ class ValueConverter:
                     return text.decode("utf-8")
 
             return iso
-        loader = self._tx.get_loader(type_oid, Format.TEXT)
-        if type(loader).__name__.endswith("ArrayLoader"):
-            load = loader.load
+        if self.is_array(type_oid):
+            load = self._tx.get_loader(type_oid, Format.TEXT).load
             return lambda text: json.dumps(_jsonable(load(text)), separators=(",", ":"))
         # canonical as printed: numeric, json/jsonb, text, uuid, inet, interval, date, enums...
         return lambda text: text.decode("utf-8")

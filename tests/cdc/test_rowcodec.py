@@ -1,0 +1,172 @@
+"""The compiled per-relation writer gives the generic path's events, byte for byte."""
+
+from __future__ import annotations
+
+import io
+
+import fastavro
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from insights.settings import load_settings
+from streams.cdc.avro_body import encode_body
+from streams.cdc.codec import envelope_schema
+from streams.cdc.envelope import SourceInfo, change_events
+from streams.cdc.pgoutput import UNCHANGED_TOAST, Column, Delete, Insert, Relation, Update
+from streams.cdc.rowcodec import RelationCodec, change_bodies, source_txn
+from streams.cdc.values import ValueConverter
+
+SCHEMA = envelope_schema(load_settings())
+BOOL, INT2, INT4, INT8, OID, FLOAT4, FLOAT8 = 16, 21, 23, 20, 26, 700, 701
+TEXT, VARCHAR, NUMERIC, JSONB, UUID, INTERVAL, DATE, INET = 25, 1043, 1700, 3802, 2950, 1186, 1082, 869
+TS, TSTZ, TEXT_ARRAY, VARCHAR_ARRAY, INT_ARRAY, NUMERIC_ARRAY, TSTZ_ARRAY = 1114, 1184, 1009, 1015, 1007, 1231, 1185
+
+texts = st.text(max_size=12)
+
+
+def _ts(tz: bool) -> st.SearchStrategy[bytes]:
+    frac = st.sampled_from(["", ".5", ".05", ".123456", ".000001", ".1", ".99"])
+    plain = st.builds(
+        lambda y, mo, d, h, mi, s, f: f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}{f}" + ("+00" if tz else ""),
+        st.integers(1, 9999), st.integers(1, 12), st.integers(1, 28), st.integers(0, 23), st.integers(0, 59),
+        st.integers(0, 59), frac,
+    )
+    odd = st.sampled_from(
+        ["infinity", "-infinity", "0001-01-01 00:00:00+00 BC" if tz else "0001-01-01 00:00:00 BC",
+         "12345-01-01 00:00:00+00" if tz else "12345-01-01 00:00:00"]
+    )
+    return (plain | odd).map(str.encode)
+
+
+def _pg_array(items: list[str | None]) -> bytes:
+    def element(item: str | None) -> str:
+        if item is None:
+            return "NULL"
+        if item == "" or item.upper() == "NULL" or any(c in item for c in ' "\\{},\t\n\r\v\f'):
+            return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return item
+
+    return ("{" + ",".join(element(i) for i in items) + "}").encode()
+
+
+RAW_BY_TYPE: dict[int, st.SearchStrategy[bytes]] = {
+    BOOL: st.sampled_from([b"t", b"f"]),
+    INT2: st.integers(-(2**15), 2**15 - 1).map(lambda i: str(i).encode()),
+    INT4: st.integers(-(2**31), 2**31 - 1).map(lambda i: str(i).encode()),
+    INT8: st.integers(-(2**63), 2**63 - 1).map(lambda i: str(i).encode()),
+    OID: st.integers(0, 2**32 - 1).map(lambda i: str(i).encode()),
+    FLOAT8: (st.floats(allow_nan=False).map(repr) | st.sampled_from(["NaN", "Infinity", "-Infinity"])).map(str.encode),
+    FLOAT4: st.sampled_from([b"1.5", b"-0", b"3.4028235e+38"]),
+    TEXT: texts.map(str.encode),
+    VARCHAR: st.text(alphabet="abcXYZ\"\\é\x01 ", max_size=300).map(str.encode),
+    NUMERIC: st.decimals(allow_nan=False, allow_infinity=False, places=3).map(lambda d: str(d).encode()),
+    JSONB: st.sampled_from([b'{"a": [1, 2]}', b"{}", b'"\\u00e9"']),
+    UUID: st.uuids().map(lambda u: str(u).encode()),
+    INTERVAL: st.sampled_from([b"1 year 2 mons", b"3 days 04:05:06"]),
+    DATE: st.sampled_from([b"2024-01-01", b"infinity"]),
+    INET: st.sampled_from([b"10.0.0.1", b"::1/128"]),
+    TS: _ts(False),
+    TSTZ: _ts(True),
+    TEXT_ARRAY: st.lists(st.none() | st.text(max_size=6), max_size=4).map(_pg_array)
+    | st.sampled_from([b"{{a,b},{c,d}}", b"[0:1]={a,b}", b"{}", b'{"bullet one","bullet two"}', b'{"",a,"NULL",NULL}',
+                       b'{"a,b","{x}",c}', b'{"x\\"y"}', b"{\xc3\xa9}"]),
+    VARCHAR_ARRAY: st.lists(st.none() | st.text(alphabet="ab ,\"é{", max_size=4), max_size=4).map(_pg_array),
+    INT_ARRAY: st.sampled_from([b"{1,-2,NULL}", b"{}", b"{{1},{2}}"]),
+    NUMERIC_ARRAY: st.sampled_from([b"{1.10,2,NULL}", b"{0.0000001}"]),
+    TSTZ_ARRAY: st.sampled_from([b'{"2024-01-01 00:00:00+00",NULL}']),
+}
+TYPES = sorted(RAW_BY_TYPE)
+
+
+@st.composite
+def relations(draw: st.DrawFn) -> Relation:
+    ncols = draw(st.integers(1, 6))
+    types = draw(st.lists(st.sampled_from(TYPES), min_size=ncols, max_size=ncols))
+    keys = draw(st.lists(st.booleans(), min_size=ncols, max_size=ncols))
+    names = [f"c{i}" if i % 3 else f"col é{i}\"" for i in range(ncols)]
+    columns = tuple(Column(n, t, -1, k) for n, t, k in zip(names, types, keys, strict=True))
+    return Relation(draw(st.integers(1, 2**32 - 1)), draw(st.sampled_from(["public", "s"])), draw(texts), "d", columns)
+
+
+@st.composite
+def tuples(draw: st.DrawFn, relation: Relation, toast: bool = True) -> list[object]:
+    out: list[object] = []
+    for column in relation.columns:
+        kind = draw(st.sampled_from(["t", "t", "t", "n", "u"] if toast else ["t", "t", "t", "n"]))
+        out.append(draw(RAW_BY_TYPE[column.type_oid]) if kind == "t" else None if kind == "n" else UNCHANGED_TOAST)
+    return out
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[Relation, Insert | Update | Delete]:
+    relation = draw(relations())
+    kind = draw(st.sampled_from(["I", "U", "UK", "UO", "DK", "DO"]))
+    new = draw(tuples(relation))
+    if kind == "I":
+        return relation, Insert(relation.oid, new)
+    old = draw(tuples(relation, toast=False))
+    if kind == "UK" and draw(st.booleans()):
+        old = [v if c.is_key else None for v, c in zip(new, relation.columns, strict=True)]  # same key
+    if kind == "U":
+        return relation, Update(relation.oid, None, None, new)
+    if kind.startswith("U"):
+        return relation, Update(relation.oid, kind[1], old, new)
+    return relation, Delete(relation.oid, kind[1], old)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(
+    case=messages(),
+    lsn=st.integers(0, 2**63 - 1),
+    commit_lsn=st.integers(0, 2**63 - 1),
+    xid=st.integers(0, 2**32 - 1),
+    commit_time=st.integers(0, 2**62),
+)
+def test_same_events_and_bytes_as_the_generic_path(
+    case: tuple[Relation, Insert | Update | Delete], lsn: int, commit_lsn: int, xid: int, commit_time: int
+) -> None:
+    relation, message = case
+    converter = ValueConverter()
+    src = SourceInfo(lsn, commit_lsn, xid, commit_time)
+    try:
+        expected = change_events(converter, relation, message, src)
+    except (ValueError, UnicodeDecodeError) as exc:
+        with pytest.raises(type(exc)):
+            change_bodies(RelationCodec(relation, converter), message, lsn, source_txn(commit_lsn, xid, commit_time))
+        return
+    got = change_bodies(RelationCodec(relation, converter), message, lsn, source_txn(commit_lsn, xid, commit_time))
+    assert [(op, key) for op, key, _ in got] == [(e.value["op"], e.key) for e in expected]
+    for (_, _, body), event in zip(got, expected, strict=True):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, SCHEMA, event.value)
+        assert body == encode_body(event.value) == buf.getvalue()
+
+
+def test_fast_converters_cover_the_common_shapes() -> None:
+    """The bench/seed shapes take the fast paths (not the generic fallback)."""
+    from streams.cdc.rowcodec import _text_array_json, _timestamp_iso
+
+    assert _timestamp_iso(b"2024-01-02 03:04:05.5+00", True) == b"2024-01-02T03:04:05.500000+00:00"
+    assert _timestamp_iso(b"2024-01-02 03:04:05", False) == b"2024-01-02T03:04:05"
+    assert _timestamp_iso(b"infinity", True) is None
+    assert _text_array_json(b"{bullet one,NULL}") is None  # a space: PostgreSQL would have quoted it
+    assert _text_array_json(b"{a,NULL,b}") == b'["a",null,"b"]'
+    assert _text_array_json(b'{"bullet one","bullet two"}') == b'["bullet one","bullet two"]'
+    assert _text_array_json(b'{"",NULL,"NULL","a,b"}') == b'["",null,"NULL","a,b"]'
+    assert _text_array_json(b'{"a\\"b"}') is None
+
+
+def test_tuple_of_the_wrong_width_is_refused() -> None:
+    relation = Relation(1, "public", "t", "d", (Column("id", INT8, -1, True),))
+    with pytest.raises(ValueError):
+        RelationCodec(relation, ValueConverter()).row([b"1", b"2"])
+
+
+def test_unchanged_toast_is_listed_and_absent() -> None:
+    relation = Relation(1, "public", "t", "d", (Column("id", INT8, -1, True), Column("body", TEXT, -1, False)))
+    [(op, key, body)] = change_bodies(
+        RelationCodec(relation, ValueConverter()), Update(1, None, None, [b"7", UNCHANGED_TOAST]), 5, source_txn(6, 7, 8)
+    )
+    value = fastavro.schemaless_reader(io.BytesIO(body), SCHEMA)
+    assert (op, key) == ("u", b'{"id":7}')
+    assert value["after"] == {"id": 7} and value["unchanged_toast"] == ["body"] and value["before"] is None
