@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from insights.events import AlertTriggered
+from insights.events.fast import alert_triggered_ok
 
 ALERT_COLUMNS = (
     "event_id", "rule_id", "alert_type", "target_asin", "severity", "title", "message",
@@ -24,26 +25,42 @@ _EVENT_ID = 0
 _TRIGGERED_AT = ALERT_COLUMNS.index("triggered_at")
 
 
-def alert_row(event: AlertTriggered) -> tuple[Any, ...]:
+def record_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One valid alert, as a decoded Avro dict with the model's values, to its row.
+
+    ``r`` is a record ``insights.events.fast.alert_triggered_ok`` accepted or a
+    validated model's ``to_avro()``.
+    """
+    old, new = r["old_value"], r["new_value"]
     return (
-        event.event_id,
-        event.rule_id,
-        str(event.alert_type).lower(),
-        event.target_asin,
-        str(event.severity).lower(),
-        event.title,
-        event.message,
-        None if event.old_value is None else json.loads(event.old_value),
-        None if event.new_value is None else json.loads(event.new_value),
-        event.change_percentage,
-        dict(event.metadata),
-        event.triggered_at,
+        r["event_id"],
+        r["rule_id"],
+        str(r["alert_type"]).lower(),
+        r["target_asin"],
+        str(r["severity"]).lower(),
+        r["title"],
+        r["message"],
+        None if old is None else json.loads(old),
+        None if new is None else json.loads(new),
+        r["change_percentage"],
+        dict(r["metadata"]),
+        r["triggered_at"],
     )
 
 
+def alert_row(event: AlertTriggered) -> tuple[Any, ...]:
+    return record_row(event.to_avro())
+
+
 def prepare(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Decoded Avro dict -> validated model -> row (raises pydantic.ValidationError)."""
-    return alert_row(AlertTriggered.from_avro(record))
+    """Decoded Avro dict -> row (raises pydantic.ValidationError on an invalid record).
+
+    A record the cheap check accepts as the model would skips the model; anything else
+    goes through ``AlertTriggered.from_avro``, so a dead letter carries pydantic's message.
+    """
+    if alert_triggered_ok(record):
+        return record_row(record)
+    return record_row(AlertTriggered.from_avro(record).to_avro())
 
 
 def merge(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -1,7 +1,7 @@
 """ProductScraped -> rows of products, product_snapshots and product_features (pure).
 
-No I/O here: these functions turn one validated event into plain tuples (JSON columns
-as Python dicts and lists, serialized by the COPY) in the column order of the staging
+No I/O here: these functions turn one valid event (its decoded Avro dict) into plain
+tuples (JSON columns as Python dicts and lists, serialized by the COPY) in the column order of the staging
 tables (``consumers.scrape.sql``), and merge a batch so that no
 statement touches the same key twice ("ON CONFLICT DO UPDATE command cannot affect
 row a second time"): per key, the newest event wins, exactly as the database's own
@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from insights.events import ProductScraped
+from insights.events import Availability, ExtractionMethod, LengthUnit, ProductScraped
+from insights.events.fast import product_scraped_ok
 
 # Column order of each staging table (and of the tuples below).
 PRODUCT_COLUMNS = (
@@ -47,11 +47,6 @@ class ScrapeRows:
     features: tuple[tuple[Any, ...], ...]
 
 
-def _number(value: Decimal | None) -> float | None:
-    # jsonb numbers: a DECIMAL(8,2) as float prints the same digits back
-    return None if value is None else float(value)
-
-
 def _lower(symbol: str | None) -> str | None:
     # The seed's columns spell symbols in lower case ('parser', 'in_stock'); UNKNOWN is
     # Avro's fallback for a symbol this reader does not know, i.e. no value.
@@ -60,55 +55,84 @@ def _lower(symbol: str | None) -> str | None:
     return str(symbol).lower()
 
 
-def scrape_rows(event: ProductScraped) -> ScrapeRows:
-    """Map one validated scrape to its rows."""
-    dims = event.dimensions
-    dimensions = None
-    if dims is not None:
-        dimensions = {
-            k: v
-            for k, v in (
-                ("length", _number(dims.length)),
-                ("width", _number(dims.width)),
-                ("height", _number(dims.height)),
-                ("unit", _lower(dims.unit)),
-            )
-            if v is not None
-        }
+#: enum symbol -> the column's spelling, for the symbols of the schema (others: _lower)
+_LOWER: dict[str, str | None] = {
+    m.value: _lower(m.value) for enum in (Availability, ExtractionMethod, LengthUnit) for m in enum
+}
+
+
+def _dimensions(dims: Mapping[str, Any]) -> dict[str, Any]:
+    # jsonb numbers: a DECIMAL(8,2) as float prints the same digits back; absent = no key
+    out: dict[str, Any] = {}
+    length, width, height = dims["length"], dims["width"], dims["height"]
+    if length is not None:
+        out["length"] = float(length)
+    if width is not None:
+        out["width"] = float(width)
+    if height is not None:
+        out["height"] = float(height)
+    unit = dims["unit"]
+    unit = _LOWER[unit] if unit in _LOWER else _lower(unit)
+    if unit is not None:
+        out["unit"] = unit
+    return out
+
+
+def record_rows(r: Mapping[str, Any]) -> ScrapeRows:
+    """Map one valid scrape, as a decoded Avro dict with the model's values, to its rows.
+
+    ``r`` is either a record ``insights.events.fast.product_scraped_ok`` accepted or a
+    validated model's ``to_avro()``. Its lists and maps go into the rows as they are
+    (nothing mutates them afterwards).
+    """
+    asin = r["asin"]
+    title = r["title"]
+    at = r["scraped_at"]
+    dims = r["dimensions"]
     product = (
-        event.asin, event.title, event.brand, event.category, event.manufacturer, event.model,
-        dimensions, event.weight, event.scraped_at,
+        asin, title, r["brand"], r["category"], r["manufacturer"], r["model"],
+        None if dims is None else _dimensions(dims), r["weight"], at,
     )
     # raw_data keeps what has no column of its own, so nothing the scraper saw is lost
-    raw = {
-        "marketplace": event.marketplace,
-        "scraper_id": event.scraper_id,
-        "scraper_version": event.scraper_version,
-    }
-    if event.currency is not None:
-        raw["currency"] = event.currency
-    if event.is_prime_eligible is not None:
-        raw["is_prime_eligible"] = event.is_prime_eligible
+    raw = {"marketplace": r["marketplace"], "scraper_id": r["scraper_id"], "scraper_version": r["scraper_version"]}
+    currency = r["currency"]
+    if currency is not None:
+        raw["currency"] = currency
+    prime = r["is_prime_eligible"]
+    if prime is not None:
+        raw["is_prime_eligible"] = prime
+    status = r["availability_status"]
+    # a variation is exactly {"asin", "attributes"} (the Avro record and the model agree)
     snapshot = (
-        event.event_id, event.asin, event.title, event.price, event.buybox_price, event.rating,
-        event.review_count, dict(event.bsr), _lower(event.availability_status),
-        list(event.bullet_points), event.product_description, list(event.images),
-        [{"asin": v.asin, "attributes": v.attributes} for v in event.variations],
-        event.scraped_at, raw,
+        r["event_id"], asin, title, r["price"], r["buybox_price"], r["rating"],
+        r["review_count"], r["bsr"], _LOWER[status] if status in _LOWER else _lower(status),
+        r["bullet_points"], r["product_description"], r["images"], r["variations"], at, raw,
     )
-    features = tuple(
+    features = tuple([
         (
-            event.asin, f.feature_category, f.feature_name, f.feature_value,
-            f.confidence_score, event.scraped_at, _lower(f.extraction_method),
+            asin, f["feature_category"], f["feature_name"], f["feature_value"], f["confidence_score"], at,
+            _LOWER[m] if (m := f["extraction_method"]) in _LOWER else _lower(m),
         )
-        for f in event.features
-    )
+        for f in r["features"]
+    ])
     return ScrapeRows(product, snapshot, features)
 
 
+def scrape_rows(event: ProductScraped) -> ScrapeRows:
+    """Map one validated scrape (the model) to its rows."""
+    return record_rows(event.to_avro())
+
+
 def prepare(record: Mapping[str, Any]) -> ScrapeRows:
-    """Decoded Avro dict -> validated model -> rows (raises pydantic.ValidationError)."""
-    return scrape_rows(ProductScraped.from_avro(record))
+    """Decoded Avro dict -> rows (raises pydantic.ValidationError on an invalid record).
+
+    The common case, a record the cheap check accepts as the model would, skips the
+    model; anything else (invalid, or merely unusual) goes through
+    ``ProductScraped.from_avro``, so a dead letter carries pydantic's own message.
+    """
+    if product_scraped_ok(record):
+        return record_rows(record)
+    return record_rows(ProductScraped.from_avro(record).to_avro())
 
 
 @dataclass(frozen=True)
