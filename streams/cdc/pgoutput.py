@@ -152,10 +152,9 @@ def _tuple(raw: bytes, pos: int) -> tuple[TupleData, int]:
         kind = raw[pos]
         pos += 1
         if kind == 0x74:  # 't'
-            (length,) = unpack_len(raw, pos)
-            pos += 4
-            append(raw[pos : pos + length])
-            pos += length
+            end = pos + 4 + unpack_len(raw, pos)[0]
+            append(raw[pos + 4 : end])
+            pos = end
         elif kind == 0x6E:  # 'n'
             append(None)
         elif kind == 0x75:  # 'u'

@@ -148,8 +148,14 @@ class CdcReader:
                     self._raise_if_lost(side, exc)
                     raise
                 reply = False
+                handled = 0
                 while data is not None:
                     reply |= self._handle(data)
+                    handled += 1
+                    if handled & 0xFF == 0:
+                        # serve delivery reports while a backlog streams in: acks (and the
+                        # confirmed position) do not wait for the socket to run dry
+                        self.producer.poll(0)
                     data = stream.read(0) if not reply else None
                 self.producer.poll(0)
                 if self._failure is not None:

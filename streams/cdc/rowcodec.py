@@ -44,11 +44,7 @@ _TRUE = b"\x02\x01"
 _FALSE = b"\x02\x00"
 
 
-def zigzag(n: int) -> bytes:
-    """An Avro long (zig-zag varint)."""
-    n = (n << 1) ^ (n >> 63)
-    if n < 0x80:
-        return _SMALL[n]
+def _varint_slow(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -57,7 +53,23 @@ def zigzag(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [bytes([i]) for i in range(0x80)]
+#: the varint of 0..16383, and the low 14 bits of a longer one (both bytes continued)
+_VARINT14 = [_varint_slow(i) for i in range(0x4000)]
+_VARINT14_MORE = [bytes([(i & 0x7F) | 0x80, ((i >> 7) & 0x7F) | 0x80]) for i in range(0x4000)]
+
+
+def zigzag(n: int) -> bytes:
+    """An Avro long (zig-zag varint), 14 bits per table lookup."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x4000:
+        return _VARINT14[n]
+    if n < 0x1000_0000:
+        return _VARINT14_MORE[n & 0x3FFF] + _VARINT14[n >> 14]
+    if n < 0x400_0000_0000:
+        return _VARINT14_MORE[n & 0x3FFF] + _VARINT14_MORE[(n >> 14) & 0x3FFF] + _VARINT14[n >> 28]
+    return _varint_slow(n)
+
+
 #: the Avro long of 0..4095 (string lengths, map counts), indexed by the value itself
 _LEN = [zigzag(i) for i in range(4096)]
 #: union branch 4 (string) followed by the length, for 0..4095
@@ -186,16 +198,20 @@ def _writers(converter: ValueConverter, type_oid: int) -> tuple[Writer | None, C
         return (lambda raw: b"\x06" + _DOUBLE(float(raw))), generic_key
     if type_oid in (TIMESTAMPTZ, TIMESTAMP):
         tz = type_oid == TIMESTAMPTZ
+        last: list[bytes | None] = [None, None]  # the previous text and its ISO form (keys, now())
+
+        def iso(raw: bytes) -> bytes | None:
+            if raw != last[0]:
+                last[0], last[1] = raw, _timestamp_iso(raw, tz)
+            return last[1]
 
         def ts_value(raw: bytes) -> bytes:
-            iso = _timestamp_iso(raw, tz)
-            if iso is None:
-                return generic_value(raw)
-            return _STR_HEAD[len(iso)] + iso
+            text = iso(raw)
+            return generic_value(raw) if text is None else _STR_HEAD[len(text)] + text
 
         def ts_key(raw: bytes) -> bytes:
-            iso = _timestamp_iso(raw, tz)
-            return generic_key(raw) if iso is None else b'"' + iso + b'"'
+            text = iso(raw)
+            return generic_key(raw) if text is None else b'"' + text + b'"'
 
         return ts_value, ts_key
     if converter.is_array(type_oid):
@@ -243,10 +259,14 @@ class RelationCodec:
         # a 'K' old tuple: only the key columns, in column order
         self.key_columns = [self.columns[i] for i, _, _ in keys]
         self.key_indexes = [i for i, _, _ in keys]
+        self.row = _compile_row(self)  # type: ignore[method-assign]
 
     # --- rows ------------------------------------------------------------------------
     def row(self, values: TupleData) -> tuple[bytes, list[str]]:
-        """The ``before``/``after`` union (branch 1, the map) and the unchanged-TOAST columns."""
+        """The ``before``/``after`` union (branch 1, the map) and the unchanged-TOAST columns.
+
+        Replaced per instance by a compiled, unrolled version that calls this one for rows
+        with unchanged-TOAST columns."""
         if len(values) != self.ncols:
             raise ValueError(f"tuple of {len(values)} columns for {self.ncols}-column relation {self.relation.name}")
         toast = values.count(UNCHANGED_TOAST)
@@ -309,6 +329,43 @@ class RelationCodec:
 
     def toast_list(self, unchanged: list[str]) -> bytes:
         return _string_array(unchanged) if unchanged else self.no_toast
+
+
+def _compile_row(codec: RelationCodec) -> Callable[[TupleData], tuple[bytes, list[str]]]:
+    """``codec.row`` unrolled for this relation's columns: no loop, no per-column dispatch."""
+    ncols = codec.ncols
+    if ncols == 0 or ncols >= 4096:
+        return codec.row
+    names = ", ".join(f"v{i}" for i in range(ncols))
+    env: dict[str, object] = {
+        "TOAST": UNCHANGED_TOAST, "SH": _STR_HEAD, "sh": _str_head, "zz": zigzag, "dbl": _DOUBLE,
+        "loop": codec.row, "HEAD": b"\x02" + _LEN[ncols], "NONE": [], "bytearray": bytearray, "bytes": bytes,
+        "ValueError": ValueError, "len": len, "int": int, "float": float,
+    }
+    lines = [
+        "def row(values):",
+        f"    if len(values) != {ncols} or TOAST in values:",
+        "        return loop(values)  # the width check's error, or the TOAST-aware loop",
+        f"    {names}, = values",
+        "    out = bytearray(HEAD)",
+    ]
+    for i, (name, name_null, write, _) in enumerate(codec.columns):
+        env[f"N{i}"], env[f"M{i}"], env[f"W{i}"] = name_null, name, write
+        lines += [f"    if v{i} is None:", f"        out += N{i}", "    else:"]
+        if write is None:  # the text itself, as an Avro string
+            lines += [
+                f"        if not v{i}.isascii():",
+                f"            v{i}.decode('utf-8')",
+                f"        out += M{i}",
+                f"        n = len(v{i})",
+                "        out += SH[n] if n < 4096 else sh(n)",
+                f"        out += v{i}",
+            ]
+        else:
+            lines += [f"        out += M{i}", f"        out += W{i}(v{i})"]
+    lines += ["    out.append(0)", "    return bytes(out), NONE"]
+    exec(compile("\n".join(lines), f"<row writer of relation {codec.relation.oid}>", "exec"), env)
+    return env["row"]  # type: ignore[return-value]
 
 
 def _string_array(items: list[str]) -> bytes:
