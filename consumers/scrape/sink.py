@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from consumers.copy import copy_rows
+from consumers.copy import copy_rows, use_fast_json
 from consumers.scrape import sql
 from consumers.scrape.mapping import ScrapeRows, merge, prepare
 
@@ -27,6 +27,7 @@ class ScrapeSink:
         batch = merge(items)
         written: dict[str, int] = {}
         with conn.cursor() as cur:
+            use_fast_json(cur)  # orjson for dimensions, bsr_data, images, variations, raw_data
             cur.execute(sql.CREATE_STAGING)
             copy_rows(cur, sql.COPY_PRODUCTS, sql.PRODUCT_TYPES, batch.products)
             copy_rows(cur, sql.COPY_SNAPSHOTS, sql.SNAPSHOT_TYPES, batch.snapshots)
