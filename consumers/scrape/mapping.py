@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from insights.events import Availability, ExtractionMethod, LengthUnit, ProductScraped
 from insights.events.fast import product_scraped_ok
@@ -38,9 +38,8 @@ _PRODUCT_TS = PRODUCT_COLUMNS.index("last_scraped_at")
 _FEATURE_TS = FEATURE_COLUMNS.index("extracted_at")
 
 
-@dataclass(frozen=True, slots=True)
-class ScrapeRows:
-    """The rows one scrape produces."""
+class ScrapeRows(NamedTuple):
+    """The rows one scrape produces (a NamedTuple: built once per event, cheaply)."""
 
     product: tuple[Any, ...]
     snapshot: tuple[Any, ...]
