@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="replace the ## Consumers section of BENCHMARKS.md")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()
     tag = uuid.uuid4().hex[:10]
     base = load_settings()
     admin_dsn = base.pg_conninfo(dbname="postgres")
@@ -218,7 +219,8 @@ def main() -> None:
         print(f"server COPY: {rows} rows ({counts}) in {copy_s:.2f}s = {copy_events_per_s:,.0f} snapshot rows/s "
               f"({rows / copy_s:,.0f} rows/s); ratio {ratio:.2f}", flush=True)
         if args.write:
-            write_section(report(args, settings, consume_s, events_per_s, copy_s, counts, copy_events_per_s, ratio))
+            write_section(report(args, settings, consume_s, events_per_s, copy_s, counts, copy_events_per_s, ratio,
+                                 load_at_start))
     finally:
         for dsn_name in (db_consumer, db_copy):
             drop_database(admin_dsn, dsn_name)
@@ -231,7 +233,8 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, settings: Settings, consume_s: float, events_per_s: float, copy_s: float,
-           counts: dict[str, int], copy_events_per_s: float, ratio: float) -> str:
+           counts: dict[str, int], copy_events_per_s: float, ratio: float,
+           load_at_start: tuple[float, float, float]) -> str:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
     rows = sum(counts.values())
     return f"""
@@ -239,7 +242,8 @@ Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{rev}` with
 
     PYTHONPATH=. .venv/bin/python bench/consume_scrape.py --events {args.events} --products {args.products} --batch-size {args.batch_size} --write
 
-Machine: {machine_facts(settings.pg_conninfo())}. The machine's two cores are shared by
+Machine: {machine_facts(settings.pg_conninfo())}; load average at the start
+{' / '.join(f'{x:.2f}' for x in load_at_start)} (1 / 5 / 15 min). The machine's cores are shared by
 Kafka, PostgreSQL, the consumer and whatever else runs; numbers vary by +-20 % between runs.
 
 | what | time | rate |
