@@ -103,7 +103,11 @@ class TimedLoop(ConsumerLoop):
     def process(self, messages: list[Any]) -> Any:
         if self.first is None:
             self.first = time.perf_counter()
-        result = super().process(messages)
+        return super().process(messages)
+
+    def _write_batch(self, *args: Any) -> Any:
+        # with the pipeline, a batch is done when its write commits, not when it is handed over
+        result = super()._write_batch(*args)
         self.last = time.perf_counter()
         return result
 

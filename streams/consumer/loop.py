@@ -11,6 +11,12 @@ One iteration:
    the dead letters, commit;
 5. commit the same offsets to Kafka (asynchronously; for lag tools only).
 
+Steps 3-5 of batch N run on a writer thread while the main thread consumes and prepares
+batch N+1 (``pipeline=True``, the default): PostgreSQL's share of the work overlaps
+Python's. At most one batch is in flight; the main thread waits for it before it writes
+the next one, before a rebalance callback touches offsets, and before it leaves, so
+batches still commit strictly in order and the connection is never shared.
+
 Transient failures (PostgreSQL restarting, the broker away, serialization conflicts)
 retry step 3-4 with capped exponential backoff, forever, never skipping. On partition
 assignment the loop seeks to the offsets stored in PostgreSQL; records of partitions
@@ -24,6 +30,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -95,6 +102,7 @@ class ConsumerLoop:
         auto_offset_reset: str = "earliest",
         max_batches: int | None = None,
         idle_exit_after: float | None = None,
+        pipeline: bool = True,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -120,6 +128,10 @@ class ConsumerLoop:
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
         self._dlq = DeadLetterQueue(settings, self.group)
+        #: one writer thread, at most one batch in flight (see the module docstring)
+        self.pipeline = pipeline
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: Future[tuple[BatchResult, Mapping[tuple[str, int], int]]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     def request_stop(self, *_args: object) -> None:
@@ -158,8 +170,14 @@ class ConsumerLoop:
             self._require_topic(consumer)
             consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
             log.info("consuming", extra={"topic": self.topic, "group": self.group, "sink": self.sink.name})
-            self._loop(consumer)
+            try:
+                self._loop(consumer)
+            finally:
+                self._finish_inflight_quietly()
         finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
             log.info("leaving the group", extra={"topic": self.topic, "group": self.group, **vars(self.totals)})
             consumer.close()  # leaves the group: partitions move to the others at once
             self._consumer = None
@@ -177,6 +195,13 @@ class ConsumerLoop:
         while not self.stop.is_set():
             messages = consumer.consume(num_messages=batch_size, timeout=max(wait, 0.001))
             self.metrics.beat()
+            if self._inflight is not None and self._inflight.done():
+                try:
+                    self._finish_inflight()  # a failed write surfaces now, not at the next batch
+                except Stopped:
+                    log.warning("stopped while retrying: batch abandoned, it will be redelivered",
+                                extra={"topic": self.topic})
+                    return
             if not messages:
                 if self.idle_exit_after is not None and time.monotonic() - last_data > self.idle_exit_after:
                     return
@@ -200,7 +225,11 @@ class ConsumerLoop:
 
     # --- one batch -------------------------------------------------------------------
     def process(self, messages: list[Message]) -> BatchResult:
-        """Decode, write and commit one batch (the unit of atomicity)."""
+        """Decode one batch here, then write and commit it (the unit of atomicity).
+
+        Pipelined, the write runs on the writer thread and this returns the result of
+        the *previous* batch (empty for the first); otherwise it writes in place.
+        """
         started = time.perf_counter()
         items: list[Item[Any]] = []
         letters: list[DeadLetter] = []
@@ -224,20 +253,57 @@ class ConsumerLoop:
         if not next_offsets:
             return BatchResult()
         stamps = self.sink.timestamps([item.rows for item in items]) if items else {}
+        if not self.pipeline:
+            result, _ = self._write_batch(items, letters, next_offsets, stamps, started)
+            self._commit_kafka(next_offsets)
+            return result
+        previous = self._finish_inflight()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.sink.name}-writer")
+        self._inflight = self._writer.submit(self._write_batch, items, letters, next_offsets, stamps, started)
+        return previous
+
+    def _finish_inflight(self) -> BatchResult:
+        """Wait for the batch on the writer thread; its failure is raised here.
+
+        The Kafka offset commit happens here, on the consumer's own thread: the writer
+        thread never touches the Kafka consumer.
+        """
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return BatchResult()
+        result, next_offsets = inflight.result()
+        self._commit_kafka(next_offsets)
+        return result
+
+    def _finish_inflight_quietly(self) -> None:
+        try:
+            self._finish_inflight()
+        except Stopped:
+            log.warning("stopped while retrying: batch abandoned, it will be redelivered", extra={"topic": self.topic})
+
+    def _write_batch(
+        self,
+        items: list[Item[Any]],
+        letters: list[DeadLetter],
+        next_offsets: Mapping[tuple[str, int], int],
+        stamps: Mapping[str, Iterable[datetime]],
+        started: float,
+    ) -> tuple[BatchResult, Mapping[tuple[str, int], int]]:
+        """Steps 3-4 (PostgreSQL only): runs on the writer thread when pipelined."""
 
         def attempt() -> BatchResult:
             return self._commit(items, letters, next_offsets, stamps)
 
         result = retry_transient(attempt, backoff=self.backoff, stop=self.stop, on_retry=self._on_retry)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self._commit_kafka(next_offsets)
         for name, value in vars(result).items():
             setattr(self.totals, name, getattr(self.totals, name) + value)
         log.debug(
             "batch committed",
             extra={"topic": self.topic, "offsets": {f"{t}[{p}]": o for (t, p), o in next_offsets.items()}, **vars(result)},
         )
-        return result
+        return result, next_offsets
 
     def _prepare(self, msg: Message, offset: int) -> Item[Any] | DeadLetter:
         value = msg.value()
@@ -386,6 +452,7 @@ class ConsumerLoop:
 
     # --- callbacks -------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._finish_inflight_quietly()  # the connection is the writer's until then
         self.metrics.rebalances.labels("assign").inc()
         keys = [(tp.topic, tp.partition) for tp in partitions]
 
@@ -419,8 +486,9 @@ class ConsumerLoop:
         self._forget(partitions, "lost")
 
     def _forget(self, partitions: list[TopicPartition], kind: str) -> None:
-        # The loop is single-threaded and callbacks run inside consume(): no batch is in
-        # flight now. Whatever was committed is in PostgreSQL; nothing else to finish.
+        # Callbacks run inside consume() on the main thread: finishing the batch on the
+        # writer thread first means the partitions leave with everything committed.
+        self._finish_inflight_quietly()
         self.metrics.rebalances.labels(kind).inc()
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
