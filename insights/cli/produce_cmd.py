@@ -10,7 +10,7 @@ from rich.table import Table
 
 from insights.cli.context import console, err_console, settings_of
 from insights.errors import ConfigError
-from insights.generate.run import Kind, Plan, Summary, publish
+from insights.generate.run import Plan, Summary, publish
 from insights.settings import Settings
 from streams.admin import ensure_topics
 from streams.topics import event_topics

@@ -26,6 +26,7 @@ from insights.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.reader import CdcReader
+from tests.cdc.conftest import running_reader
 
 SOURCE_TABLES = ["products", "product_snapshots", "alerts"]
 
@@ -96,26 +97,8 @@ class RunningReader:
 @contextmanager
 def cdc_reader(settings: Settings) -> Iterator[RunningReader]:
     """The CDC reader streaming in a thread (slot, publication and topics set up first)."""
-    reader = CdcReader(settings)
-    reader.setup()
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            reader.run(stop)
-        except BaseException as exc:  # surfaced in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
+    with running_reader(settings) as reader:
         yield RunningReader(reader, settings)
-    finally:
-        stop.set()
-        thread.join(60)
-    if errors:
-        raise errors[0]
 
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:

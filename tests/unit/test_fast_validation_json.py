@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from consumers.copy import fast_json_dumps
 from consumers.scrape.mapping import PRODUCT_COLUMNS, SNAPSHOT_COLUMNS, scrape_rows
