@@ -42,10 +42,10 @@ class AckTracker:
         self._by_seq[seq].outstanding += count
         self._outstanding += count
 
-    def acked(self, seq: int) -> None:
+    def acked(self, seq: int, count: int = 1) -> None:
         txn = self._by_seq[seq]
-        txn.outstanding -= 1
-        self._outstanding -= 1
+        txn.outstanding -= count
+        self._outstanding -= count
         if txn.outstanding == 0 and txn.end_lsn is not None:
             self._advance()
 

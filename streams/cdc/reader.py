@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,38 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     )
 
 
+class _Acks:
+    """What one delivery callback stands for: a transaction, a (table, op) counter, a commit time.
+
+    One instance (and one callback) per transaction, table and op: the callback only
+    appends it to the reader's list of acks; the tracker, counters and the latency
+    histogram are updated once per batch of delivery reports (``CdcReader._settle``).
+    """
+
+    __slots__ = ("seq", "counter", "commit_unix_s")
+
+    def __init__(self, seq: int, counter: Any, commit_unix_s: float) -> None:
+        self.seq = seq
+        self.counter = counter
+        self.commit_unix_s = commit_unix_s
+
+
+def observe_many(histogram: Any, seconds: float, count: int) -> None:
+    """``histogram.observe(seconds)`` ``count`` times, in one step where prometheus_client allows."""
+    buckets = getattr(histogram, "_buckets", None)
+    upper = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if count == 1 or buckets is None or upper is None or total is None:
+        for _ in range(count):
+            histogram.observe(seconds)
+        return
+    total.inc(seconds * count)
+    for i, bound in enumerate(upper):
+        if seconds <= bound:
+            buckets[i].inc(count)
+            break
+
+
 class CdcReader:
     def __init__(
         self,
@@ -95,6 +128,8 @@ class CdcReader:
         self._begin: Begin | None = None
         self._txn_seq = -1
         self._m_changes: dict[tuple[str, str], Any] = {}
+        self._acks: list[_Acks] = []  # appended to by delivery callbacks, settled after each poll
+        self._callbacks: dict[tuple[int, str, str, float], Callable[[Any, Any], None]] = {}
         self._m_latency = metrics.COMMIT_TO_PUBLISH.labels(self.slot)
         self._m_txns = metrics.TRANSACTIONS.labels(self.slot)
 
@@ -155,9 +190,9 @@ class CdcReader:
                     if handled & 0xFF == 0:
                         # serve delivery reports while a backlog streams in: acks (and the
                         # confirmed position) do not wait for the socket to run dry
-                        self.producer.poll(0)
+                        self._poll(0)
                     data = stream.read(0) if not reply else None
-                self.producer.poll(0)
+                self._poll(0)
                 if self._failure is not None:
                     raise CdcError(f"Kafka did not accept a change event: {self._failure}")
                 now = time.monotonic()
@@ -182,6 +217,7 @@ class CdcReader:
         deadline = time.monotonic() + 60
         while self.tracker.in_flight_any and time.monotonic() < deadline:
             self.producer.flush(1.0)
+            self._settle()
         if self._failure is not None:
             raise CdcError(f"Kafka did not accept a change event: {self._failure}")
 
@@ -246,6 +282,8 @@ class CdcReader:
             self._begin = message
             self._txn_source = None
             self._txn_seq = self.tracker.begin()
+            if len(self._callbacks) > 4096:
+                self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
         elif isinstance(message, Commit):
             self.tracker.commit(self._txn_seq, message.end_lsn)
             self._begin = None
@@ -280,28 +318,56 @@ class CdcReader:
         commit_unix_s = event.value["source"]["commit_time"] / 1e6
         self._send_event(relation, event.value["op"], event.key, self.encode(event.value), commit_unix_s)
 
-    def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes, commit_unix_s: float) -> None:
-        topic = self._topic(relation)
+    def _poll(self, timeout: float) -> None:
+        self.producer.poll(timeout)
+        if self._acks:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Apply the delivery reports served by the last poll: tracker, counters, latency, once per batch."""
+        acks = self._acks
+        if not acks:
+            return
+        now = time.time()
+        tracker, latency, sample = self.tracker, self._m_latency, self.on_latency
+        grouped = Counter(acks)
+        acks.clear()
+        for ack, count in grouped.items():
+            tracker.acked(ack.seq, count)
+            ack.counter.inc(count)
+            seconds = now - ack.commit_unix_s
+            observe_many(latency, seconds, count)
+            if sample is not None:
+                for _ in range(count):
+                    sample(seconds)
+
+    def _callback(self, relation: Relation, op: str, commit_unix_s: float) -> Callable[[Any, Any], None]:
+        """The delivery callback shared by the messages of one transaction, table and op."""
         seq = self._txn_seq
+        cache_key = (seq, relation.name, op, commit_unix_s)
+        delivered = self._callbacks.get(cache_key)
+        if delivered is not None:
+            return delivered
         counter_key = (relation.name, op)
         counter = self._m_changes.get(counter_key)
         if counter is None:
             counter = metrics.CHANGES.labels(self.slot, relation.name, op)
             self._m_changes[counter_key] = counter
-        tracker, latency, sample = self.tracker, self._m_latency, self.on_latency
+        ack = _Acks(seq, counter, commit_unix_s)
+        append = self._acks.append
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                if self._failure is None:
-                    self._failure = err
-                return
-            tracker.acked(seq)
-            counter.inc()
-            seconds = time.time() - commit_unix_s
-            latency.observe(seconds)
-            if sample is not None:
-                sample(seconds)
+            if err is None:
+                append(ack)
+            elif self._failure is None:
+                self._failure = err
 
+        self._callbacks[cache_key] = delivered
+        return delivered
+
+    def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes, commit_unix_s: float) -> None:
+        topic = self._topic(relation)
+        delivered = self._callback(relation, op, commit_unix_s)
         if key is None:
             # a truncate concerns every key: one copy per partition keeps it in order with each
             partitions = self._partition_count(topic)
@@ -321,7 +387,7 @@ class CdcReader:
                 return
             except BufferError:
                 # the local queue is full (a huge transaction): let deliveries drain it
-                self.producer.poll(0.05)
+                self._poll(0.05)
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
