@@ -8,6 +8,7 @@ delivery callbacks (served by ``producer.poll``) move the confirmed position pro
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,11 @@ from streams.cdc.values import ValueConverter
 from streams.topics import cdc_topic_name
 
 log = logging.getLogger(__name__)
+
+_XLOG_LSNS = struct.Struct("!QQ").unpack_from
+_OID = struct.Struct("!I").unpack_from
+#: in a CopyData frame: 'w', wal_start, wal_end, send time (1 + 3 * 8 bytes), then pgoutput
+_PAYLOAD = 25
 
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.005
@@ -113,6 +119,7 @@ class CdcReader:
         self._header: bytes | None = getattr(self.encode, "avro_header", None)
         self._codecs: dict[int, RelationCodec] = {}
         self._txn_source: bytes | None = None
+        self._commit_unix_s = 0.0
         self.on_confirm = on_confirm
         self.on_latency = on_latency  # raw commit-to-ack samples, for the benchmark
         self.cache = RelationCache()
@@ -246,8 +253,28 @@ class CdcReader:
                 metrics.SLOT_RETAINED_BYTES.labels(self.slot).set(status.retained_bytes)
 
     # --- one replication message -------------------------------------------------------
-    def _handle(self, data: bytes) -> bool:
+    def _handle(self, data: bytes | memoryview) -> bool:
         """Handle one CopyData frame; True if the server asked for an immediate reply."""
+        if data[0] == 0x77 and self._txn_source is not None and len(data) > _PAYLOAD + 6 and data[_PAYLOAD] == 0x49:  # 'w' + 'I'
+            # the hot path: an Insert of a relation whose writer is compiled, inside a
+            # transaction whose source fields are written; tuple text -> envelope, no objects
+            if type(data) is not bytes:
+                data = bytes(data)
+            (oid,) = _OID(data, _PAYLOAD + 1)
+            codec = self._codecs.get(oid)
+            if (
+                codec is not None
+                and codec.insert is not None
+                and data[_PAYLOAD + 5] == 0x4E  # 'N'
+                and codec.relation is self.cache.relations.get(oid)
+            ):
+                wal_start, wal_end = _XLOG_LSNS(data, 1)
+                written = codec.insert(data, _PAYLOAD + 6, self._header, wal_start, self._txn_source)
+                if written is not None:
+                    if wal_end > self._received:
+                        self._received = wal_end
+                    self._send_event(codec.relation, "c", written[0], written[1], self._commit_unix_s)
+                    return False
         frame = parse_copy_message(data)
         if isinstance(frame, Keepalive):
             if frame.wal_end > self._received:
@@ -275,7 +302,8 @@ class CdcReader:
             txn = self._txn_source
             if txn is None:
                 txn = self._txn_source = source_txn(begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
-            commit_unix_s = pg_us_to_unix(begin.commit_time_us) / 1e6
+                self._commit_unix_s = pg_us_to_unix(begin.commit_time_us) / 1e6
+            commit_unix_s = self._commit_unix_s
             for op, key, body in change_bodies(codec, message, frame.wal_start, txn):
                 self._send_event(relation, op, key, header + body, commit_unix_s)
         elif isinstance(message, Begin):
@@ -287,6 +315,7 @@ class CdcReader:
         elif isinstance(message, Commit):
             self.tracker.commit(self._txn_seq, message.end_lsn)
             self._begin = None
+            self._txn_source = None
             self._m_txns.inc()
         elif isinstance(message, (Relation, TypeMessage)):
             if self.cache.update(message):

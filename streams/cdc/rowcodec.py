@@ -39,6 +39,7 @@ from streams.cdc.values import (
 TEXT_ARRAY, VARCHAR_ARRAY = 1009, 1015
 
 _DOUBLE = struct.Struct("<d").pack
+_U32 = struct.Struct("!I").unpack_from
 _NULL = b"\x00"
 _TRUE = b"\x02\x01"
 _FALSE = b"\x02\x00"
@@ -260,6 +261,7 @@ class RelationCodec:
         self.key_columns = [self.columns[i] for i, _, _ in keys]
         self.key_indexes = [i for i, _, _ in keys]
         self.row = _compile_row(self)  # type: ignore[method-assign]
+        self.insert = _compile_insert(self)
 
     # --- rows ------------------------------------------------------------------------
     def row(self, values: TupleData) -> tuple[bytes, list[str]]:
@@ -331,6 +333,29 @@ class RelationCodec:
         return _string_array(unchanged) if unchanged else self.no_toast
 
 
+def _write_lines(codec: RelationCodec, env: dict[str, object], checked: str) -> list[str]:
+    """The unrolled column writes of a row held in locals ``v0..vN`` (None is NULL) into ``out``.
+
+    ``checked`` is an expression true when the text columns are known to be ASCII (no
+    per-column UTF-8 check needed), e.g. ``"False"``."""
+    lines: list[str] = []
+    for i, (name, name_null, write, _) in enumerate(codec.columns):
+        env[f"N{i}"], env[f"M{i}"], env[f"W{i}"] = name_null, name, write
+        lines += [f"    if v{i} is None:", f"        out += N{i}", "    else:"]
+        if write is None:  # the text itself, as an Avro string
+            lines += [
+                f"        if not {checked} and not v{i}.isascii():",
+                f"            v{i}.decode('utf-8')",
+                f"        out += M{i}",
+                f"        n = len(v{i})",
+                "        out += SH[n] if n < 4096 else sh(n)",
+                f"        out += v{i}",
+            ]
+        else:
+            lines += [f"        out += M{i}", f"        out += W{i}(v{i})"]
+    return lines
+
+
 def _compile_row(codec: RelationCodec) -> Callable[[TupleData], tuple[bytes, list[str]]]:
     """``codec.row`` unrolled for this relation's columns: no loop, no per-column dispatch."""
     ncols = codec.ncols
@@ -349,23 +374,76 @@ def _compile_row(codec: RelationCodec) -> Callable[[TupleData], tuple[bytes, lis
         f"    {names}, = values",
         "    out = bytearray(HEAD)",
     ]
-    for i, (name, name_null, write, _) in enumerate(codec.columns):
-        env[f"N{i}"], env[f"M{i}"], env[f"W{i}"] = name_null, name, write
-        lines += [f"    if v{i} is None:", f"        out += N{i}", "    else:"]
-        if write is None:  # the text itself, as an Avro string
-            lines += [
-                f"        if not v{i}.isascii():",
-                f"            v{i}.decode('utf-8')",
-                f"        out += M{i}",
-                f"        n = len(v{i})",
-                "        out += SH[n] if n < 4096 else sh(n)",
-                f"        out += v{i}",
-            ]
-        else:
-            lines += [f"        out += M{i}", f"        out += W{i}(v{i})"]
+    lines += _write_lines(codec, env, "False")
     lines += ["    out.append(0)", "    return bytes(out), NONE"]
     exec(compile("\n".join(lines), f"<row writer of relation {codec.relation.oid}>", "exec"), env)
     return env["row"]  # type: ignore[return-value]
+
+
+def _compile_insert(codec: RelationCodec) -> Callable[..., tuple[bytes | None, bytes] | None] | None:
+    """A writer from the raw pgoutput Insert straight to (key, framed envelope), or None if not compiled.
+
+    ``insert(data, pos, head, lsn, txn)`` parses the new tuple starting at ``data[pos]``
+    (its column count) column by column into locals, with no list, no message object
+    and no intermediate tuple, and writes the same bytes as ``change_bodies`` (after the
+    encoder's framing ``head``). It returns None for anything but the plain case (a
+    column count that differs from the relation's, an unchanged-TOAST or unknown column
+    kind, a truncated message): the caller then takes the generic path, which raises
+    the right error or handles the row.
+    """
+    ncols = codec.ncols
+    if ncols == 0 or ncols >= 4096:
+        return None
+    env: dict[str, object] = {
+        "SH": _STR_HEAD, "sh": _str_head, "zz": zigzag, "U32": _U32, "bytearray": bytearray, "bytes": bytes,
+        "len": len, "int": int, "float": float, "IndexError": IndexError, "StructError": struct.error,
+        "START": _OP_C + ROW_NULL + b"\x02" + _LEN[ncols], "END": b"\x00" + codec.no_toast + codec.key_columns_avro,
+        "RT": codec.relation_tail, "NC": ncols,
+    }
+    lines = [
+        "def insert(data, p, head, lsn, txn):",
+        "    try:",
+        "        if data[p] != NC >> 8 or data[p + 1] != NC & 0xFF:",
+        "            return None",
+        "        p += 2",
+        "        p0 = p",
+    ]
+    for i in range(ncols):
+        lines += [
+            "        k = data[p]",
+            "        if k == 116:",
+            "            n = U32(data, p + 1)[0]",
+            "            p += 5",
+            f"            v{i} = data[p : p + n]",
+            "            p += n",
+            "        elif k == 110:",
+            f"            v{i} = None",
+            "            p += 1",
+            "        else:",
+            "            return None",
+        ]
+    lines += [
+        "        if p > len(data):",
+        "            return None  # truncated: the generic decoder reports it",
+        "        asc = data[p0:p].isascii()  # then no text column needs its own UTF-8 check",
+        "    except (IndexError, StructError):",
+        "        return None",
+        "    out = bytearray(head)",
+        "    out += START",
+    ]
+    lines += _write_lines(codec, env, "asc")
+    lines += ["    out += END", "    out += zz(lsn)", "    out += txn", "    out += RT"]
+    if codec.keys:
+        parts = []
+        for index, prefix, write in codec.keys:
+            env[f"KP{index}"], env[f"KW{index}"] = prefix, write
+            parts += [f"KP{index}", f'b"null" if v{index} is None else KW{index}(v{index})']
+        lines.append(f"    key = b''.join(({', '.join(parts)}, b'}}'))")
+    else:
+        lines.append("    key = None")
+    lines.append("    return key, bytes(out)")
+    exec(compile("\n".join(lines), f"<insert writer of relation {codec.relation.oid}>", "exec"), env)
+    return env["insert"]  # type: ignore[return-value]
 
 
 def _string_array(items: list[str]) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import fastavro
 import pytest
@@ -170,3 +171,47 @@ def test_unchanged_toast_is_listed_and_absent() -> None:
     value = fastavro.schemaless_reader(io.BytesIO(body), SCHEMA)
     assert (op, key) == ("u", b'{"id":7}')
     assert value["after"] == {"id": 7} and value["unchanged_toast"] == ["body"] and value["before"] is None
+
+
+def _pgoutput_tuple(values: list[object]) -> bytes:
+    out = struct.pack("!H", len(values))
+    for value in values:
+        if value is None:
+            out += b"n"
+        elif value is UNCHANGED_TOAST:
+            out += b"u"
+        else:
+            out += b"t" + struct.pack("!I", len(value)) + value  # type: ignore[arg-type]
+    return out
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(case=messages(), lsn=st.integers(0, 2**63 - 1), junk=st.binary(max_size=3))
+def test_insert_writer_from_raw_bytes_matches_change_bodies(
+    case: tuple[Relation, Insert | Update | Delete], lsn: int, junk: bytes
+) -> None:
+    """The reader's hot path (raw Insert bytes -> key + framed envelope) writes what change_bodies writes."""
+    relation, message = case
+    if not isinstance(message, Insert):
+        return
+    codec = RelationCodec(relation, ValueConverter())
+    assert codec.insert is not None
+    txn = source_txn(11, 12, 13)
+    head = b"\x00HDR"
+    frame = b"w" + bytes(24) + b"I" + struct.pack("!I", relation.oid) + b"N" + _pgoutput_tuple(message.new)
+    try:
+        [(op, key, body)] = change_bodies(codec, message, lsn, txn)
+    except (ValueError, UnicodeDecodeError) as exc:
+        with pytest.raises(type(exc)):
+            codec.insert(frame, 31, head, lsn, txn)
+        return
+    got = codec.insert(frame + junk, 31, head, lsn, txn)
+    if UNCHANGED_TOAST in message.new:
+        assert got is None  # left to the generic path
+    else:
+        assert got == (key, head + body) and op == "c"
+    # a column count other than the relation's, or a cut-off tuple: the generic path decides
+    wider = frame[:31] + struct.pack("!H", len(message.new) + 1) + frame[33:]
+    assert codec.insert(wider, 31, head, lsn, txn) is None
+    if len(frame) > 34:
+        assert codec.insert(frame[:-1], 31, head, lsn, txn) is None
