@@ -120,6 +120,8 @@ class CdcReader:
         self._codecs: dict[int, RelationCodec] = {}
         self._txn_source: bytes | None = None
         self._commit_unix_s = 0.0
+        #: per relation OID, the topic and delivery callback of Inserts in the current transaction
+        self._insert_targets: dict[int, tuple[str, Callable[[Any, Any], None]]] = {}
         self.on_confirm = on_confirm
         self.on_latency = on_latency  # raw commit-to-ack samples, for the benchmark
         self.cache = RelationCache()
@@ -273,7 +275,14 @@ class CdcReader:
                 if written is not None:
                     if wal_end > self._received:
                         self._received = wal_end
-                    self._send_event(codec.relation, "c", written[0], written[1], self._commit_unix_s)
+                    target = self._insert_targets.get(oid)
+                    if target is None:
+                        relation = codec.relation
+                        target = self._insert_targets[oid] = (
+                            self._topic(relation),
+                            self._callback(relation, "c", self._commit_unix_s),
+                        )
+                    self._send(target[0], written[1], written[0], target[1], None)
                     return False
         frame = parse_copy_message(data)
         if isinstance(frame, Keepalive):
@@ -310,6 +319,7 @@ class CdcReader:
             self._begin = message
             self._txn_source = None
             self._txn_seq = self.tracker.begin()
+            self._insert_targets.clear()
             if len(self._callbacks) > 4096:
                 self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
         elif isinstance(message, Commit):

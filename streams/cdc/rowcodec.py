@@ -333,11 +333,12 @@ class RelationCodec:
         return _string_array(unchanged) if unchanged else self.no_toast
 
 
-def _write_lines(codec: RelationCodec, env: dict[str, object], checked: str) -> list[str]:
+def _write_lines(codec: RelationCodec, env: dict[str, object], checked: str, lengths: bool = False) -> list[str]:
     """The unrolled column writes of a row held in locals ``v0..vN`` (None is NULL) into ``out``.
 
     ``checked`` is an expression true when the text columns are known to be ASCII (no
-    per-column UTF-8 check needed), e.g. ``"False"``."""
+    per-column UTF-8 check needed), e.g. ``"False"``; with ``lengths`` the byte length of
+    each text value is already in ``n0..nN`` (as parsed)."""
     lines: list[str] = []
     for i, (name, name_null, write, _) in enumerate(codec.columns):
         env[f"N{i}"], env[f"M{i}"], env[f"W{i}"] = name_null, name, write
@@ -347,7 +348,7 @@ def _write_lines(codec: RelationCodec, env: dict[str, object], checked: str) -> 
                 f"        if not {checked} and not v{i}.isascii():",
                 f"            v{i}.decode('utf-8')",
                 f"        out += M{i}",
-                f"        n = len(v{i})",
+                f"        n = {f'n{i}' if lengths else f'len(v{i})'}",
                 "        out += SH[n] if n < 4096 else sh(n)",
                 f"        out += v{i}",
             ]
@@ -412,10 +413,10 @@ def _compile_insert(codec: RelationCodec) -> Callable[..., tuple[bytes | None, b
         lines += [
             "        k = data[p]",
             "        if k == 116:",
-            "            n = U32(data, p + 1)[0]",
+            f"            n{i} = U32(data, p + 1)[0]",
             "            p += 5",
-            f"            v{i} = data[p : p + n]",
-            "            p += n",
+            f"            v{i} = data[p : p + n{i}]",
+            f"            p += n{i}",
             "        elif k == 110:",
             f"            v{i} = None",
             "            p += 1",
@@ -431,7 +432,7 @@ def _compile_insert(codec: RelationCodec) -> Callable[..., tuple[bytes | None, b
         "    out = bytearray(head)",
         "    out += START",
     ]
-    lines += _write_lines(codec, env, "asc")
+    lines += _write_lines(codec, env, "asc", lengths=True)
     lines += ["    out += END", "    out += zz(lsn)", "    out += txn", "    out += RT"]
     if codec.keys:
         parts = []
