@@ -51,7 +51,7 @@ _OID = struct.Struct("!I").unpack_from
 _PAYLOAD = 25
 
 IDLE_WAIT_S = 0.5
-IN_FLIGHT_WAIT_S = 0.005
+IN_FLIGHT_WAIT_S = 0.001
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         **{
             "enable.idempotence": True,  # no duplicates or reordering from producer retries
             "acks": "all",
-            "linger.ms": 5,
+            "linger.ms": 2,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
             "batch.num.messages": 10_000,
