@@ -186,7 +186,6 @@ def main() -> None:
 
         # --- steady 10k/s: latency ------------------------------------------------------------
         samples: list[float] = []
-        done = threading.Event()
         reader = CdcReader(settings, on_latency=samples.append)
         stop = threading.Event()
         thread = threading.Thread(target=reader.run, args=(stop,))
