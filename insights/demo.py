@@ -257,7 +257,7 @@ def run_demo(settings: Settings, report: Callable[[str], None]) -> None:
         demo.step("produced", demo.produce)
         demo.step("consumed", demo.consume)
         demo.step("cdc published", demo.cdc_caught_up)
-        demo.step("summaries", demo.summaries)
+        demo.step("summarised", demo.summaries)
         demo.step("summaries check", demo.summaries_match_view)
         demo.step("rows", demo.counts)
         demo.step("dead letters", demo.dead_letters)
