@@ -146,6 +146,26 @@ class Settings(BaseSettings):
         conf.update(overrides)
         return conf
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``INSIGHTS_*`` variables, for a child process started with them.
+
+        Secrets are included: the child needs them as much as this process does. Unset
+        optional values are left out, so the child falls back to the same defaults.
+        """
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic, e.g. ``scrape`` -> ``insights.scrape``."""
         return f"{self.topic_prefix}.{name}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from insights.settings import load_settings
+from insights.settings import ENV_PREFIX, Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -34,6 +34,15 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"test service unavailable under CI: {reason}", pytrace=False)
     pytest.skip(f"outside CI, test service unavailable (run `insights stack up`): {reason}")
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for an ``insights`` subprocess run with ``settings`` (and ``extra`` on top);
+    INSIGHTS_* variables of the test run itself do not leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings.to_env())
+    env.update(extra)
+    return env
 
 
 def docker_answers() -> bool:

@@ -102,12 +102,17 @@ def cdc_settings(settings: Settings, cdc_schema: str, pg_dsn: str) -> Iterator[S
         }
     )
     yield cdc
-    # a database with a slot cannot be dropped: remove it first (wait for a killed walsender to go)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    drop_slot_when_free(pg_dsn, cdc)
+
+
+def drop_slot_when_free(dsn: str, settings: Settings) -> None:
+    """A database with a slot cannot be dropped: remove the slot first, waiting up to 10 s
+    for a killed or stopping walsender to let go of it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(50):
             try:
-                slots.drop(conn, cdc.cdc_slot_name, cdc.cdc_publication)
-                break
+                slots.drop(conn, settings.cdc_slot_name, settings.cdc_publication)
+                return
             except Exception:
                 time.sleep(0.2)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,29 +15,20 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from insights.settings import Settings
 from streams.cdc import slot as slots
 from tests.cdc.conftest import wait_for
+from tests.fix_services import child_env
 
 pytestmark = pytest.mark.integration
 
 
 def _env(settings: Settings) -> dict[str, str]:
     parts = conninfo_to_dict(settings.pg_dsn)
-    env = dict(os.environ)
-    env.update(
-        {
-            "INSIGHTS_PG_DSN": make_conninfo(**parts),
-            "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "INSIGHTS_TOPIC_PREFIX": settings.topic_prefix,
-            "INSIGHTS_METRICS_PORT": "0",
-            "INSIGHTS_CDC_SLOT_NAME": settings.cdc_slot_name,
-            "INSIGHTS_CDC_PUBLICATION": settings.cdc_publication,
-            "INSIGHTS_CDC_SCHEMA": settings.cdc_schema,
-            "INSIGHTS_CDC_TABLES": json.dumps(settings.cdc_tables),
-            "INSIGHTS_CDC_HEARTBEAT_INTERVAL_S": "1",
-            "INSIGHTS_CDC_STATUS_INTERVAL_S": "0.2",
-            "INSIGHTS_CDC_STANDBY_RETRY_S": "0.5",
-        }
+    return child_env(
+        settings.model_copy(update={"pg_dsn": make_conninfo(**parts)}),
+        INSIGHTS_METRICS_PORT="0",
+        INSIGHTS_CDC_HEARTBEAT_INTERVAL_S="1",
+        INSIGHTS_CDC_STATUS_INTERVAL_S="0.2",
+        INSIGHTS_CDC_STANDBY_RETRY_S="0.5",
     )
-    return env
 
 
 def _start(settings: Settings) -> subprocess.Popen[bytes]:

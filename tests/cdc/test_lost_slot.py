@@ -8,7 +8,6 @@ refuse to go on, naming the slot and the recovery section of docs/cdc.md.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from streams.cdc import slot as slots
 from streams.cdc.errors import SlotLostError
 from streams.cdc.reader import CdcReader
 from tests.consumers.pg_cluster import free_port
+from tests.fix_services import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -98,20 +98,7 @@ def _in_thread(fn: Callable[[], object], timeout: float = 30.0) -> BaseException
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHTS_")}
-    env.update(
-        {
-            "INSIGHTS_PG_DSN": settings.pg_dsn,
-            "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "INSIGHTS_TOPIC_PREFIX": settings.topic_prefix,
-            "INSIGHTS_METRICS_PORT": "0",
-            "INSIGHTS_CDC_SLOT_NAME": settings.cdc_slot_name,
-            "INSIGHTS_CDC_PUBLICATION": settings.cdc_publication,
-            "INSIGHTS_CDC_SCHEMA": settings.cdc_schema,
-            "INSIGHTS_CDC_TABLES": f'["{TABLE}"]',
-        }
-    )
-    return env
+    return child_env(settings, INSIGHTS_METRICS_PORT="0", INSIGHTS_CDC_TABLES=f'["{TABLE}"]')
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

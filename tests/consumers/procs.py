@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from insights.settings import Settings
+from tests.fix_services import child_env
 
 INSIGHTS = str(Path(sys.executable).with_name("insights"))
 
@@ -19,19 +19,14 @@ INSIGHTS = str(Path(sys.executable).with_name("insights"))
 def consumer_env(settings: Settings, pg_dsn: str | None = None, **extra: str) -> dict[str, str]:
     parts = conninfo_to_dict(pg_dsn or settings.pg_conninfo())
     parts.pop("password", None)
-    env = {
-        **os.environ,
-        "INSIGHTS_PG_DSN": make_conninfo(**parts),
-        "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "INSIGHTS_TOPIC_PREFIX": settings.topic_prefix,
-        "INSIGHTS_CONSUMER_GROUP": settings.consumer_group,
-        "INSIGHTS_METRICS_PORT": "0",
-        "INSIGHTS_LOG_JSON": "true",
+    return child_env(
+        settings.model_copy(update={"pg_dsn": make_conninfo(**parts)}),
+        INSIGHTS_METRICS_PORT="0",
+        INSIGHTS_LOG_JSON="true",
         # a killed member's partitions move after the session timeout: keep it short
-        "INSIGHTS_KAFKA_OVERRIDES": json.dumps({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}),
-    }
-    env.update(extra)
-    return env
+        INSIGHTS_KAFKA_OVERRIDES=json.dumps({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}),
+        **extra,
+    )
 
 
 def start_consumer(sink: str, env: dict[str, str], group: str, log: Path) -> subprocess.Popen[bytes]:

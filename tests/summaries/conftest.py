@@ -23,10 +23,9 @@ from psycopg import sql
 
 from consumers.summaries import SummariesLoop, source_topics
 from insights.settings import Settings
-from streams.cdc import slot as slots
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.reader import CdcReader
-from tests.cdc.conftest import running_reader
+from tests.cdc.conftest import drop_slot_when_free, running_reader
 
 SOURCE_TABLES = ["products", "product_snapshots", "alerts"]
 
@@ -57,14 +56,7 @@ def cdc_settings(settings: Settings, pg_dsn: str) -> Iterator[Settings]:
     )
     yield cdc
     _delete_topics(cdc)
-    # a database with a slot cannot be dropped: remove it first (a stopping walsender may hold it)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for _ in range(50):
-            try:
-                slots.drop(conn, cdc.cdc_slot_name, cdc.cdc_publication)
-                break
-            except Exception:
-                time.sleep(0.2)
+    drop_slot_when_free(pg_dsn, cdc)
 
 
 def _delete_topics(settings: Settings) -> None:

@@ -94,3 +94,18 @@ def test_readme_documents_every_setting():
     missing = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields
                if f"`{ENV_PREFIX}{name.upper()}`" not in readme]
     assert missing == [], f"README configuration table lacks {missing}"
+
+
+def test_to_env_round_trips_through_the_environment(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("INSIGHTS_"):
+            monkeypatch.delenv(key)
+    original = load_settings(
+        pg_password="s3cret", kafka_overrides={"client.id": "x"}, cdc_tables=["products"], log_json=True,
+        batch_size=7,
+    )
+    for key, value in original.to_env().items():
+        monkeypatch.setenv(key, value)
+    again = load_settings()
+    assert again == original
+    assert again.pg_password.get_secret_value() == "s3cret"
