@@ -188,6 +188,15 @@ class ConsumerLoop:
         return self.totals
 
     def _loop(self, consumer: Consumer) -> None:
+        try:
+            self._consume(consumer)
+        except Stopped:  # stopped while a batch was being retried
+            self._log_abandoned()
+
+    def _log_abandoned(self) -> None:
+        log.warning("stopped while retrying: batch abandoned, it will be redelivered", extra={"topic": self.topic})
+
+    def _consume(self, consumer: Consumer) -> None:
         batches = 0
         last_data = time.monotonic()
         batch_size = self.settings.batch_size
@@ -196,22 +205,13 @@ class ConsumerLoop:
             messages = consumer.consume(num_messages=batch_size, timeout=max(wait, 0.001))
             self.metrics.beat()
             if self._inflight is not None and self._inflight.done():
-                try:
-                    self._finish_inflight()  # a failed write surfaces now, not at the next batch
-                except Stopped:
-                    log.warning("stopped while retrying: batch abandoned, it will be redelivered",
-                                extra={"topic": self.topic})
-                    return
+                self._finish_inflight()  # a failed write surfaces now, not at the next batch
             if not messages:
                 if self.idle_exit_after is not None and time.monotonic() - last_data > self.idle_exit_after:
                     return
                 continue
             last_data = time.monotonic()
-            try:
-                self.process(messages)
-            except Stopped:
-                log.warning("stopped while retrying: batch abandoned, it will be redelivered", extra={"topic": self.topic})
-                return
+            self.process(messages)
             self.metrics.beat()
             batches += 1
             if self.max_batches is not None and batches >= self.max_batches:
@@ -280,7 +280,7 @@ class ConsumerLoop:
         try:
             self._finish_inflight()
         except Stopped:
-            log.warning("stopped while retrying: batch abandoned, it will be redelivered", extra={"topic": self.topic})
+            self._log_abandoned()
 
     def _write_batch(
         self,
