@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from insights.settings import Settings, load_settings  # noqa: E402
+from core.settings import Settings, load_settings  # noqa: E402
 from streams.cdc import slot as slots  # noqa: E402
 from streams.cdc.lsn import parse_lsn  # noqa: E402
 from streams.cdc.reader import CdcReader  # noqa: E402
@@ -140,12 +140,12 @@ def main() -> None:
     args = parser.parse_args()
 
     base = load_settings()
-    admin_dsn = make_conninfo(base.pg_conninfo(), dbname="postgres")
+    admin_dsn = make_conninfo(base.pg.conninfo(), dbname="postgres")
     tag = uuid.uuid4().hex[:8]
     db = f"cdc_bench_{tag}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    dsn_parts = conninfo_to_dict(base.pg_dsn)
+    dsn_parts = conninfo_to_dict(base.pg.dsn)
     dsn_parts["dbname"] = db
     settings = load_settings(
         pg_dsn=make_conninfo(**dsn_parts),
@@ -155,7 +155,7 @@ def main() -> None:
         cdc_tables=["product_snapshots"],
         metrics_port=0,
     )
-    dsn = settings.pg_conninfo()
+    dsn = settings.pg.conninfo()
     ceiling_slot = f"bench_recv_{tag}"
     results: dict[str, Any] = {}
     try:
@@ -173,7 +173,7 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run(
             [recv, "-d", dsn, "-S", ceiling_slot, "--start", "-o", "proto_version=1",
-             "-o", f"publication_names={settings.cdc_publication}", "-E", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",
+             "-o", f"publication_names={settings.cdc.publication}", "-E", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",
              "-f", "/dev/null"],
             check=True,
         )
@@ -223,15 +223,15 @@ def main() -> None:
         )
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            slots.drop(conn, settings.cdc_slot_name, settings.cdc_publication)
+            slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
             conn.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (ceiling_slot,),
             )
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-        admin = AdminClient(settings.kafka_config())
-        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix + ".")]
+        admin = AdminClient(settings.kafka.client_config())
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.kafka.topic_prefix + ".")]
         if topics:
             for f in admin.delete_topics(topics).values():
                 try:

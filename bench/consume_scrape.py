@@ -40,10 +40,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
 from consumers.scrape import ScrapeSink
-from insights import REPO_ROOT
+from core.paths import REPO_ROOT
 from insights.db.migrations import migrate
 from insights.generate import Market, scrape_record
-from insights.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 from streams.consumer import ConsumerLoop
 from streams.serde import RecordContext, make_serializer
 from streams.topics import dlq_name
@@ -76,7 +76,7 @@ def produce_events(settings: Settings, topic: str, events: int, products: int) -
     now = datetime.now(UTC)
     market = Market(products, now - timedelta(days=60), seed=42, span=timedelta(days=59), events=events)
     serialize = make_serializer(settings, "product_scraped")
-    producer = Producer(settings.kafka_config(**{"linger.ms": 50, "batch.size": 1_000_000,
+    producer = Producer(settings.kafka.client_config(**{"linger.ms": 50, "batch.size": 1_000_000,
                                                  "compression.type": "lz4"}))
     ctx = RecordContext(topic)
     started = time.perf_counter()
@@ -179,15 +179,15 @@ def main() -> None:
     load_at_start = os.getloadavg()
     tag = uuid.uuid4().hex[:10]
     base = load_settings()
-    admin_dsn = base.pg_conninfo(dbname="postgres")
+    admin_dsn = base.pg.conninfo(dbname="postgres")
     db_consumer, db_copy = f"bench_consume_{tag}", f"bench_copy_{tag}"
     settings = load_settings(
-        pg_dsn=psycopg.conninfo.make_conninfo(base.pg_dsn, dbname=db_consumer),
+        pg_dsn=psycopg.conninfo.make_conninfo(base.pg.dsn, dbname=db_consumer),
         topic_prefix=f"bench{tag}", consumer_group=f"bench-{tag}", metrics_port=0,
         batch_size=args.batch_size, batch_wait_ms=100,
     )
-    topic = settings.topic("events.product_scraped")
-    admin = AdminClient(settings.kafka_config())
+    topic = settings.kafka.topic("events.product_scraped")
+    admin = AdminClient(settings.kafka.client_config())
     workdir = Path(tempfile.mkdtemp(prefix="insights-bench-"))
     workdir.chmod(0o777)  # the server process (another OS user) writes and reads the files
     try:
@@ -216,7 +216,7 @@ def main() -> None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(35)
             print(out.getvalue())
-        copy_s, counts = server_copy(settings.pg_conninfo(), target_dsn, workdir)
+        copy_s, counts = server_copy(settings.pg.conninfo(), target_dsn, workdir)
         rows = sum(counts.values())
         copy_events_per_s = counts["product_snapshots"] / copy_s
         ratio = events_per_s / copy_events_per_s
@@ -246,7 +246,7 @@ Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{rev}` with
 
     PYTHONPATH=. .venv/bin/python bench/consume_scrape.py --events {args.events} --products {args.products} --batch-size {args.batch_size} --write
 
-Machine: {machine_facts(settings.pg_conninfo())}; load average at the start
+Machine: {machine_facts(settings.pg.conninfo())}; load average at the start
 {' / '.join(f'{x:.2f}' for x in load_at_start)} (1 / 5 / 15 min). The machine's cores are shared by
 Kafka, PostgreSQL, the consumer and whatever else runs; numbers vary by +-20 % between runs.
 

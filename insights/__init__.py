@@ -1,11 +1,7 @@
-"""Amazon Insights ingest: the application layer (settings, CLI, local stack, database).
+"""Amazon Insights ingest: the application layer (CLI, local stack, demo, status, database management).
 
-Kafka plumbing lives in ``streams``; the Postgres-writing applications in ``consumers``.
+The layers, bottom up: ``core`` (settings, errors, event models), ``streams`` (Kafka and
+PostgreSQL plumbing), ``consumers`` (the sinks), and this package. See docs/architecture.md.
 """
 
-from pathlib import Path
-
 __version__ = "0.1.0"
-
-#: The repository root, where ``ddl/`` and ``schemas/avro/`` live (editable install).
-REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -24,8 +24,8 @@ from pathlib import Path
 import psycopg
 from confluent_kafka import Producer
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 from insights.stack import LocalStack
 
 
@@ -44,7 +44,7 @@ class DemoRun:
 
     @property
     def log_dir(self) -> Path:
-        path = self.settings.stack_dir / "demo"
+        path = self.settings.stack.dir / "demo"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -89,7 +89,7 @@ class DemoRun:
         self.background.clear()
 
     def _conn(self) -> psycopg.Connection:
-        return psycopg.connect(self.settings.pg_conninfo(), autocommit=True, connect_timeout=10)
+        return psycopg.connect(self.settings.pg.conninfo(), autocommit=True, connect_timeout=10)
 
     # --- steps -----------------------------------------------------------------------
     def stack_up(self) -> str:
@@ -99,7 +99,7 @@ class DemoRun:
     def migrate(self) -> str:
         from insights.db.migrations import migrate
 
-        applied = migrate(self.settings.pg_conninfo())
+        applied = migrate(self.settings.pg.conninfo())
         return f"{len(applied)} migrations applied" if applied else "schema up to date"
 
     def topics(self) -> str:
@@ -147,7 +147,7 @@ class DemoRun:
         )
         alerts = publish(self.settings, Plan("alerts", products=self.products, events=self.alerts, seed=7))
         # poison: bytes no schema can read, on the scrape topic
-        producer = Producer(self.settings.kafka_config())
+        producer = Producer(self.settings.kafka.client_config())
         for i in range(3):
             producer.produce(scrape.topic, key=f"poison-{i}".encode(), value=b"\x00not avro at all")
         producer.flush(30)
@@ -179,10 +179,10 @@ class DemoRun:
                 row = conn.execute(
                     "SELECT confirmed_flush_lsn >= %s::pg_lsn, confirmed_flush_lsn FROM pg_replication_slots "
                     "WHERE slot_name = %s",
-                    (target, self.settings.cdc_slot_name),
+                    (target, self.settings.cdc.slot_name),
                 ).fetchone()
                 if row and row[0]:
-                    return f"slot {self.settings.cdc_slot_name} confirmed up to {row[1]} (target {target})"
+                    return f"slot {self.settings.cdc.slot_name} confirmed up to {row[1]} (target {target})"
                 time.sleep(1)
         raise DemoError(f"the CDC reader did not reach {target} in time; see {self.log_dir / 'cdc.log'}")
 

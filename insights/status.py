@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from insights.settings import Settings
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _guard(area: str, check: Callable[[], list[Check]]) -> list[Check]:
 def database(settings: Settings) -> list[Check]:
     from insights.db.migrations import migrate
 
-    pending = migrate(settings.pg_conninfo(), dry_run=True)
+    pending = migrate(settings.pg.conninfo(), dry_run=True)
     return [
         Check(
             "database",
@@ -68,7 +68,7 @@ def consumers(settings: Settings) -> list[Check]:
     """Lag per group and topic, from the offsets the consumers store in PostgreSQL."""
     from streams.admin import admin_client, end_offsets
 
-    with psycopg.connect(settings.pg_conninfo(), connect_timeout=5) as conn:
+    with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
         stored = conn.execute(
             "SELECT consumer_group, topic, partition, next_offset, now() - updated_at "
             "FROM consumer_offsets ORDER BY 1, 2, 3"
@@ -95,10 +95,10 @@ def consumers(settings: Settings) -> list[Check]:
 def cdc(settings: Settings) -> list[Check]:
     from streams.cdc.slot import slot_status
 
-    with psycopg.connect(settings.pg_conninfo(), connect_timeout=5) as conn:
-        found = slot_status(conn, settings.cdc_slot_name)
+    with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
+        found = slot_status(conn, settings.cdc.slot_name)
     if found is None:
-        return [Check("cdc", settings.cdc_slot_name, "no slot", "run: insights cdc setup")]
+        return [Check("cdc", settings.cdc.slot_name, "no slot", "run: insights cdc setup")]
     healthy = found.wal_status in ("reserved", "extended")
     detail = (
         f"confirmed {found.confirmed_flush_lsn}, lag {found.lag_bytes} bytes, "

@@ -30,8 +30,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 from streams.topics import TopicSpec
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -166,7 +166,7 @@ def drift_of(spec: TopicSpec, live: LiveTopic) -> tuple[Drift, ...]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_config())
+    return AdminClient(settings.kafka.client_config())
 
 
 def _result(future, what: str, timeout: float):  # type: ignore[no-untyped-def]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from insights.settings import Settings
+from core.settings import Settings
+from streams.faults import ErrorClass
 from streams.topics import dlq_name
 
 #: reasons are for humans; keep headers small
@@ -32,15 +32,6 @@ H_PARTITION = "insights.original.partition"
 H_OFFSET = "insights.original.offset"
 H_TIMESTAMP = "insights.original.timestamp"
 H_GROUP = "insights.consumer.group"
-
-
-class ErrorClass(str, Enum):
-    """Why a record was dead-lettered (the ``insights.error.class`` header)."""
-
-    CORRUPT = "corrupt_payload"  # bytes that are not a readable Avro record
-    UNKNOWN_SCHEMA = "unknown_schema"  # a schema id / fingerprint we do not know
-    VALIDATION = "validation"  # decodes, but breaks the event model's rules
-    CONSTRAINT = "constraint"  # its own rows violate a database constraint
 
 
 @dataclass(frozen=True)
@@ -83,7 +74,7 @@ class DeadLetterQueue:
         self.group = group
         self._failures: list[KafkaError] = []
         self._producer = Producer(
-            settings.kafka_config(
+            settings.kafka.client_config(
                 **{
                     # idempotence: a retried produce does not duplicate the dead letter
                     "enable.idempotence": True,

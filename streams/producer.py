@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 
 #: librdkafka properties tuned for throughput while keeping per-partition order
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -67,7 +67,7 @@ class EventProducer:
     """Publish already-serialized records; ``flush`` tells whether all of them landed."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
-        conf = {**PRODUCER_DEFAULTS, **settings.kafka_config(**overrides)}
+        conf = {**PRODUCER_DEFAULTS, **settings.kafka.client_config(**overrides)}
         # settings overrides may not turn off the guarantees this class promises
         conf["enable.idempotence"] = True
         conf["acks"] = "all"

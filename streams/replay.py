@@ -30,8 +30,8 @@ try:  # moved between confluent-kafka releases
 except ImportError:  # pragma: no cover
     from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 from streams.admin import end_offsets
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION
 from streams.producer import EventProducer
@@ -65,7 +65,7 @@ class DlqReplayReport:
 
 
 def replay_group(settings: Settings) -> str:
-    return f"{settings.consumer_group}.replay"
+    return f"{settings.consumer.group}.replay"
 
 
 def _partitions(admin: AdminClient, topic: str) -> int:
@@ -91,12 +91,12 @@ def _replay_headers(msg, source: str) -> list[tuple[str, bytes]]:  # type: ignor
 def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_run: bool = False) -> DlqReplayReport:
     """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc)."""
     source = dlq_name(topic)
-    admin = AdminClient(settings.kafka_config())
+    admin = AdminClient(settings.kafka.client_config())
     _partitions(admin, topic)
     count = _partitions(admin, source)
     ends = end_offsets(admin, source, count)
     consumer = Consumer(
-        settings.kafka_config(
+        settings.kafka.client_config(
             **{"group.id": replay_group(settings), "enable.auto.commit": False, "auto.offset.reset": "earliest"}
         )
     )
@@ -228,14 +228,14 @@ def reset_group(
     """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
     if (to_time is None) == (to_offset is None):
         raise ReplayError("give exactly one of --to-time and --to-offset")
-    admin = AdminClient(settings.kafka_config())
+    admin = AdminClient(settings.kafka.client_config())
     count = _partitions(admin, topic)
     members = _active_members(admin, group)
     if members:
         raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
     targets = _targets(admin, topic, count, to_time, to_offset)
     kafka_before = _kafka_committed(admin, group, topic, count)
-    with psycopg.connect(settings.pg_conninfo(), connect_timeout=10) as conn:
+    with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
         db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
         report = ResetReport(
             group,

@@ -1,4 +1,4 @@
-"""Transient failures: which errors are worth waiting out, and how long to wait.
+"""Transient failures: how long to wait them out (which errors are transient: ``streams.faults``).
 
 A consumer must never dead-letter or skip a record because PostgreSQL was restarting,
 the broker was briefly unreachable or two transactions collided. Those errors are
@@ -15,64 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
-from confluent_kafka import KafkaError, KafkaException
+
+from streams.faults import is_transient
 
 T = TypeVar("T")
-
-# SQLSTATE classes that say "try again later", not "your data is wrong":
-# 08 connection exception, 40 transaction rollback (serialization, deadlock),
-# 53 insufficient resources, 57P operator intervention (admin shutdown, cannot connect now),
-# 58 system error (I/O), 55P03 lock not available (a lock_timeout expired).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when waiting and retrying the same work may succeed.
-
-    Wrapped errors count by their cause: a helper that turns a dropped connection into
-    its own error type (``raise PartitionError(...) from exc``) is still transient.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _transient_itself(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _transient_itself(exc: BaseException) -> bool:
-    if isinstance(exc, KafkaException):
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError):
-            return bool(err.retriable()) or (not err.fatal() and err.code() in _KAFKA_TRANSIENT_CODES)
-        return False
-    if isinstance(exc, psycopg.Error):
-        state = getattr(exc, "sqlstate", None)
-        if state:
-            return state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
-        # no SQLSTATE: the connection broke (server gone, socket closed, pool timeout)
-        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-    return isinstance(exc, ConnectionError | TimeoutError | BufferError)
-
-
-_KAFKA_TRANSIENT_CODES = {
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._TIMED_OUT,
-    KafkaError._MSG_TIMED_OUT,
-    KafkaError._RESOLVE,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NETWORK_EXCEPTION,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-}
-
 
 @dataclass(frozen=True)
 class Backoff:

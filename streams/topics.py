@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from insights.settings import Settings
+from core.settings import Settings
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -56,14 +56,14 @@ def dlq_name(topic: str) -> str:
 
 
 def cdc_topic_name(settings: Settings, table: str, schema: str = "public") -> str:
-    return f"{settings.topic_prefix}.cdc.{schema}.{table}"
+    return f"{settings.kafka.topic_prefix}.cdc.{schema}.{table}"
 
 
 def event_topics(settings: Settings, partitions: int = 6, replication_factor: int = 1) -> list[TopicSpec]:
     """The two event topics the scrapers and the alerting service write, and their DLQs."""
     scrape = TopicSpec(
         key="product_scraped",
-        name=settings.topic("events.product_scraped"),
+        name=settings.kafka.topic("events.product_scraped"),
         partitions=partitions,
         replication_factor=replication_factor,
         retention_ms=7 * DAY_MS,
@@ -73,7 +73,7 @@ def event_topics(settings: Settings, partitions: int = 6, replication_factor: in
     )
     alerts = TopicSpec(
         key="alert_triggered",
-        name=settings.topic("events.alert_triggered"),
+        name=settings.kafka.topic("events.alert_triggered"),
         partitions=partitions,
         replication_factor=replication_factor,
         retention_ms=7 * DAY_MS,

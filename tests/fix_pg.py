@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from insights.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 from tests.fix_services import Services, unavailable
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from insights.settings import ENV_PREFIX, Settings, load_settings
+from core.settings import ENV_PREFIX, Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from insights.events import AlertTriggered
-from insights.events.fast import alert_triggered_ok
+from core.events import AlertTriggered
+from core.events.fast import alert_triggered_ok
 
 ALERT_COLUMNS = (
     "event_id", "rule_id", "alert_type", "target_asin", "severity", "title", "message",
@@ -28,7 +28,7 @@ _TRIGGERED_AT = ALERT_COLUMNS.index("triggered_at")
 def record_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     """One valid alert, as a decoded Avro dict with the model's values, to its row.
 
-    ``r`` is a record ``insights.events.fast.alert_triggered_ok`` accepted or a
+    ``r`` is a record ``core.events.fast.alert_triggered_ok`` accepted or a
     validated model's ``to_avro()``.
     """
     old, new = r["old_value"], r["new_value"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from insights.events import Availability, ExtractionMethod, LengthUnit, ProductScraped
-from insights.events.fast import product_scraped_ok
+from core.events import Availability, ExtractionMethod, LengthUnit, ProductScraped
+from core.events.fast import product_scraped_ok
 
 # Column order of each staging table (and of the tuples below).
 PRODUCT_COLUMNS = (
@@ -80,7 +80,7 @@ def _dimensions(dims: Mapping[str, Any]) -> dict[str, Any]:
 def record_rows(r: Mapping[str, Any]) -> ScrapeRows:
     """Map one valid scrape, as a decoded Avro dict with the model's values, to its rows.
 
-    ``r`` is either a record ``insights.events.fast.product_scraped_ok`` accepted or a
+    ``r`` is either a record ``core.events.fast.product_scraped_ok`` accepted or a
     validated model's ``to_avro()``. Its lists and maps go into the rows as they are
     (nothing mutates them afterwards).
     """

@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from insights.errors import RecordError
+from core.errors import RecordError
 
 Version = tuple[int, int]
 

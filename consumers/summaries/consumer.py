@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from consumers.summaries.sink import SummariesSink
-from insights.settings import Settings
+from core.settings import Settings
 from streams.consumer import ConsumerLoop
 from streams.consumer.loop import ConsumerError
 from streams.topics import DAY_MS, TopicSpec, cdc_topic_name, dlq_name
@@ -24,7 +24,7 @@ SOURCE_TABLES = ("products", "product_snapshots", "alerts")
 
 
 def source_topics(settings: Settings) -> list[str]:
-    return [cdc_topic_name(settings, table, settings.cdc_schema) for table in SOURCE_TABLES]
+    return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in SOURCE_TABLES]
 
 
 def subscription(topics: list[str]) -> str:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from insights.cli.context import console, err_console, settings_of
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import format_lsn
@@ -21,7 +21,7 @@ app = typer.Typer(help="CDC reader: logical replication (pgoutput) -> Avro chang
 
 def _tables(settings: Settings, tables: list[str] | None) -> Settings:
     if tables:
-        return settings.model_copy(update={"cdc_tables": list(tables)})
+        return settings.replace(cdc_tables=list(tables))
     return settings
 
 
@@ -36,7 +36,7 @@ def setup(
     settings = _tables(settings_of(ctx), table)
     CdcReader(settings).setup()
     console.print(
-        f"publication {settings.cdc_publication} and slot {settings.cdc_slot_name} ready for "
+        f"publication {settings.cdc.publication} and slot {settings.cdc.slot_name} ready for "
         f"{', '.join(slots.cdc_tables(settings))}"
     )
 
@@ -50,12 +50,12 @@ def drop(
     settings = settings_of(ctx)
     if not yes:
         typer.confirm(
-            f"Drop slot {settings.cdc_slot_name!r} and publication {settings.cdc_publication!r}? "
+            f"Drop slot {settings.cdc.slot_name!r} and publication {settings.cdc.publication!r}? "
             "The reader's position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
             abort=True,
         )
     with slots.connect(settings) as conn:
-        done = slots.drop(conn, settings.cdc_slot_name, settings.cdc_publication)
+        done = slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
     console.print("dropped " + ", ".join(done) if done else "nothing to drop")
 
 
@@ -66,9 +66,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
     settings = settings_of(ctx)
     with slots.connect(settings) as conn:
-        found = slots.slot_status(conn, settings.cdc_slot_name)
+        found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
-        raise CdcError(f"no replication slot {settings.cdc_slot_name!r} (run `insights cdc setup`)")
+        raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
     if as_json:
         console.print_json(json.dumps(found.as_dict()))
     else:
@@ -93,9 +93,9 @@ def run(
     from streams.cdc.reader import CdcReader
 
     settings = _tables(settings_of(ctx), table)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    logging.basicConfig(level=settings.service.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.service.metrics_port:
+        start_http_server(settings.service.metrics_port)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -104,7 +104,7 @@ def run(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     reader = CdcReader(settings)
-    err_console.print(f"cdc: streaming slot {settings.cdc_slot_name} (publication {settings.cdc_publication})")
+    err_console.print(f"cdc: streaming slot {settings.cdc.slot_name} (publication {settings.cdc.publication})")
     confirmed = reader.run(stop, standby_notice=lambda why: err_console.print(f"cdc: hot standby, slot busy: {why}"))
     err_console.print(f"cdc: stopped; confirmed {format_lsn(confirmed)}")
 

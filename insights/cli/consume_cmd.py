@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from insights.cli.context import console, settings_of
-from insights.settings import Settings
+from core.settings import Settings
 
 
 class Sink(str, Enum):
@@ -33,7 +33,7 @@ def build_loop(settings: Settings, sink: Sink, **options: Any) -> Any:
     """The shared consumer loop around one sink (summaries subscribes to three CDC topics)."""
     from streams.consumer import ConsumerLoop
 
-    group = options.pop("group") or f"{settings.consumer_group}.{sink.value}"
+    group = options.pop("group") or f"{settings.consumer.group}.{sink.value}"
     if sink is Sink.summaries:
         from consumers.summaries.consumer import SummariesLoop
 
@@ -70,7 +70,7 @@ def consume(
     from streams.consumer.logs import configure_logging
 
     settings = settings_of(ctx)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.service.log_level, settings.service.log_json)
     loop = build_loop(
         settings,
         sink,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from insights.settings import Settings
+from core.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)

@@ -25,7 +25,7 @@ app.add_typer(partitions_app, name="partitions")
 @contextmanager
 def _connect(ctx: typer.Context) -> Iterator[psycopg.Connection]:
     try:
-        conn = psycopg.connect(settings_of(ctx).pg_conninfo(), autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(settings_of(ctx).pg.conninfo(), autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         text = str(exc).strip()
         raise DatabaseError(f"cannot connect to PostgreSQL: {text.splitlines()[0] if text else exc}") from exc
@@ -49,7 +49,7 @@ def migrate(
     """Apply the pending ddl/ migrations in order, each in a transaction, then create partitions."""
     settings = settings_of(ctx)
     with console.status("migrating…"):
-        names = migrations.migrate(settings.pg_conninfo(), dry_run=dry_run)
+        names = migrations.migrate(settings.pg.conninfo(), dry_run=dry_run)
     verb = "would apply" if dry_run else "applied"
     if not names:
         console.print("up to date: nothing to apply")
@@ -109,7 +109,7 @@ def maintain(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     with console.status("maintenance…") as status:
         results = maintenance.maintain(
-            settings.pg_conninfo(), on_step=lambda name: status.update(f"maintenance: {name}…")
+            settings.pg.conninfo(), on_step=lambda name: status.update(f"maintenance: {name}…")
         )
     table = Table("step", "seconds", "result")
     for result in results:
@@ -133,7 +133,7 @@ def stats_cmd(ctx: typer.Context) -> None:
 def passwords(ctx: typer.Context) -> None:
     """Set the service roles' login passwords from INSIGHTS_PG_INGEST_PASSWORD / INSIGHTS_PG_CDC_PASSWORD."""
     settings = settings_of(ctx)
-    wanted = {"insights_ingest": settings.pg_ingest_password, "insights_cdc": settings.pg_cdc_password}
+    wanted = {"insights_ingest": settings.pg.ingest_password, "insights_cdc": settings.pg.cdc_password}
     with _connect(ctx) as conn:
         done = roles.set_passwords(conn, wanted)
     if not done:

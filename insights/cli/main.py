@@ -14,8 +14,8 @@ from insights.cli import db_cmd
 from insights.cli import schemas_cmd
 from insights.cli import summaries_cmd
 from insights.cli.context import err_console
-from insights.errors import InsightsError
-from insights.settings import load_settings
+from core.errors import InsightsError
+from core.settings import load_settings
 
 app = typer.Typer(
     name="insights",

@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from insights.cli.context import console, err_console, settings_of
-from insights.errors import ConfigError
+from core.errors import ConfigError
 from insights.generate.run import Plan, Summary, publish
-from insights.settings import Settings
+from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.topics import event_topics
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from insights.cli.context import console, settings_of
-from insights.errors import ConfigError
+from core.errors import ConfigError
 from streams.replay import replay_dlq, reset_group
 
 app = typer.Typer(help="Re-publish dead letters, or rewind a consumer group (Kafka and PostgreSQL offsets).", no_args_is_help=True)

@@ -10,9 +10,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.syntax import Syntax
 from rich.table import Table
 
-from insights import REPO_ROOT
+from core.paths import REPO_ROOT, SCHEMAS_DIR
 from insights.cli.context import console, err_console, settings_of
-from insights.errors import ConfigError
+from core.errors import ConfigError
 from streams.contracts.asyncapi import render_asyncapi
 from streams.contracts.compatibility import SubjectReport, check_subject
 from streams.contracts.registry import register_all
@@ -27,7 +27,7 @@ DEFAULT_ASYNCAPI = REPO_ROOT / "schemas" / "asyncapi.yaml"
 
 def _store(ctx: typer.Context, directory: Path | None) -> SchemaStore:
     # a fresh store, not the process-wide cache: the CLI reads what is on disk now
-    return SchemaStore(directory or settings_of(ctx).schemas_dir)
+    return SchemaStore(directory or SCHEMAS_DIR)
 
 
 def _matrix(report: SubjectReport) -> Table:
@@ -86,7 +86,7 @@ def register(
     """Register every version of every event subject under <topic>-value, in order, after
     setting the subject's compatibility level on the registry."""
     settings = settings_of(ctx)
-    target = url or settings.schema_registry_url
+    target = url or settings.kafka.schema_registry_url
     if not target:
         raise ConfigError("no schema registry: set INSIGHTS_SCHEMA_REGISTRY_URL or pass --url")
     store = _store(ctx, directory)

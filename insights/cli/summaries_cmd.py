@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from insights.cli.context import console, settings_of
-from insights.errors import InsightsError
+from core.errors import InsightsError
 
 app = typer.Typer(help="Product summaries fed by the CDC topics (docs/summaries.md).", no_args_is_help=True)
 
@@ -61,7 +61,7 @@ def status(ctx: typer.Context) -> None:
     """How many summaries there are, how fresh, and how many wait for the sweep."""
     settings = settings_of(ctx)
     try:
-        with psycopg.connect(settings.pg_conninfo(), connect_timeout=10) as conn:
+        with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
             row = conn.execute(
                 """
                 SELECT count(*), count(*) FILTER (WHERE is_active),

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from insights.cli.context import console, settings_of
-from insights.errors import InsightsError
+from core.errors import InsightsError
 from streams.admin import TopicDescription, describe_topics, ensure_topics
 from streams.topics import declared_topics
 

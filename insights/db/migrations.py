@@ -17,10 +17,10 @@ from pathlib import Path
 
 import psycopg
 
-from insights import REPO_ROOT
+from core.paths import DDL_DIR, REPO_ROOT
 from insights.db.errors import MigrationError
 
-DDL_DIR = REPO_ROOT / "ddl"
+
 NAME_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 NO_TRANSACTION = "-- insights:no-transaction"
 # one lock id per purpose: migrators of one database queue instead of racing

@@ -2,8 +2,8 @@
 
 The mapping builds the plain dicts the Avro writer takes, without a pydantic round
 trip per event: generation must keep up with benchmark loads. That every mapped
-record validates against :class:`~insights.events.ProductScraped` /
-:class:`~insights.events.AlertTriggered` is what ``tests/unit/test_generate_encode.py``
+record validates against :class:`~core.events.ProductScraped` /
+:class:`~core.events.AlertTriggered` is what ``tests/unit/test_generate_encode.py``
 checks; :func:`scrape_model` and :func:`alert_model` give the validated models.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from insights.events import AlertTriggered, ProductScraped
+from core.events import AlertTriggered, ProductScraped
 from insights.generate.records import Alert, Scrape
 
 MARKETPLACE = "US"

@@ -18,7 +18,7 @@ from insights.generate.alerts import alert_feed, alert_rules
 from insights.generate.delivery import Delivery, deliver
 from insights.generate.encode import alert_record, scrape_record
 from insights.generate.market import Market
-from insights.settings import Settings
+from core.settings import Settings
 from streams.producer import EventProducer
 from streams.serde import RecordContext, make_serializer
 from streams.topics import TopicSpec, event_topics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from insights.settings import Settings
+from core.settings import Settings
 from insights.stack.kafka import LocalKafka
 from insights.stack.pgbouncer import LocalPgBouncer
 from insights.stack.postgres import LocalPostgres

@@ -14,9 +14,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from insights import REPO_ROOT
-from insights.errors import StackError
-from insights.settings import Settings
+from core.paths import REPO_ROOT
+from core.errors import StackError
+from core.settings import Settings
 from insights.stack import proc
 
 _QUIET = logging.getLogger("insights.stack.kafka.probe")
@@ -56,9 +56,9 @@ log.segment.bytes=268435456
 class LocalKafka:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.port = settings.stack_kafka_port
-        self.controller_port = settings.stack_kafka_controller_port
-        self.root = settings.stack_dir / "kafka"
+        self.port = settings.stack.kafka_port
+        self.controller_port = settings.stack.kafka_controller_port
+        self.root = settings.stack.dir / "kafka"
 
     @property
     def bootstrap(self) -> str:

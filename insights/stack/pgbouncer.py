@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from insights.errors import StackError
-from insights.settings import Settings
+from core.errors import StackError
+from core.settings import Settings
 from insights.stack import proc
 
 CONFIG = """\
@@ -86,9 +86,9 @@ class LocalPgBouncer:
         target: PgBouncerTarget | None = None,
         users: tuple[str, ...] = ("insights", "postgres"),
     ) -> None:
-        self.root = root or settings.stack_dir / "pgbouncer"
-        self.port = port or settings.stack_pgbouncer_port
-        self.target = target or PgBouncerTarget("127.0.0.1", settings.stack_pg_port)
+        self.root = root or settings.stack.dir / "pgbouncer"
+        self.port = port or settings.stack.pgbouncer_port
+        self.target = target or PgBouncerTarget("127.0.0.1", settings.stack.pg_port)
         self.users = users
 
     @property

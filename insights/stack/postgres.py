@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from insights.errors import StackError
-from insights.settings import Settings
+from core.errors import StackError
+from core.settings import Settings
 from insights.stack import proc
 
 PG_MAJOR = "15"
@@ -94,8 +94,8 @@ def bin_dir(install: bool = True) -> Path:
 class LocalPostgres:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.port = settings.stack_pg_port
-        self.paths = PgPaths(settings.stack_dir / "pg")
+        self.port = settings.stack.pg_port
+        self.paths = PgPaths(settings.stack.dir / "pg")
 
     # --- addresses -------------------------------------------------------------------
     @property

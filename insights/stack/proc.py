@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from insights.errors import StackError
+from core.errors import StackError
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

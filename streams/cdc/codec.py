@@ -8,6 +8,8 @@ against ``schemas/avro/cdc_change/v<version>.avsc``.
 
 from __future__ import annotations
 
+from core.paths import SCHEMAS_DIR
+
 import io
 import json
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from typing import Any
 
 import fastavro
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc.avro_body import encode_body
 
 SUBJECT = "cdc_change"
@@ -26,7 +28,7 @@ Decoder = Callable[[bytes], dict[str, Any]]
 
 
 def envelope_schema(settings: Settings) -> dict[str, Any]:
-    path = settings.schemas_dir / SUBJECT / f"v{VERSION}.avsc"
+    path = SCHEMAS_DIR / SUBJECT / f"v{VERSION}.avsc"
     return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from insights.errors import InsightsError
+from core.errors import InsightsError
 
 
 class CdcError(InsightsError):

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the CDC reader (served on settings.metrics_port when it is not 0)."""
+"""Prometheus metrics of the CDC reader (served on settings.service.metrics_port when it is not 0)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import metrics, slot as slots
 from streams.cdc.codec import Encoder, make_encoder
 from streams.cdc.envelope import ChangeEvent, SourceInfo, change_events, truncate_event
@@ -55,7 +55,7 @@ IN_FLIGHT_WAIT_S = 0.001
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    return settings.kafka_config(
+    return settings.kafka.client_config(
         **{
             "enable.idempotence": True,  # no duplicates or reordering from producer retries
             "acks": "all",
@@ -111,7 +111,7 @@ class CdcReader:
         on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.slot = settings.cdc_slot_name
+        self.slot = settings.cdc.slot_name
         self.tables = slots.cdc_tables(settings)
         self.producer = producer or Producer(producer_config(settings))
         self.encode = encoder or make_encoder(settings)
@@ -145,10 +145,10 @@ class CdcReader:
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         with slots.connect(self.settings) as conn:
-            slots.ensure_publication(conn, self.settings.cdc_publication, self.settings.cdc_schema, self.tables)
+            slots.ensure_publication(conn, self.settings.cdc.publication, self.settings.cdc.schema_name, self.tables)
             slots.ensure_slot(conn, self.slot)
             slots.check_not_lost(conn, self.slot)
-        specs = cdc_topics(self.settings, self.tables, self.settings.cdc_schema)
+        specs = cdc_topics(self.settings, self.tables, self.settings.cdc.schema_name)
         ensure_cdc_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
@@ -165,24 +165,24 @@ class CdcReader:
             except SlotInUseError as exc:
                 if standby_notice:
                     standby_notice(str(exc))
-                stop.wait(self.settings.cdc_standby_retry_s)
+                stop.wait(self.settings.cdc.standby_retry_s)
         return self.tracker.confirmed
 
     def _connect(self) -> ReplicationConnection:
-        return ReplicationConnection(self.settings.pg_conninfo(replication="database", options=SESSION_OPTIONS))
+        return ReplicationConnection(self.settings.pg.conninfo(replication="database", options=SESSION_OPTIONS))
 
     def _stream(self, stop: threading.Event) -> int:
         side = slots.connect(self.settings)
         stream = self._connect()
         try:
             try:
-                stream.start(self.slot, self.settings.cdc_publication)
+                stream.start(self.slot, self.settings.cdc.publication)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
             now = time.monotonic()
-            next_status = now + self.settings.cdc_status_interval_s
-            next_heartbeat = now + self.settings.cdc_heartbeat_interval_s
+            next_status = now + self.settings.cdc.status_interval_s
+            next_heartbeat = now + self.settings.cdc.heartbeat_interval_s
             next_gauge = now
             while not stop.is_set():
                 wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
@@ -207,10 +207,10 @@ class CdcReader:
                 now = time.monotonic()
                 if reply or now >= next_status:
                     self._send_status(stream, force=reply)
-                    next_status = now + self.settings.cdc_status_interval_s
+                    next_status = now + self.settings.cdc.status_interval_s
                 if now >= next_heartbeat:
                     slots.emit_heartbeat(side)
-                    next_heartbeat = now + self.settings.cdc_heartbeat_interval_s
+                    next_heartbeat = now + self.settings.cdc.heartbeat_interval_s
                 if now >= next_gauge:
                     self._update_gauges(side)
                     next_gauge = now + 5.0

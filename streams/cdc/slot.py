@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc.errors import CdcError, SlotLostError
 from streams.topics import CDC_TABLES
 
@@ -17,12 +17,12 @@ HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
 
 
 def cdc_tables(settings: Settings) -> tuple[str, ...]:
-    return tuple(settings.cdc_tables) or CDC_TABLES
+    return tuple(settings.cdc.tables) or CDC_TABLES
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(settings.pg_conninfo(), autocommit=True, connect_timeout=10)
+        return psycopg.connect(settings.pg.conninfo(), autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise CdcError(f"cannot connect to PostgreSQL: {exc}") from None
 

@@ -26,7 +26,7 @@ from psycopg.adapt import Loader
 from rich.console import Console
 from rich.progress import Progress
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.codec import make_encoder
 from streams.cdc.envelope import SourceInfo, read_event
@@ -84,16 +84,16 @@ def run_snapshot(
     producer: Producer | None = None,
     fetch_size: int = 10_000,
 ) -> SnapshotResult:
-    schema = settings.cdc_schema
+    schema = settings.cdc.schema_name
     with slots.connect(settings) as conn:
-        slots.ensure_publication(conn, settings.cdc_publication, schema, slots.cdc_tables(settings))
-        if slots.slot_exists(conn, settings.cdc_slot_name):
+        slots.ensure_publication(conn, settings.cdc.publication, schema, slots.cdc_tables(settings))
+        if slots.slot_exists(conn, settings.cdc.slot_name):
             if not recreate_slot:
                 raise CdcError(
-                    f"slot {settings.cdc_slot_name!r} exists: a snapshot must start a new slot so that "
+                    f"slot {settings.cdc.slot_name!r} exists: a snapshot must start a new slot so that "
                     "streaming resumes exactly where the snapshot ends; stop the reader and pass --recreate-slot"
                 )
-            slots.drop(conn, settings.cdc_slot_name, "")
+            slots.drop(conn, settings.cdc.slot_name, "")
     ensure_cdc_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings))
     encode = make_encoder(settings)
@@ -104,13 +104,13 @@ def run_snapshot(
         if err is not None:
             failures.append(err)
 
-    replication = ReplicationConnection(settings.pg_conninfo(replication="database", options=SESSION_OPTIONS))
+    replication = ReplicationConnection(settings.pg.conninfo(replication="database", options=SESSION_OPTIONS))
     try:
-        created = replication.create_slot(settings.cdc_slot_name, export_snapshot=True)
+        created = replication.create_slot(settings.cdc.slot_name, export_snapshot=True)
         point = parse_lsn(created.consistent_point)
         result = SnapshotResult(created.consistent_point)
         src = SourceInfo(point, point, 0, int(time.time() * 1_000_000), snapshot=True)
-        with psycopg.connect(settings.pg_conninfo(options=SESSION_OPTIONS)) as conn:
+        with psycopg.connect(settings.pg.conninfo(options=SESSION_OPTIONS)) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:

@@ -9,7 +9,7 @@ snapshot``. Not compacted: a truncate event has no key and compaction needs one.
 
 from __future__ import annotations
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.topics import DAY_MS, TopicSpec, cdc_topic_name
 
 CDC_PARTITIONS = 6

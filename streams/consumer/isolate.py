@@ -18,7 +18,7 @@ import psycopg
 
 from streams.consumer.policy import Action, ErrorPolicy
 from streams.consumer.sink import Item, Sink
-from streams.dlq import ErrorClass
+from streams.faults import ErrorClass
 
 
 @dataclass

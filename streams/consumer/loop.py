@@ -39,8 +39,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 from streams.consumer import offsets
 from streams.consumer.isolate import write_isolating
 from streams.consumer.policy import Action, ErrorPolicy, default_policy, describe
@@ -107,7 +107,7 @@ class ConsumerLoop:
         self.settings = settings
         self.sink = sink
         self.topic = topic or topic_for_subject(settings, sink.subject)
-        self.group = group or settings.consumer_group
+        self.group = group or settings.consumer.group
         if decoder is None:
             decoder, context = default_decoder(settings, sink.subject)
         self.decode = decoder
@@ -116,7 +116,7 @@ class ConsumerLoop:
         self.backoff = backoff
         self.auto_offset_reset = auto_offset_reset
         self.metrics = ConsumerMetrics(sink.name, self.group, stuck_after=stuck_after)
-        self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
+        self.metrics_port = settings.service.metrics_port if metrics_port is None else metrics_port
         self.metrics_server: MetricsServer | None = None
         #: for tests and the benchmark: stop after this many batches / this long without records
         self.max_batches = max_batches
@@ -143,7 +143,7 @@ class ConsumerLoop:
             signal.signal(signal.SIGINT, self.request_stop)
 
     def consumer_config(self) -> dict[str, Any]:
-        conf = self.settings.kafka_config(
+        conf = self.settings.kafka.client_config(
             **{
                 "group.id": self.group,
                 "client.id": f"insights-{self.sink.name}",
@@ -155,7 +155,7 @@ class ConsumerLoop:
                 "error_cb": self._on_kafka_error,
             }
         )
-        conf.update({k: v for k, v in self.settings.kafka_overrides.items() if k not in _PROTECTED})
+        conf.update({k: v for k, v in self.settings.kafka.overrides.items() if k not in _PROTECTED})
         return conf
 
     def run(self) -> BatchResult:
@@ -199,8 +199,8 @@ class ConsumerLoop:
     def _consume(self, consumer: Consumer) -> None:
         batches = 0
         last_data = time.monotonic()
-        batch_size = self.settings.batch_size
-        wait = self.settings.batch_wait_ms / 1000.0
+        batch_size = self.settings.consumer.batch_size
+        wait = self.settings.consumer.batch_wait_ms / 1000.0
         while not self.stop.is_set():
             messages = consumer.consume(num_messages=batch_size, timeout=max(wait, 0.001))
             self.metrics.beat()
@@ -338,7 +338,7 @@ class ConsumerLoop:
             # transaction-pooling PgBouncer cannot route; autocommit + explicit
             # transaction blocks keep every transaction short and visible here.
             self._conn = psycopg.connect(
-                self.settings.pg_conninfo(),
+                self.settings.pg.conninfo(),
                 autocommit=True,
                 prepare_threshold=None,
                 connect_timeout=10,

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from insights import __version__
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.serde.store import SchemaStore
 from streams.topics import event_topics
 

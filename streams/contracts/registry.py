@@ -9,8 +9,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.common.schema_registry_client import ConfigCompatibilityLevel, ServerConfig
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from insights.errors import InsightsError
-from insights.settings import Settings
+from core.errors import InsightsError
+from core.settings import Settings
 from streams.serde.registry import value_subject_name
 from streams.serde.store import SchemaStore
 from streams.topics import event_topics
@@ -51,5 +51,5 @@ def register_all(
         except SchemaRegistryError as exc:
             raise RegistrationError(f"registry refused {name}: {exc}") from exc
         except Exception as exc:  # connection errors from the HTTP client
-            raise RegistrationError(f"registry unreachable at {settings.schema_registry_url}: {exc}") from exc
+            raise RegistrationError(f"registry unreachable at {settings.kafka.schema_registry_url}: {exc}") from exc
     return done

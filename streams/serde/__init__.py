@@ -8,9 +8,11 @@ writer's schema to the subject's latest version.
 
 from __future__ import annotations
 
+from core.paths import SCHEMAS_DIR
+
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.serde.codec import (
     AvroDeserializer,
     Deserializer,
@@ -34,8 +36,8 @@ from streams.serde.store import SchemaStore, load_store
 def _registry(settings: Settings, registry: SchemaRegistryClient | None) -> SchemaRegistryClient | None:
     if registry is not None:
         return registry
-    if settings.schema_registry_url:
-        return registry_client(settings.schema_registry_url)
+    if settings.kafka.schema_registry_url:
+        return registry_client(settings.kafka.schema_registry_url)
     return None
 
 
@@ -58,7 +60,7 @@ def make_serializer(
     registry: SchemaRegistryClient | None = None,
 ) -> Serializer:
     """``(record or event model, ctx) -> bytes`` for one version of ``subject`` (latest by default)."""
-    store = store or load_store(settings.schemas_dir)
+    store = store or load_store(SCHEMAS_DIR)
     found = store.subject(subject)
     chosen = found.latest if version is None else found.version(version)
     client = _registry(settings, registry)
@@ -77,7 +79,7 @@ def make_deserializer(
 ) -> Deserializer:
     """``(bytes, ctx) -> dict`` in the latest version of ``subject`` (or ``reader_version``,
     for code pinned to an older model); accepts both wire formats."""
-    store = store or load_store(settings.schemas_dir)
+    store = store or load_store(SCHEMAS_DIR)
     return AvroDeserializer(store, subject, _registry(settings, registry), reader_version)
 
 

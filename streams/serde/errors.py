@@ -8,7 +8,7 @@ nothing about the bytes, so a consumer must stop or retry rather than dead-lette
 
 from __future__ import annotations
 
-from insights.errors import InsightsError, RecordError
+from core.errors import InsightsError, RecordError
 
 
 class SerdeError(RecordError):

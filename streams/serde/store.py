@@ -18,7 +18,7 @@ import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from insights.errors import ConfigError
+from core.errors import ConfigError
 
 VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 DEFAULT_COMPATIBILITY = "FULL_TRANSITIVE"

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.codec import make_decoder
 from streams.cdc.reader import CdcReader
@@ -90,17 +90,15 @@ def cdc_schema(pg: psycopg.Connection[Any]) -> str:
 def cdc_settings(settings: Settings, cdc_schema: str, pg_dsn: str) -> Iterator[Settings]:
     """Settings with a uuid slot and publication over the test schema; the slot is dropped after."""
     tag = uuid.uuid4().hex[:12]
-    cdc = settings.model_copy(
-        update={
-            "cdc_slot_name": f"cdc_test_{tag}",
-            "cdc_publication": f"cdc_test_{tag}",
-            "cdc_schema": cdc_schema,
-            "cdc_tables": list(TABLES),
-            "cdc_heartbeat_interval_s": 1.0,
-            "cdc_status_interval_s": 0.2,
-            "cdc_standby_retry_s": 0.5,
-        }
-    )
+    cdc = settings.replace(
+            cdc_slot_name=f"cdc_test_{tag}",
+            cdc_publication=f"cdc_test_{tag}",
+            cdc_schema=cdc_schema,
+            cdc_tables=list(TABLES),
+            cdc_heartbeat_interval_s=1.0,
+            cdc_status_interval_s=0.2,
+            cdc_standby_retry_s=0.5,
+        )
     yield cdc
     drop_slot_when_free(pg_dsn, cdc)
 
@@ -111,7 +109,7 @@ def drop_slot_when_free(dsn: str, settings: Settings) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(50):
             try:
-                slots.drop(conn, settings.cdc_slot_name, settings.cdc_publication)
+                slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
                 return
             except Exception:
                 time.sleep(0.2)
@@ -155,10 +153,10 @@ class EventReader:
     """Reads a CDC topic from the beginning, decoding every event."""
 
     def __init__(self, settings: Settings, table: str) -> None:
-        self.topic = cdc_topic_name(settings, table, settings.cdc_schema)
+        self.topic = cdc_topic_name(settings, table, settings.cdc.schema_name)
         self.decode = make_decoder(settings)
         self.consumer = Consumer(
-            settings.kafka_config(
+            settings.kafka.client_config(
                 **{"group.id": f"cdc-test-{uuid.uuid4().hex}", "auto.offset.reset": "earliest", "enable.auto.commit": False}
             )
         )

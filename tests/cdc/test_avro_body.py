@@ -7,7 +7,7 @@ import io
 import fastavro
 from hypothesis import given, settings as hsettings, strategies as st
 
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.cdc.avro_body import encode_body
 from streams.cdc.codec import envelope_schema, make_decoder, make_encoder
 

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.lsn import parse_lsn
 from streams.topics import cdc_topic_name
@@ -36,11 +36,11 @@ def test_one_million_row_transaction(cdc_settings: Settings, cdc_schema: str, pg
         end = parse_lsn(pg.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
         wait_for(lambda: reader.tracker.confirmed >= end, timeout=480, what="the big transaction to be confirmed")
     with slots.connect(cdc_settings) as conn:
-        status = slots.slot_status(conn, cdc_settings.cdc_slot_name)
+        status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
     assert status is not None and parse_lsn(status.confirmed_flush_lsn or "0/0") >= end
 
     topic = cdc_topic_name(cdc_settings, "product_snapshots", cdc_schema)
-    consumer = Consumer(cdc_settings.kafka_config(**{"group.id": f"big-{time.time()}", "enable.auto.commit": False}))
+    consumer = Consumer(cdc_settings.kafka.client_config(**{"group.id": f"big-{time.time()}", "enable.auto.commit": False}))
     try:
         meta = consumer.list_topics(topic, timeout=10)
         consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])

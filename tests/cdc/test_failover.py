@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from tests.cdc.conftest import wait_for
 from tests.fix_services import child_env
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    parts = conninfo_to_dict(settings.pg_dsn)
+    parts = conninfo_to_dict(settings.pg.dsn)
     return child_env(
-        settings.model_copy(update={"pg_dsn": make_conninfo(**parts)}),
+        settings.replace(pg_dsn=make_conninfo(**parts)),
         INSIGHTS_METRICS_PORT="0",
         INSIGHTS_CDC_HEARTBEAT_INTERVAL_S="1",
         INSIGHTS_CDC_STATUS_INTERVAL_S="0.2",
@@ -42,7 +42,7 @@ def _start(settings: Settings) -> subprocess.Popen[bytes]:
 
 def _active_pid(settings: Settings) -> int | None:
     with slots.connect(settings) as conn:
-        status = slots.slot_status(conn, settings.cdc_slot_name)
+        status = slots.slot_status(conn, settings.cdc.slot_name)
     return status.active_pid if status else None
 
 
@@ -88,7 +88,7 @@ def test_sigkill_loses_nothing_standby_takes_over_and_sigterm_exits_0(
         assert second.returncode == 0, second.stderr.read().decode() if second.stderr else ""
         # SIGTERM confirmed everything delivered: nothing left behind the slot but heartbeats
         with slots.connect(cdc_settings) as conn:
-            status = slots.slot_status(conn, cdc_settings.cdc_slot_name)
+            status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
             last_commit = max(v["source"]["commit_lsn"] for _, _, v in got)
         from streams.cdc.lsn import parse_lsn
 

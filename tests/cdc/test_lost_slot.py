@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from insights.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 from insights.stack.postgres import LocalPostgres
 from streams.cdc import slot as slots
 from streams.cdc.errors import SlotLostError
@@ -128,10 +128,10 @@ def test_lost_slot_stops_reader_and_status_fails(
         cdc_heartbeat_interval_s=1.0,
         cdc_standby_retry_s=0.5,
     )
-    slot = settings.cdc_slot_name
+    slot = settings.cdc.slot_name
     with slots.connect(settings) as conn:
         conn.execute(f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, body text NOT NULL)")
-        assert slots.ensure_publication(conn, settings.cdc_publication, "public", (TABLE,))
+        assert slots.ensure_publication(conn, settings.cdc.publication, "public", (TABLE,))
         assert slots.ensure_slot(conn, slot)
         assert _wal_status(conn, slot) == "reserved"
         _lose_slot(conn, slot)

@@ -9,7 +9,7 @@ import fastavro
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.cdc.avro_body import encode_body
 from streams.cdc.codec import envelope_schema
 from streams.cdc.envelope import SourceInfo, change_events

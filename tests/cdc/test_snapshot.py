@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.snapshot import run_snapshot
@@ -30,7 +30,7 @@ def test_snapshot_then_stream_neither_misses_nor_double_counts(
     written: list[int] = []
 
     def writer() -> None:
-        with psycopg.connect(cdc_settings.pg_conninfo(), autocommit=True) as conn:
+        with psycopg.connect(cdc_settings.pg.conninfo(), autocommit=True) as conn:
             n = 0
             while not stop.is_set() and n < 200:
                 n += 1
@@ -63,4 +63,4 @@ def test_snapshot_then_stream_neither_misses_nor_double_counts(
     assert {v["source"]["commit_lsn"] for v in reads} == {reads[0]["source"]["lsn"]}
     assert any(v["after"]["weight"] == "0.01" for v in reads)
     with slots.connect(cdc_settings) as conn:
-        assert slots.slot_exists(conn, cdc_settings.cdc_slot_name)
+        assert slots.slot_exists(conn, cdc_settings.cdc.slot_name)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.lsn import parse_lsn
 from tests.cdc.conftest import running_reader, wait_for
@@ -112,16 +112,16 @@ def test_confirmed_flush_advances_while_published_tables_are_idle(
     pg.execute(_q(cdc_schema, "CREATE TABLE {s}.busy (id serial PRIMARY KEY, payload text)"))
     with running_reader(cdc_settings):
         with slots.connect(cdc_settings) as conn:
-            start = parse_lsn(slots.slot_status(conn, cdc_settings.cdc_slot_name).confirmed_flush_lsn or "0/0")  # type: ignore[union-attr]
+            start = parse_lsn(slots.slot_status(conn, cdc_settings.cdc.slot_name).confirmed_flush_lsn or "0/0")  # type: ignore[union-attr]
             for _ in range(5):  # other tables are busy, the published ones idle
                 pg.execute(_q(cdc_schema, "INSERT INTO {s}.busy (payload) SELECT repeat('x', 200) FROM generate_series(1, 2000)"))
             target = parse_lsn(pg.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
 
             def advanced() -> bool:
-                status = slots.slot_status(conn, cdc_settings.cdc_slot_name)
+                status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
                 return status is not None and parse_lsn(status.confirmed_flush_lsn or "0/0") >= target
 
             wait_for(advanced, timeout=20, what="confirmed_flush_lsn to pass the busy table's writes")
-            status = slots.slot_status(conn, cdc_settings.cdc_slot_name)
+            status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
     assert status is not None and parse_lsn(status.confirmed_flush_lsn or "0/0") > start
     assert status.lag_bytes is not None and status.wal_status in ("reserved", "extended")

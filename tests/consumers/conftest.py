@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.consumer import ConsumerLoop, Sink
 from streams.dlq import headers_dict
 from streams.serde import RecordContext, make_serializer
@@ -62,7 +62,7 @@ def produce(
 ) -> int:
     """Serialize events (models, dicts, or raw ``bytes`` as poison) with the project's serde."""
     serialize = make_serializer(settings, subject)
-    producer = Producer(settings.kafka_config(**{"linger.ms": 20, "enable.idempotence": True}))
+    producer = Producer(settings.kafka.client_config(**{"linger.ms": 20, "enable.idempotence": True}))
     count = 0
     for event in events:
         if isinstance(event, tuple):  # (key, raw bytes): poison sent as is
@@ -85,7 +85,7 @@ def run_until_idle(
     settings: Settings, sink: Sink[Any], *, idle: float = 4.0, timeout: float = 120.0, **kwargs: Any
 ) -> ConsumerLoop:
     """Run a loop in a thread until it saw no records for ``idle`` seconds (re-raises its error)."""
-    loop = ConsumerLoop(settings, sink, group=settings.consumer_group, idle_exit_after=idle, **kwargs)
+    loop = ConsumerLoop(settings, sink, group=settings.consumer.group, idle_exit_after=idle, **kwargs)
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -112,7 +112,7 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 30.
     import uuid
 
     consumer = Consumer(
-        settings.kafka_config(**{"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+        settings.kafka.client_config(**{"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
                                  "enable.auto.commit": False})
     )
     consumer.subscribe([topic])

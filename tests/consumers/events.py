@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from insights.events import AlertTriggered, ProductScraped
+from core.events import AlertTriggered, ProductScraped
 
 BASE_TIME = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from insights.settings import load_settings
+from core.settings import load_settings
 from insights.stack.postgres import LocalPostgres
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from insights.settings import Settings
+from core.settings import Settings
 from tests.fix_services import child_env
 
 INSIGHTS = str(Path(sys.executable).with_name("insights"))
 
 
 def consumer_env(settings: Settings, pg_dsn: str | None = None, **extra: str) -> dict[str, str]:
-    parts = conninfo_to_dict(pg_dsn or settings.pg_conninfo())
+    parts = conninfo_to_dict(pg_dsn or settings.pg.conninfo())
     parts.pop("password", None)
     return child_env(
-        settings.model_copy(update={"pg_dsn": make_conninfo(**parts)}),
+        settings.replace(pg_dsn=make_conninfo(**parts)),
         INSIGHTS_METRICS_PORT="0",
         INSIGHTS_LOG_JSON="true",
         # a killed member's partitions move after the session timeout: keep it short

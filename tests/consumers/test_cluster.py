@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from insights.settings import Settings
+from core.settings import Settings
 from tests.consumers.conftest import Topics, count, produce
 from tests.consumers.events import scrape
 from tests.consumers.procs import consumer_env, start_consumer, terminate
@@ -38,7 +38,7 @@ def test_sigkill_one_of_three_consumers_then_restart_stores_every_event_once(
     total = PRODUCTS * SCRAPES
     produce(settings, topics.scrape, "product_scraped", [scrape(n, s, features=1) for s in range(SCRAPES) for n in range(PRODUCTS)])
     env = consumer_env(settings, pg_dsn, INSIGHTS_BATCH_SIZE="100", INSIGHTS_BATCH_WAIT_MS="50")
-    group = settings.consumer_group
+    group = settings.consumer.group
     procs = [start_consumer("scrape", env, group, tmp_path / f"c{i}.log") for i in range(3)]
     try:
         snapshots = "SELECT count(*) FROM product_snapshots"

@@ -7,7 +7,7 @@ import pytest
 
 from consumers.alerts import AlertsSink
 from consumers.scrape import ScrapeSink
-from insights.settings import Settings
+from core.settings import Settings
 from tests.consumers.conftest import Topics, count, produce, run_until_idle
 from tests.consumers.events import alert, asin, scrape, shuffled
 
@@ -25,7 +25,7 @@ def test_scrape_duplicates_and_shuffled_order_end_in_the_newest_state(
     # every event twice, and the whole stream shuffled: per product (= per partition key)
     # the scrapes arrive out of order, and duplicates land in different batches
     produce(settings, topics.scrape, "product_scraped", shuffled(events + events))
-    small_batches = settings.model_copy(update={"batch_size": 37})
+    small_batches = settings.replace(batch_size=37)
     loop = run_until_idle(small_batches, ScrapeSink())
 
     assert count(pg, "SELECT count(*) FROM products") == PRODUCTS
@@ -48,7 +48,7 @@ def test_scrape_duplicates_and_shuffled_order_end_in_the_newest_state(
     assert loop.totals.dead_letters == 0
     # offsets stored with the rows: the next offset of each partition is its end
     assert count(pg, "SELECT sum(next_offset) FROM consumer_offsets WHERE consumer_group = %s",
-                 settings.consumer_group) == 2 * PRODUCTS * SCRAPES
+                 settings.consumer.group) == 2 * PRODUCTS * SCRAPES
 
 
 def test_replaying_the_topic_in_a_new_group_changes_nothing(
@@ -59,7 +59,7 @@ def test_replaying_the_topic_in_a_new_group_changes_nothing(
     run_until_idle(settings, ScrapeSink())
     before = pg.execute("SELECT asin, title, last_scraped_at, updated_at FROM products ORDER BY asin").fetchall()
     # a second group reads everything again: every write must be a no-op
-    again = settings.model_copy(update={"consumer_group": settings.consumer_group + "-replay"})
+    again = settings.replace(consumer_group=settings.consumer.group + "-replay")
     loop = run_until_idle(again, ScrapeSink())
     assert loop.totals.consumed == 30
     assert pg.execute("SELECT asin, title, last_scraped_at, updated_at FROM products ORDER BY asin").fetchall() == before
@@ -76,7 +76,7 @@ def test_alerts_redelivered_are_stored_and_counted_once(
     alerts = [alert(1 + (seq % 2), n, seq, target=asin(n)) for n in range(3) for seq in range(6)]
     alerts.append(alert(None, 9, 1))  # a group alert with no rule: stored, counts nothing
     produce(settings, topics.alerts, "alert_triggered", shuffled(alerts + alerts + alerts[:5]))
-    loop = run_until_idle(settings.model_copy(update={"batch_size": 7}), AlertsSink())
+    loop = run_until_idle(settings.replace(batch_size=7), AlertsSink())
 
     assert count(pg, "SELECT count(*) FROM alerts") == len(alerts)
     counts = dict(pg.execute("SELECT id, trigger_count FROM alert_rules ORDER BY id").fetchall())

@@ -9,7 +9,7 @@ import pytest
 
 from consumers.alerts import AlertsSink
 from consumers.scrape import ScrapeSink
-from insights.settings import Settings
+from core.settings import Settings
 from streams.serde import RecordContext, make_serializer
 from streams.dlq import H_ERROR_CLASS, H_GROUP, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from tests.consumers.conftest import Topics, count, dlq_entries, produce, run_until_idle
@@ -49,7 +49,7 @@ def test_poison_scrapes_go_to_the_dlq_with_reasons_and_good_ones_are_stored(
     assert classes == ["corrupt_payload", "corrupt_payload", "unknown_schema", "validation"]
     for entry in letters:
         assert entry[H_TOPIC] == topics.scrape
-        assert entry[H_GROUP] == settings.consumer_group
+        assert entry[H_GROUP] == settings.consumer.group
         assert entry[H_PARTITION].isdigit() and entry[H_OFFSET].isdigit()
         assert entry[H_REASON]
     rating = next(e for e in letters if e[H_ERROR_CLASS] == "validation")

@@ -19,7 +19,7 @@ import pytest
 
 from consumers.alerts import AlertsSink
 from consumers.scrape import ScrapeSink
-from insights.settings import Settings
+from core.settings import Settings
 from insights.stack.pgbouncer import LocalPgBouncer, PgBouncerTarget
 from tests.consumers.conftest import Topics, count, produce, run_until_idle
 from tests.consumers.events import alert, asin, scrape
@@ -61,7 +61,7 @@ def test_postgres_restart_while_consuming_loses_and_duplicates_nothing(
 ) -> None:
     products, rounds, per_round = 100, 20, 100
     total = rounds * per_round
-    cfg = settings.model_copy(update={"pg_dsn": cluster_db, "batch_size": 50, "batch_wait_ms": 20})
+    cfg = settings.replace(pg_dsn=cluster_db, batch_size=50, batch_wait_ms=20)
 
     def producer() -> None:
         for r in range(rounds):  # a steady stream, so the restart lands mid-consumption
@@ -99,7 +99,7 @@ def test_consumers_work_through_pgbouncer_in_transaction_pooling_mode(
     settings: Settings, topics: Topics, pg_cluster: ThrowawayCluster, cluster_db: str, bouncer: LocalPgBouncer
 ) -> None:
     dbname = cluster_db.rsplit("/", 1)[1]
-    via = settings.model_copy(update={"pg_dsn": bouncer.dsn(dbname), "batch_size": 40})
+    via = settings.replace(pg_dsn=bouncer.dsn(dbname), batch_size=40)
     with psycopg.connect(cluster_db, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO alert_rules (id, name, rule_type, target_type, target_id, conditions) "

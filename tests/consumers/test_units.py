@@ -17,9 +17,10 @@ from consumers.alerts.mapping import alert_row
 from consumers.alerts.mapping import merge as merge_alerts
 from consumers.scrape.mapping import PRODUCT_COLUMNS, merge, prepare, scrape_rows
 from streams.consumer.policy import Action, default_policy
-from streams.dlq import H_ERROR_CLASS, H_OFFSET, DeadLetter, ErrorClass, dlq_headers, headers_dict
+from streams.dlq import H_ERROR_CLASS, H_OFFSET, DeadLetter, dlq_headers, headers_dict
+from streams.faults import ErrorClass, is_transient
 from streams.metrics import ConsumerMetrics, MetricsServer
-from streams.retry import Backoff, is_transient, retry_transient
+from streams.retry import Backoff, retry_transient
 from tests.consumers.events import alert, asin, scrape, shuffled
 
 

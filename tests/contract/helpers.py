@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from insights import REPO_ROOT
+from core.paths import REPO_ROOT
 from streams.serde.store import SchemaStore
 
 SCHEMAS = REPO_ROOT / "schemas" / "avro"

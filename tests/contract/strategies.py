@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
-from insights.events import (
+from core.events import (
     AlertTriggered,
     AlertType,
     Availability,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import yaml
 from typer.testing import CliRunner
 
-from insights import REPO_ROOT
+from core.paths import REPO_ROOT
 from insights.cli.main import app
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.contracts.asyncapi import render_asyncapi
 from streams.topics import event_topics
 from tests.contract.helpers import repo_store

@@ -8,7 +8,7 @@ import json
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
-from insights.events import MODELS
+from core.events import MODELS
 from streams.serde.resolution import apply_fill, plan
 from tests.contract.helpers import EXAMPLES, golden_pairs, repo_store
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from insights.events import ProductScraped
-from insights.settings import load_settings
+from core.events import ProductScraped
+from core.settings import load_settings
 from streams.serde import (
     CorruptPayloadError,
     RecordContext,

@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import HealthCheck, given, settings as hsettings
 
-from insights.events import MODELS, ProductScraped
-from insights.settings import load_settings
+from core.events import MODELS, ProductScraped
+from core.settings import load_settings
 from streams.serde import RecordContext, make_deserializer, make_serializer
 from streams.serde.registry import registry_client
 from tests.contract.helpers import repo_store, store_with
@@ -61,7 +61,7 @@ def test_generated_events_round_trip_registry_wire_format(subject: str) -> None:
 
     check()
     # the serde shares one client per URL; the subject is named after the topic
-    assert registry_client(settings.schema_registry_url).get_subjects() == [f"topic-{subject}-value"]
+    assert registry_client(settings.kafka.schema_registry_url).get_subjects() == [f"topic-{subject}-value"]
 
 
 V2_ONLY = {"currency", "is_prime_eligible"}

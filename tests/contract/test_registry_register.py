@@ -7,7 +7,7 @@ import uuid
 from typer.testing import CliRunner
 
 from insights.cli.main import app
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.serde import RecordContext, make_deserializer, make_serializer
 from streams.serde.registry import registry_client
 from streams.topics import event_topics
@@ -34,7 +34,7 @@ def test_register_puts_every_version_under_topic_subjects_and_serde_reuses_the_i
 
 
 def test_register_without_a_registry_is_a_config_error(monkeypatch) -> None:
-    from insights.errors import ConfigError
+    from core.errors import ConfigError
 
     monkeypatch.delenv("INSIGHTS_SCHEMA_REGISTRY_URL", raising=False)
     result = CliRunner().invoke(app, ["schemas", "register"])

@@ -8,7 +8,7 @@ import avro.schema
 import fastavro
 import pytest
 
-from insights.events import MODELS
+from core.events import MODELS
 from tests.contract.helpers import SCHEMAS, repo_store
 
 ALL_VERSIONS = [(s.name, v.version) for s in repo_store().subjects.values() for v in s.versions]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from insights.errors import StackError
-from insights.settings import Settings, load_settings
+from core.errors import StackError
+from core.settings import Settings, load_settings
 from insights.stack import LocalStack
 from insights.stack.kafka import LocalKafka
 
@@ -67,18 +67,18 @@ def test_up_twice_is_a_no_op_and_down_leaves_no_process(private_settings):
         assert {s.name: s.pid for s in stack.status()} == pids_before
     finally:
         stack.down()
-    assert processes_under(private_settings.stack_dir) == []
+    assert processes_under(private_settings.stack.dir) == []
     assert not any(s.answers for s in stack.status())
 
 
 def test_taken_port_is_one_clear_error(private_settings):
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", private_settings.stack_kafka_port))
+        blocker.bind(("127.0.0.1", private_settings.stack.kafka_port))
         blocker.listen()
         with pytest.raises(StackError) as info:
             LocalKafka(private_settings).up()
     message = str(info.value)
-    assert str(private_settings.stack_kafka_port) in message
+    assert str(private_settings.stack.kafka_port) in message
     assert "INSIGHTS_STACK_KAFKA_PORT" in message
 
 

@@ -44,7 +44,7 @@ def test_every_record_is_delivered_and_counted(settings, make_topic, consumer_gr
             producer.produce_event(topic, f"k{i % 17}", f"v{i}".encode(), headers=[("n", str(i))])
     assert producer.stats.delivered == producer.stats.produced == 2000
     assert sum(producer.stats.per_partition[topic].values()) == 2000
-    got = _consume_all(settings.kafka_bootstrap_servers, topic, consumer_group, 2000)
+    got = _consume_all(settings.kafka.bootstrap_servers, topic, consumer_group, 2000)
     assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(2000))
     # per key order is kept (idempotent producer, one partition per key)
     by_key = {}
@@ -63,7 +63,7 @@ def test_a_small_queue_blocks_instead_of_dropping(settings, make_topic, consumer
 
 def test_undeliverable_records_raise_at_flush(settings):
     producer = EventProducer(settings, **{"message.timeout.ms": 2000})
-    producer.produce_event(f"{settings.topic_prefix}.does-not-exist", b"k", b"v")  # auto-create is off
+    producer.produce_event(f"{settings.kafka.topic_prefix}.does-not-exist", b"k", b"v")  # auto-create is off
     with pytest.raises(DeliveryError) as caught:
         producer.flush(30)
     assert caught.value.failed == 1
@@ -79,7 +79,7 @@ def test_publish_sends_plan_with_exact_counts(settings, consumer_group):
     assert summary.events == 600 and summary.duplicates > 0 and summary.reordered > 0
     assert sum(summary.partitions.values()) == summary.records
     topic = topic_for(settings, "scrape").name
-    got = _consume_all(settings.kafka_bootstrap_servers, topic, consumer_group, summary.records)
+    got = _consume_all(settings.kafka.bootstrap_servers, topic, consumer_group, summary.records)
     assert len(got) == summary.records
     read = make_deserializer(settings, "product_scraped")
     ids = Counter(read(m.value(), None)["event_id"] for m in got)

@@ -23,7 +23,7 @@ def topics(settings):
     specs = event_topics(settings)
     ensure_topics(settings, specs)
     yield specs
-    admin = AdminClient(settings.kafka_config())
+    admin = AdminClient(settings.kafka.client_config())
     for future in admin.delete_topics([s.name for s in specs]).values():
         try:
             future.result(timeout=30)
@@ -32,7 +32,7 @@ def topics(settings):
 
 
 def _read_all(settings, topic, group, expected, partitions):
-    consumer = Consumer(settings.kafka_config(**{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got = []
     deadline = time.monotonic() + 30
@@ -98,7 +98,7 @@ def test_reset_moves_kafka_and_table_offsets(settings, make_topic, consumer_grou
         (consumer_group, topic),
     ).fetchall()
     assert rows == [(0, 3), (1, 3)]
-    consumer = Consumer(settings.kafka_config(**{"group.id": consumer_group}))
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": consumer_group}))
     try:
         committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
     finally:
@@ -130,7 +130,7 @@ def test_reset_to_time(settings, make_topic, consumer_group, pg):
 def test_reset_refuses_an_active_group(settings, make_topic, consumer_group, pg):
     topic = make_topic(partitions=1)
     _produce(settings, topic, 4)
-    member = Consumer(settings.kafka_config(**{"group.id": consumer_group, "auto.offset.reset": "earliest"}))
+    member = Consumer(settings.kafka.client_config(**{"group.id": consumer_group, "auto.offset.reset": "earliest"}))
     member.subscribe([topic])
     try:
         deadline = time.monotonic() + 30

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def specs(settings):
     declared = event_topics(settings)
     yield declared
-    admin = AdminClient(settings.kafka_config())
+    admin = AdminClient(settings.kafka.client_config())
     for future in admin.delete_topics([s.name for s in declared]).values():
         try:
             future.result(timeout=30)

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from consumers.summaries import SummariesLoop, source_topics
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.reader import CdcReader
 from tests.cdc.conftest import drop_slot_when_free, running_reader
@@ -42,18 +42,16 @@ SUMMARY_QUERY = "SELECT " + VIEW_COLUMNS + " FROM summaries.product_summary WHER
 def cdc_settings(settings: Settings, pg_dsn: str) -> Iterator[Settings]:
     """Settings with a uuid slot and publication over the three source tables; dropped after."""
     tag = uuid.uuid4().hex[:12]
-    cdc = settings.model_copy(
-        update={
-            "cdc_slot_name": f"sum_test_{tag}",
-            "cdc_publication": f"sum_test_{tag}",
-            "cdc_schema": "public",
-            "cdc_tables": SOURCE_TABLES,
-            "cdc_heartbeat_interval_s": 0.5,
-            "cdc_status_interval_s": 0.2,
-            "cdc_standby_retry_s": 0.5,
-            "batch_wait_ms": 100,
-        }
-    )
+    cdc = settings.replace(
+            cdc_slot_name=f"sum_test_{tag}",
+            cdc_publication=f"sum_test_{tag}",
+            cdc_schema="public",
+            cdc_tables=SOURCE_TABLES,
+            cdc_heartbeat_interval_s=0.5,
+            cdc_status_interval_s=0.2,
+            cdc_standby_retry_s=0.5,
+            batch_wait_ms=100,
+        )
     yield cdc
     _delete_topics(cdc)
     drop_slot_when_free(pg_dsn, cdc)
@@ -61,8 +59,8 @@ def cdc_settings(settings: Settings, pg_dsn: str) -> Iterator[Settings]:
 
 def _delete_topics(settings: Settings) -> None:
     """The CDC topics and DLQs this test made (all under its own prefix)."""
-    admin = AdminClient(settings.kafka_config())
-    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix + ".")]
+    admin = AdminClient(settings.kafka.client_config())
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.kafka.topic_prefix + ".")]
     if mine:
         for future in admin.delete_topics(mine).values():
             try:
@@ -78,7 +76,7 @@ class RunningReader:
 
     def wait_published(self, timeout: float = 30.0) -> None:
         """Until everything committed so far is acknowledged by Kafka (the slot confirms it)."""
-        with psycopg.connect(self.settings.pg_conninfo(), autocommit=True) as conn:
+        with psycopg.connect(self.settings.pg.conninfo(), autocommit=True) as conn:
             target = parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
         deadline = time.monotonic() + timeout
         while self.reader.tracker.confirmed < target:
@@ -94,7 +92,7 @@ def cdc_reader(settings: Settings) -> Iterator[RunningReader]:
 
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"probe-{uuid.uuid4().hex}"}))
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"probe-{uuid.uuid4().hex}"}))
     try:
         out: dict[tuple[str, int], int] = {}
         for topic in topics:
@@ -109,7 +107,7 @@ def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], 
 
 def consume_all(settings: Settings, group: str | None = None, timeout: float = 60.0) -> SummariesLoop:
     """Run the summaries consumer until its stored offsets reach the topics' current ends."""
-    group = group or settings.consumer_group
+    group = group or settings.consumer.group
     targets = {k: v for k, v in end_offsets(settings, source_topics(settings)).items() if v > 0}
     loop = SummariesLoop(settings, group=group)
     failure: list[BaseException] = []
@@ -124,7 +122,7 @@ def consume_all(settings: Settings, group: str | None = None, timeout: float = 6
     thread.start()
     deadline = time.monotonic() + timeout
     try:
-        with psycopg.connect(settings.pg_conninfo(), autocommit=True) as conn:
+        with psycopg.connect(settings.pg.conninfo(), autocommit=True) as conn:
             while True:
                 stored = {
                     (t, p): o

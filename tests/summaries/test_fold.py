@@ -10,9 +10,9 @@ import pytest
 from consumers.summaries.changes import Change, parse_change
 from consumers.summaries.fold import fold
 from consumers.summaries.sink import SummariesSink
-from insights.errors import RecordError
+from core.errors import RecordError
 from streams.consumer.policy import Action, default_policy
-from streams.dlq import ErrorClass
+from streams.faults import ErrorClass
 
 T0 = "2024-01-15T10:00:00+00:00"
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc.codec import make_encoder
 from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, headers_dict
@@ -45,7 +45,7 @@ def snapshot_row(sid: int, at: str, price: str) -> dict[str, Any]:
 
 def send(settings: Settings, table: str, records: list[tuple[bytes | None, dict[str, Any] | bytes]]) -> None:
     encode = make_encoder(settings)
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True}))
+    producer = Producer(settings.kafka.client_config(**{"enable.idempotence": True}))
     topic = cdc_topic_name(settings, table)
     for key, value in records:
         # every record on partition 0: a key's changes keep their order, as the reader's do
@@ -57,7 +57,7 @@ def dead_letters(settings: Settings, table: str, expect: int) -> list[dict[str, 
     from confluent_kafka import Consumer, TopicPartition
 
     topic = dlq_name(cdc_topic_name(settings, table))
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"dlq-peek-{uuid.uuid4().hex}", "enable.auto.commit": False}))
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"dlq-peek-{uuid.uuid4().hex}", "enable.auto.commit": False}))
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
         found = []

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
 from insights.cli.main import app
-from insights.settings import Settings
+from core.settings import Settings
 from streams.cdc.codec import make_decoder
 from streams.topics import cdc_topic_name
 from tests.summaries.conftest import (
@@ -73,7 +73,7 @@ def toast_updates(settings: Settings) -> list[dict[str, Any]]:
     """The snapshot updates on the CDC topic whose bsr_data was left out as unchanged TOAST."""
     topic = cdc_topic_name(settings, "product_snapshots")
     decode = make_decoder(settings)
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"peek-{uuid.uuid4().hex}", "enable.auto.commit": False}))
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"peek-{uuid.uuid4().hex}", "enable.auto.commit": False}))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])

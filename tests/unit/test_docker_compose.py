@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from insights import REPO_ROOT
-from insights.settings import Settings
+from core.paths import REPO_ROOT
+from core.settings import StackSettings
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 
@@ -30,7 +30,7 @@ def test_postgres_is_logical_and_on_the_stack_port():
     assert "wal_level=logical" in command
     assert "max_replication_slots" in command
     assert pg["image"].startswith("postgres:15")
-    assert Settings.model_fields["stack_pg_port"].default in host_ports(pg)
+    assert StackSettings.model_fields["pg_port"].default in host_ports(pg)
 
 
 def test_kafka_is_kraft_without_auto_create_on_the_stack_port():
@@ -39,13 +39,13 @@ def test_kafka_is_kraft_without_auto_create_on_the_stack_port():
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert kafka["image"].split(":")[1].startswith("4.")
-    assert Settings.model_fields["stack_kafka_port"].default in host_ports(kafka)
+    assert StackSettings.model_fields["kafka_port"].default in host_ports(kafka)
 
 
 def test_pgbouncer_pools_transactions_on_the_stack_port():
     bouncer = load()["services"]["pgbouncer"]
     assert bouncer["environment"]["POOL_MODE"] == "transaction"
-    assert Settings.model_fields["stack_pgbouncer_port"].default in host_ports(bouncer)
+    assert StackSettings.model_fields["pgbouncer_port"].default in host_ports(bouncer)
 
 
 def test_apps_run_real_cli_commands():

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from insights import REPO_ROOT
-from insights.events import AlertTriggered, ProductScraped
+from core.paths import REPO_ROOT
+from core.events import AlertTriggered, ProductScraped
 
 EXAMPLES = REPO_ROOT / "schemas" / "avro" / "examples"
 SCRAPE = json.loads((EXAMPLES / "product_scraped" / "v2.json").read_text())

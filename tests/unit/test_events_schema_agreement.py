@@ -12,11 +12,12 @@ from uuid import UUID
 import pytest
 from pydantic import AwareDatetime, BaseModel
 
-from insights.events import MODELS
-from insights.settings import load_settings
+from core.paths import SCHEMAS_DIR
+from core.events import MODELS
+from core.settings import load_settings
 from streams.serde.store import SchemaStore
 
-STORE = SchemaStore(load_settings().schemas_dir)
+STORE = SchemaStore(SCHEMAS_DIR)
 
 
 def _split_optional(annotation):
@@ -108,7 +109,7 @@ def test_a_drifted_model_is_caught() -> None:
     """The agreement check itself can fail: a model with a renamed field does not pass."""
     from pydantic import create_model
 
-    from insights.events import AlertTriggered
+    from core.events import AlertTriggered
 
     fields = {name: (info.annotation, info) for name, info in AlertTriggered.model_fields.items() if name != "message"}
     drifted = create_model("Drifted", **fields, msg=(str, ...))

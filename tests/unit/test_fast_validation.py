@@ -1,4 +1,4 @@
-"""The consumers' cheap checks (insights.events.fast) never accept what the models refuse.
+"""The consumers' cheap checks (core.events.fast) never accept what the models refuse.
 
 For valid events (tests/contract/strategies.py, through a real Avro encode and decode)
 and for the same events with one rule broken, hypothesis checks:
@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from consumers.alerts import mapping as alerts_mapping
 from consumers.scrape import mapping as scrape_mapping
 from consumers.scrape.mapping import ScrapeRows
-from insights.events import AlertTriggered, ProductScraped
-from insights.events.fast import alert_triggered_ok, product_scraped_ok
+from core.events import AlertTriggered, ProductScraped
+from core.events.fast import alert_triggered_ok, product_scraped_ok
 from tests.contract.helpers import repo_store
 from tests.contract.strategies import alert_triggered, product_scraped
 

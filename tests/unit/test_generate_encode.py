@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from insights.events import AlertTriggered, ProductScraped
+from core.events import AlertTriggered, ProductScraped
 from insights.generate import Market, alert_feed, alert_model, alert_record, alert_rules, scrape_model, scrape_record
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.serde import make_deserializer, make_serializer
 
 START = datetime(2025, 2, 1, tzinfo=timezone.utc)

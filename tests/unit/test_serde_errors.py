@@ -8,10 +8,11 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 from hypothesis import given, settings as hsettings, strategies as st
 
-from insights import REPO_ROOT
-from insights.errors import RecordError
-from insights.events import ProductScraped
-from insights.settings import load_settings
+from core.paths import SCHEMAS_DIR
+from core.paths import REPO_ROOT
+from core.errors import RecordError
+from core.events import ProductScraped
+from core.settings import load_settings
 from streams.serde import (
     CorruptPayloadError,
     EncodeError,
@@ -68,7 +69,7 @@ def test_unknown_fingerprint() -> None:
 
 
 def test_fingerprint_of_another_subject_is_named() -> None:
-    other = load_store(PLAIN.schemas_dir).subject("alert_triggered").latest.fingerprint
+    other = load_store(SCHEMAS_DIR).subject("alert_triggered").latest.fingerprint
     _raises(UnknownSchemaError, b"\xc3\x01" + other + GOOD[10:], "is alert_triggered v1, not a version of product_scraped")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import avro.schema
 
-from insights.settings import load_settings
+from core.paths import SCHEMAS_DIR
+from core.settings import load_settings
 from streams.serde.framing import confluent_header, single_object_header
 from streams.serde.store import crc64_fingerprint, load_store
 
@@ -22,7 +23,7 @@ def test_fingerprint_agrees_with_the_avro_package_when_no_logical_type_is_involv
 
 
 def test_every_local_version_has_a_distinct_fingerprint() -> None:
-    store = load_store(load_settings().schemas_dir)
+    store = load_store(SCHEMAS_DIR)
     prints = [v.fingerprint for s in store.subjects.values() for v in s.versions]
     assert len(prints) == len(set(prints))
 

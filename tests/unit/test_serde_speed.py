@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import timeit
 
-from insights import REPO_ROOT
-from insights.events import ProductScraped
-from insights.settings import load_settings
+from core.paths import REPO_ROOT
+from core.events import ProductScraped
+from core.settings import load_settings
 from streams.serde import RecordContext, make_deserializer, make_serializer
 
 PLAIN = load_settings(schema_registry_url=None)

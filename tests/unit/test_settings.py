@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from insights.errors import ConfigError
-from insights.settings import load_settings
+from core.errors import ConfigError
+from core.settings import load_settings
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -29,9 +29,9 @@ def test_defaults_point_at_the_local_stack(monkeypatch):
         if key.startswith("INSIGHTS_"):
             monkeypatch.delenv(key)
     settings = load_settings()
-    assert settings.kafka_bootstrap_servers == "127.0.0.1:59092"
-    assert "55432" in settings.pg_dsn
-    assert settings.topic("events.x") == "insights.events.x"
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:59092"
+    assert "55432" in settings.pg.dsn
+    assert settings.kafka.topic("events.x") == "insights.events.x"
 
 
 def test_malformed_setting_is_one_line_exit_2_no_traceback():
@@ -55,7 +55,7 @@ def test_password_never_printed_and_folded_into_conninfo(monkeypatch):
     settings = load_settings()
     assert "s3cr3t-value" not in repr(settings)
     assert "s3cr3t-value" not in str(settings.model_dump())
-    assert "password=s3cr3t-value" in settings.pg_conninfo()
+    assert "password=s3cr3t-value" in settings.pg.conninfo()
 
 
 def test_password_inside_dsn_is_refused():
@@ -67,7 +67,7 @@ def test_kafka_client_overrides_apply_last(monkeypatch):
     monkeypatch.setenv("INSIGHTS_KAFKA_OVERRIDES", '{"client.id": "x", "bootstrap.servers": "h:1"}')
     monkeypatch.setenv("INSIGHTS_KAFKA_SASL_PASSWORD", "pw")
     monkeypatch.setenv("INSIGHTS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    conf = load_settings().kafka_config()
+    conf = load_settings().kafka.client_config()
     assert conf["client.id"] == "x"
     assert conf["bootstrap.servers"] == "h:1"
     assert conf["security.protocol"] == "SASL_SSL"
@@ -87,12 +87,13 @@ def test_every_command_group_has_help():
 
 
 def test_readme_documents_every_setting():
-    from insights import REPO_ROOT
-    from insights.settings import ENV_PREFIX, Settings
+    from core.paths import REPO_ROOT
+    from core.settings import CONCERNS, env_name
 
     readme = (REPO_ROOT / "README.md").read_text()
-    missing = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields
-               if f"`{ENV_PREFIX}{name.upper()}`" not in readme]
+    variables = [env_name(concern, field) for concern in CONCERNS.values() for field in concern.model_fields]
+    assert "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS" in variables and "INSIGHTS_BATCH_SIZE" in variables
+    missing = [name for name in variables if f"`{name}`" not in readme]
     assert missing == [], f"README configuration table lacks {missing}"
 
 
@@ -108,4 +109,4 @@ def test_to_env_round_trips_through_the_environment(monkeypatch):
         monkeypatch.setenv(key, value)
     again = load_settings()
     assert again == original
-    assert again.pg_password.get_secret_value() == "s3cret"
+    assert again.pg.password.get_secret_value() == "s3cret"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from insights.settings import load_settings
+from core.settings import load_settings
 from streams.admin import LiveTopic, drift_of
 from streams.topics import event_topics
 

@@ -8,9 +8,9 @@ from uuid import UUID
 
 from pydantic import Field
 
-from insights.events.base import AvroModel
-from insights.events.enums import Availability, ExtractionMethod, LengthUnit
-from insights.events.types import Asin, Confidence, EventTime, Marketplace, Measure, Money, Rating
+from core.events.base import AvroModel
+from core.events.enums import Availability, ExtractionMethod, LengthUnit
+from core.events.types import Asin, Confidence, EventTime, Marketplace, Measure, Money, Rating
 
 
 class Dimensions(AvroModel):

@@ -1,9 +1,9 @@
 """Pydantic models of the Avro events, one per subject, field names = Avro field names."""
 
-from insights.events.alert_triggered import AlertTriggered
-from insights.events.base import AvroModel
-from insights.events.enums import AlertType, Availability, ExtractionMethod, LengthUnit, Severity
-from insights.events.product_scraped import Dimensions, ProductFeature, ProductScraped, Variation
+from core.events.alert_triggered import AlertTriggered
+from core.events.base import AvroModel
+from core.events.enums import AlertType, Availability, ExtractionMethod, LengthUnit, Severity
+from core.events.product_scraped import Dimensions, ProductFeature, ProductScraped, Variation
 
 #: subject folder name -> the model of its latest version
 MODELS: dict[str, type[AvroModel]] = {

@@ -7,9 +7,9 @@ from uuid import UUID
 
 from pydantic import Field
 
-from insights.events.base import AvroModel
-from insights.events.enums import AlertType, Severity
-from insights.events.types import Asin, EventTime, JsonText, Percentage
+from core.events.base import AvroModel
+from core.events.enums import AlertType, Severity
+from core.events.types import Asin, EventTime, JsonText, Percentage
 
 
 class AlertTriggered(AvroModel):

@@ -11,7 +11,7 @@ functions here answer one question cheaply: "would the model accept this record
   with the column's scale, ``datetime`` in ``timezone.utc``, ``UUID``, plain ``list`` and
   ``dict``), enum symbols being one of the enum's values (the model would turn them into
   ``StrEnum`` members, which compare and print as the same ``str``),
-* every domain rule of ``insights.events.types`` and the models holds (ASIN and
+* every domain rule of ``core.events.types`` and the models holds (ASIN and
   marketplace patterns, string lengths, money/rating/measure/confidence bounds and
   digits, aware timestamps not more than ``MAX_CLOCK_SKEW`` ahead, int ranges).
 
@@ -33,8 +33,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from insights.events.enums import AlertType, Availability, ExtractionMethod, LengthUnit, Severity
-from insights.events.types import MAX_CLOCK_SKEW
+from core.events.enums import AlertType, Availability, ExtractionMethod, LengthUnit, Severity
+from core.events.types import MAX_CLOCK_SKEW
 
 INT32 = 2**31 - 1
 _UTC = timezone.utc
@@ -217,7 +217,7 @@ def _json_text(value: Any) -> bool:
     if type(value) is not str:
         return False
     try:
-        json.loads(value)  # the model's own check (insights.events.types._json_text)
+        json.loads(value)  # the model's own check (core.events.types._json_text)
     except ValueError:
         return False
     return True

@@ -1,0 +1,332 @@
+"""Settings, one typed object per concern, read once at the entry point.
+
+Each concern (Kafka, PostgreSQL, consumer, service, CDC, local stack) is its own
+pydantic-settings class with its own ``INSIGHTS_…`` prefix, so a layer receives only
+what it needs (a DLQ producer gets :class:`KafkaSettings`, not the stack's ports). The
+variables keep their flat names (``INSIGHTS_KAFKA_BOOTSTRAP_SERVERS``,
+``INSIGHTS_BATCH_SIZE``…): the README's table is the public vocabulary, and
+:meth:`Settings.replace` and :func:`load_settings` accept those flat names too.
+
+Safe defaults point at the local stack (loopback, non-standard ports) so that a fresh
+clone works with no configuration. Secrets are ``SecretStr`` and never printed.
+Nothing below the entry point calls :func:`load_settings`: settings are passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from core.errors import ConfigError
+from core.paths import REPO_ROOT
+
+ENV_PREFIX = "INSIGHTS_"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+
+def _alias(flat: str) -> Any:
+    """A field whose variable does not carry its concern's prefix (``INSIGHTS_TOPIC_PREFIX``)."""
+    # only the variable's name: a bare ``TOPIC_PREFIX`` in the environment must not count
+    return AliasChoices(f"{ENV_PREFIX}{flat.upper()}")
+
+
+class KafkaSettings(BaseSettings):
+    """How every Kafka client of the project reaches the cluster."""
+
+    model_config = _config(f"{ENV_PREFIX}KAFKA_")
+
+    bootstrap_servers: str = Field("127.0.0.1:59092", description="Kafka bootstrap servers, host:port[,host:port]")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    overrides: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties as a JSON object, applied last"
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        validation_alias=_alias("schema_registry_url"),
+        description="Confluent-compatible Schema Registry; unset = single-object encoding",
+    )
+    topic_prefix: str = Field("insights", pattern=r"^[A-Za-z0-9._-]+$", validation_alias=_alias("topic_prefix"))
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _overrides_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parsed = json.loads(value) if value.strip() else {}
+            if not isinstance(parsed, dict):
+                raise ValueError("must be a JSON object of librdkafka properties")
+            return {str(k): str(v) for k, v in parsed.items()}
+        return value
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        conf.update(self.overrides)
+        conf.update(overrides)
+        return conf
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a logical topic, e.g. ``scrape`` -> ``insights.scrape``."""
+        return f"{self.topic_prefix}.{name}"
+
+
+class PostgresSettings(BaseSettings):
+    """How the project reaches PostgreSQL, and the service roles' passwords."""
+
+    model_config = _config(f"{ENV_PREFIX}PG_")
+
+    dsn: str = Field(
+        "postgresql://insights@127.0.0.1:55432/insights",
+        description="libpq connection string or URI, without the password",
+    )
+    password: SecretStr | None = Field(None, description="password for dsn's user")
+    ingest_password: SecretStr | None = Field(
+        None, description="login password for the insights_ingest role (`insights db passwords`)"
+    )
+    cdc_password: SecretStr | None = Field(
+        None, description="login password for the insights_cdc role (`insights db passwords`)"
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: str) -> str:
+        try:
+            parts = conninfo_to_dict(value)
+        except Exception as exc:  # psycopg.ProgrammingError
+            raise ValueError(f"not a libpq connection string: {exc}") from None
+        if parts.get("password"):
+            raise ValueError("carries a password; put it in INSIGHTS_PG_PASSWORD instead")
+        return value
+
+    def conninfo(self, **overrides: Any) -> str:
+        """The DSN with the secret password folded in: for connecting, never for logging."""
+        extra: dict[str, Any] = dict(overrides)
+        if self.password is not None and "password" not in extra:
+            extra["password"] = self.password.get_secret_value()
+        return make_conninfo(self.dsn, **extra)
+
+
+class ConsumerSettings(BaseSettings):
+    """The consumers' group and batching."""
+
+    model_config = _config(ENV_PREFIX)
+
+    group: str = Field("insights-ingest", min_length=1, validation_alias=_alias("consumer_group"))
+    batch_size: int = Field(5000, ge=1, le=1_000_000)
+    batch_wait_ms: int = Field(200, ge=0, le=60_000)
+
+
+class ServiceSettings(BaseSettings):
+    """What every long-running process shares: logging and its metrics/health endpoint."""
+
+    model_config = _config(ENV_PREFIX)
+
+    metrics_port: int = Field(9464, ge=0, le=65535, description="0 = no metrics endpoint")
+    log_json: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class CdcSettings(BaseSettings):
+    """The CDC reader (streams/cdc, docs/cdc.md)."""
+
+    model_config = _config(f"{ENV_PREFIX}CDC_")
+
+    slot_name: str = Field("insights_cdc", pattern=r"^[a-z0-9_]{1,63}$")
+    publication: str = Field("insights_cdc", pattern=r"^[A-Za-z0-9_]{1,63}$")
+    # "schema" would shadow a BaseModel attribute
+    schema_name: str = Field(
+        "public", validation_alias=_alias("cdc_schema"), description="schema of the published tables"
+    )
+    tables: list[str] = Field(
+        default_factory=list, description="tables to publish (JSON list); empty = streams.topics.CDC_TABLES"
+    )
+    heartbeat_interval_s: float = Field(10.0, gt=0, le=3600)
+    status_interval_s: float = Field(1.0, gt=0, le=60, description="how often the slot position is confirmed")
+    standby_retry_s: float = Field(2.0, gt=0, le=300, description="hot standby: how often to try the slot")
+
+
+class StackSettings(BaseSettings):
+    """The local stack `insights stack` starts (development and CI)."""
+
+    model_config = _config(f"{ENV_PREFIX}STACK_")
+
+    dir: Path = Field(REPO_ROOT / ".stack", description="where the local stack keeps its data")
+    pg_port: int = Field(55432, ge=1024, le=65535)
+    kafka_port: int = Field(59092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(59093, ge=1024, le=65535)
+    pgbouncer_port: int = Field(56432, ge=1024, le=65535)
+
+
+#: attribute of :class:`Settings` -> the concern's class
+CONCERNS: dict[str, type[BaseSettings]] = {
+    "kafka": KafkaSettings,
+    "pg": PostgresSettings,
+    "consumer": ConsumerSettings,
+    "service": ServiceSettings,
+    "cdc": CdcSettings,
+    "stack": StackSettings,
+}
+
+
+def env_name(concern: type[BaseSettings], field: str) -> str:
+    """The environment variable of one field, e.g. ``INSIGHTS_KAFKA_BOOTSTRAP_SERVERS``."""
+    alias = concern.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1])
+    return f"{concern.model_config['env_prefix']}{field}".upper()
+
+
+def flat_names() -> dict[str, tuple[str, str]]:
+    """``batch_size`` -> (``consumer``, ``batch_size``): every variable without its ``INSIGHTS_``."""
+    names: dict[str, tuple[str, str]] = {}
+    for attr, concern in CONCERNS.items():
+        for field in concern.model_fields:
+            names[env_name(concern, field)[len(ENV_PREFIX):].lower()] = (attr, field)
+    return names
+
+
+class Settings(BaseModel):
+    """All concerns together: what the entry point reads and hands down, piece by piece."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: KafkaSettings
+    pg: PostgresSettings
+    consumer: ConsumerSettings
+    service: ServiceSettings
+    cdc: CdcSettings
+    stack: StackSettings
+
+    _flat: ClassVar[dict[str, tuple[str, str]] | None] = None
+
+    @classmethod
+    def _names(cls) -> dict[str, tuple[str, str]]:
+        if cls._flat is None:
+            cls._flat = flat_names()
+        return cls._flat
+
+    def replace(self, **flat: Any) -> Settings:
+        """A copy with some variables changed, by their flat names (``pg_dsn=…``, ``batch_size=…``).
+
+        Values are validated as if they came from the environment.
+        """
+        grouped = _group(flat)
+        update: dict[str, Any] = {}
+        for attr, values in grouped.items():
+            current: BaseSettings = getattr(self, attr)
+            merged = {**current.model_dump(), **values}
+            update[attr] = _build(CONCERNS[attr], merged, from_env=False)
+        return self.model_copy(update=update)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``INSIGHTS_*`` variables, for a child process started with them.
+
+        Secrets are included: the child needs them as much as this process does. Unset
+        optional values are left out, so the child falls back to the same defaults.
+        """
+        env: dict[str, str] = {}
+        for attr, concern in CONCERNS.items():
+            part = getattr(self, attr)
+            for field in concern.model_fields:
+                value = getattr(part, field)
+                if value is None:
+                    continue
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                elif isinstance(value, bool):
+                    value = "true" if value else "false"
+                elif isinstance(value, (dict, list)):
+                    value = json.dumps(value)
+                env[env_name(concern, field)] = str(value)
+        return env
+
+
+def _group(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    names = Settings._names()
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        if name not in names:
+            raise ConfigError(f"unknown setting {ENV_PREFIX}{name.upper()}")
+        attr, field = names[name]
+        grouped.setdefault(attr, {})[field] = value
+    return grouped
+
+
+def describe_validation_error(exc: ValidationError, concern: type[BaseSettings]) -> str:
+    """One line naming the first bad variable, e.g. ``INSIGHTS_BATCH_SIZE: ...``."""
+    first = exc.errors()[0]
+    loc = first.get("loc") or ()
+    field = str(loc[0]) if loc else "?"
+    if field not in concern.model_fields:  # reported under an alias
+        field = next((f for f in concern.model_fields if env_name(concern, f).lower().endswith(field.lower())), field)
+    variable = env_name(concern, field) if field in concern.model_fields else f"{ENV_PREFIX}{field.upper()}"
+    message = first.get("msg", "invalid value")
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"invalid setting {variable}: {message}{suffix}"
+
+
+def _build(concern: type[BaseSettings], values: dict[str, Any], *, from_env: bool) -> BaseSettings:
+    try:
+        if from_env:
+            return concern(**values)
+        # replace(): validate the given values only, no second read of the environment
+        return concern.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, concern)) from None
+    except SettingsError as exc:
+        # raised before validation when an env value is not even JSON (dict and list fields)
+        text = str(exc)
+        field = text.split('"')[1] if text.count('"') >= 2 else "?"
+        name = env_name(concern, field) if field in concern.model_fields else f"{ENV_PREFIX}{field.upper()}"
+        raise ConfigError(f"invalid setting {name}: not valid JSON") from None
+
+
+def load_settings(**flat: Any) -> Settings:
+    """Read the settings once (environment, then ``.env``), with ``flat`` overrides on top.
+
+    Malformed input becomes a :class:`ConfigError` naming the variable (exit code 2).
+    """
+    grouped = _group(flat)
+    parts = {
+        attr: _build(concern, grouped.get(attr, {}), from_env=True) for attr, concern in CONCERNS.items()
+    }
+    return Settings(**parts)
