@@ -1,0 +1,5 @@
+"""What every long-running process shares: health, metrics, logging, signals (see ``runner``)."""
+
+from streams.service.health import Health
+
+__all__ = ["Health"]

@@ -1,0 +1,75 @@
+"""The health of one long-running process, as ``/healthz`` reports it.
+
+Two kinds of evidence, both cheap to record from the hot path:
+
+* **liveness**: the main loop calls :meth:`Health.beat` every iteration; no beat for
+  ``stuck_after`` seconds means it hangs (a stuck poll, a deadlock in our own code);
+* **reachability**: code that talks to a dependency (``"kafka"``, ``"postgres"``)
+  reports :meth:`Health.ok` or :meth:`Health.failing`; a dependency failing for longer
+  than ``unreachable_after`` seconds makes the process unhealthy although its loop
+  still turns (it keeps retrying, but an orchestrator or a pager should know).
+
+A permanent fault (wrong password, missing table) is reported with
+:meth:`Health.fatal` just before the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"healthy": self.healthy, "reasons": self.reasons}
+
+
+class Health:
+    def __init__(self, *, stuck_after: float = 60.0, unreachable_after: float = 30.0) -> None:
+        self.stuck_after = stuck_after
+        self.unreachable_after = unreachable_after
+        self._lock = threading.Lock()
+        self._last_beat = time.monotonic()
+        #: dependency -> (monotonic time it started failing, last reason)
+        self._failing: dict[str, tuple[float, str]] = {}
+        self._fatal: str | None = None
+
+    def beat(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def ok(self, dependency: str) -> None:
+        if dependency in self._failing:  # cheap check first: ok() is called on the hot path
+            with self._lock:
+                self._failing.pop(dependency, None)
+
+    def failing(self, dependency: str, reason: str) -> None:
+        """Record a failed attempt; the first one of a streak starts its clock."""
+        with self._lock:
+            since = self._failing.get(dependency, (time.monotonic(), reason))[0]
+            self._failing[dependency] = (since, reason)
+
+    def is_failing(self, dependency: str) -> bool:
+        return dependency in self._failing
+
+    def fatal(self, reason: str) -> None:
+        self._fatal = reason
+
+    def report(self) -> HealthReport:
+        now = time.monotonic()
+        reasons: list[str] = []
+        if self._fatal is not None:
+            reasons.append(f"fatal: {self._fatal}")
+        idle = now - self._last_beat
+        if idle > self.stuck_after:
+            reasons.append(f"main loop stuck for {idle:.0f}s (limit {self.stuck_after:.0f}s)")
+        with self._lock:
+            failing = dict(self._failing)
+        for dependency, (since, reason) in sorted(failing.items()):
+            if now - since > self.unreachable_after:
+                reasons.append(f"{dependency} unreachable for {now - since:.0f}s: {reason}")
+        return HealthReport(not reasons, reasons)
