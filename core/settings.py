@@ -124,10 +124,32 @@ class PostgresSettings(BaseSettings):
     cdc_password: SecretStr | None = Field(
         None, description="login password for the insights_cdc role (`insights db passwords`)"
     )
+    # Read routing is done by libpq itself (multi-host DSN, target_session_attrs=prefer-standby),
+    # not by a PgBouncer read pool: PgBouncer 1.18 cannot tell a standby from a primary nor
+    # fall back when every standby is down, while libpq tries the standbys first and then any
+    # server that answers, with no extra process to run (docs/runbooks.md#read-routing).
+    read_dsn: str | None = Field(
+        None,
+        description="DSN for read-only work (status, stats, reports); unset = dsn. "
+        "Multi-host with target_session_attrs=prefer-standby reaches a replica, else the primary",
+    )
+    replica_lag_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="replay lag (bytes) above which status flags a replica"
+    )
+    replica_lag_max_s: float = Field(30.0, ge=0, description="replay lag (seconds) above which status flags a replica")
+    backup_stanza: str = Field("insights", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="pgBackRest stanza")
+    backup_config: Path | None = Field(
+        None, description="pgBackRest configuration file; unset = the local stack's, else pgBackRest's default"
+    )
+    backup_max_age_h: float = Field(
+        26.0, gt=0, description="status flags backups when the newest one is older than this (hours)"
+    )
 
-    @field_validator("dsn")
+    @field_validator("dsn", "read_dsn")
     @classmethod
-    def _dsn_parses(cls, value: str) -> str:
+    def _dsn_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parts = conninfo_to_dict(value)
         except Exception as exc:  # psycopg.ProgrammingError
@@ -137,11 +159,37 @@ class PostgresSettings(BaseSettings):
         return value
 
     def conninfo(self, **overrides: Any) -> str:
-        """The DSN with the secret password folded in: for connecting, never for logging."""
+        """The DSN with the secret password folded in: for connecting, never for logging.
+
+        A multi-host DSN without ``target_session_attrs`` gets ``read-write``: libpq would
+        otherwise take the first server that answers, a standby as readily as the
+        primary, and every write would fail with "read-only transaction" (25006).
+        """
+        return self._conninfo(self.dsn, "read-write", overrides)
+
+    def read_conninfo(self, **overrides: Any) -> str:
+        """Where read-only work connects: ``read_dsn`` when set (a replica first), else ``dsn``."""
+        if self.read_dsn is None:
+            return self.conninfo(**overrides)
+        return self._conninfo(self.read_dsn, "prefer-standby", overrides)
+
+    def _conninfo(self, dsn: str, default_attrs: str, overrides: dict[str, Any]) -> str:
         extra: dict[str, Any] = dict(overrides)
         if self.password is not None and "password" not in extra:
             extra["password"] = self.password.get_secret_value()
-        return make_conninfo(self.dsn, **extra)
+        if "target_session_attrs" not in extra and is_multi_host(dsn):
+            parts = conninfo_to_dict(dsn)
+            if not parts.get("target_session_attrs"):
+                extra["target_session_attrs"] = default_attrs
+        return make_conninfo(dsn, **extra)
+
+
+def is_multi_host(dsn: str) -> bool:
+    """True when a libpq DSN names several servers (``host=a,b`` or ``postgresql://a,b/...``)."""
+    parts = conninfo_to_dict(dsn)
+    return "," in str(parts.get("host") or "") or "," in str(parts.get("hostaddr") or "") or "," in str(
+        parts.get("port") or ""
+    )
 
 
 class ConsumerSettings(BaseSettings):
@@ -193,6 +241,9 @@ class StackSettings(BaseSettings):
     kafka_port: int = Field(59092, ge=1024, le=65535)
     kafka_controller_port: int = Field(59093, ge=1024, le=65535)
     pgbouncer_port: int = Field(56432, ge=1024, le=65535)
+    pg_replica_base_port: int = Field(
+        55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
+    )
 
 
 #: attribute of :class:`Settings` -> the concern's class

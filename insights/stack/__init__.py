@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.settings import Settings
 from insights.stack.kafka import LocalKafka
 from insights.stack.pgbouncer import LocalPgBouncer
 from insights.stack.postgres import LocalPostgres
+from insights.stack.replicas import Cluster
 
 
 @dataclass(frozen=True)
@@ -21,27 +23,56 @@ class ServiceStatus:
 class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.postgres = LocalPostgres(settings)
+        self.cluster = Cluster(settings)
+        # the node the topology names primary: after `stack failover` no longer `.stack/pg`
+        self.postgres: LocalPostgres = self.cluster.primary
         self.kafka = LocalKafka(settings)
         self.pgbouncer = LocalPgBouncer(settings)
 
-    def up(self, with_pgbouncer: bool = False) -> dict[str, str]:
-        """Idempotent; returns what happened to each service."""
-        result = {"postgres": self.postgres.up(), "kafka": self.kafka.up()}
+    def up(
+        self,
+        with_pgbouncer: bool = False,
+        replicas: int | None = None,
+        progress: Callable[[str], None] = lambda _m: None,
+    ) -> dict[str, str]:
+        """Idempotent; returns what happened to each service.
+
+        ``replicas``: clone streaming replicas until there are that many (known ones are
+        always started). The primary's WAL archive is pointed at pgBackRest when the
+        cluster archives (``insights/ops/backup.py``); a cluster initialised before that
+        is left as it is (changing archive_mode needs a restart).
+        """
+        from insights.ops.backup import configure_local_archiving
+        from insights.stack.packages import ensure_optional
+
+        progress("checking the PostgreSQL operations packages (pgbackrest, pg_cron)")
+        result = {f"package {name}": what for name, what in ensure_optional().items()}
+        progress("starting PostgreSQL")
+        result["postgres"] = self.postgres.up()
+        progress("configuring the WAL archive (pgBackRest)")
+        result["backups"] = configure_local_archiving(self.settings, self.postgres)
+        result.update(self.cluster.up(replicas, progress))
+        progress("starting Kafka")
+        result["kafka"] = self.kafka.up()
         if with_pgbouncer:
             result["pgbouncer"] = self.pgbouncer.up()
         return result
 
     def down(self) -> dict[str, str]:
         # PgBouncer first (it fronts Postgres), then Kafka: consumers that outlive it
-        # fail fast rather than hang on Postgres
+        # fail fast rather than hang on Postgres. Replicas before the primary: they would
+        # only log the lost connection.
         result = {"pgbouncer": self.pgbouncer.down()} if self.pgbouncer.running_pid() else {}
-        return {**result, "kafka": self.kafka.down(), "postgres": self.postgres.down()}
+        return {**result, "kafka": self.kafka.down(), **self.cluster.down(), "postgres": self.postgres.down()}
 
     def status(self) -> list[ServiceStatus]:
         pg_pid = self.postgres.running_pid()
         kafka_pid = self.kafka.running_pid()
-        return [
-            ServiceStatus("postgres", pg_pid, bool(pg_pid) and self.postgres.answers(), self.postgres.dsn),
-            ServiceStatus("kafka", kafka_pid, bool(kafka_pid) and self.kafka.answers(), self.kafka.bootstrap),
-        ]
+        rows = [ServiceStatus("postgres", pg_pid, bool(pg_pid) and self.postgres.answers(), self.postgres.dsn)]
+        for replica in self.cluster.replicas():
+            pid = replica.running_pid()
+            # a replica answers as one only while it is in recovery (a promoted one is not)
+            answers = bool(pid) and replica.in_recovery() is True
+            rows.append(ServiceStatus(f"postgres {replica.spec.name} (replica)", pid, answers, replica.dsn))
+        rows.append(ServiceStatus("kafka", kafka_pid, bool(kafka_pid) and self.kafka.answers(), self.kafka.bootstrap))
+        return rows

@@ -22,6 +22,14 @@ retry step 3-4 with capped exponential backoff, forever, never skipping. On part
 assignment the loop seeks to the offsets stored in PostgreSQL; records of partitions
 revoked while a batch was fetched are left for their new owner. SIGTERM/SIGINT finish
 the batch in hand, commit, leave the group and return.
+
+**Offsets that went back.** The loop remembers the next offsets it stored or loaded.
+With ``GREATEST`` in the offsets upsert, PostgreSQL's copy never moves backwards, except
+when the database itself lost commits: a failover to an asynchronous replica that had not
+received the last transactions, or a point-in-time restore. Every batch compares (under
+the fence lock); when PostgreSQL is behind, the batch is rolled back, everything fetched
+is dropped and every assigned partition seeks to the offsets PostgreSQL holds. The lost
+transactions' records are read from Kafka again and stored once (docs/runbooks.md#primary-lost).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from datetime import date, datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from core.errors import InsightsError
 from core.settings import Settings
@@ -59,6 +67,15 @@ _PROTECTED = {"enable.auto.commit", "enable.auto.offset.store", "group.id", "par
 
 class ConsumerError(InsightsError):
     """The consumer cannot run (missing topic, fatal broker error, a bug in a sink)."""
+
+
+class OffsetsWentBack(InsightsError):
+    """PostgreSQL holds older offsets than this process stored: commits were lost (failover, restore)."""
+
+    def __init__(self, behind: Mapping[tuple[str, int], tuple[int | None, int]]) -> None:
+        self.behind = dict(behind)  # (topic, partition) -> (stored now or None, stored before)
+        parts = ", ".join(f"{t}[{p}] {now} < {before}" for (t, p), (now, before) in sorted(self.behind.items()))
+        super().__init__(f"offsets in PostgreSQL went back: {parts}")
 
 
 @dataclass
@@ -124,6 +141,10 @@ class ConsumerLoop:
         self.stop = threading.Event()
         self.totals = BatchResult()
         self._assigned: set[tuple[str, int]] = set()
+        #: next offsets this process knows PostgreSQL holds (loaded on assignment, or its own commits)
+        self._known: dict[tuple[str, int], int] = {}
+        #: set by a rewind: records fetched before it are redelivered after the seek, drop them
+        self._discard_fetched = False
         self._ensured: set[tuple[str, date]] = set()
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
@@ -231,6 +252,9 @@ class ConsumerLoop:
         the *previous* batch (empty for the first); otherwise it writes in place.
         """
         started = time.perf_counter()
+        if self._discard_fetched:  # fetched before a rewind: they come again after the seek
+            self._discard_fetched = False
+            return BatchResult()
         items: list[Item[Any]] = []
         letters: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
@@ -254,10 +278,18 @@ class ConsumerLoop:
             return BatchResult()
         stamps = self.sink.timestamps([item.rows for item in items]) if items else {}
         if not self.pipeline:
-            result, _ = self._write_batch(items, letters, next_offsets, stamps, started)
+            try:
+                result, _ = self._write_batch(items, letters, next_offsets, stamps, started)
+            except OffsetsWentBack as gap:
+                self._rewind(gap)
+                self._discard_fetched = False  # nothing else was fetched
+                return BatchResult()
             self._commit_kafka(next_offsets)
             return result
         previous = self._finish_inflight()
+        if self._discard_fetched:  # the batch in flight found the offsets gone back: rewound
+            self._discard_fetched = False
+            return previous
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.sink.name}-writer")
         self._inflight = self._writer.submit(self._write_batch, items, letters, next_offsets, stamps, started)
@@ -272,9 +304,48 @@ class ConsumerLoop:
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return BatchResult()
-        result, next_offsets = inflight.result()
+        try:
+            result, next_offsets = inflight.result()
+        except OffsetsWentBack as gap:
+            self._rewind(gap)
+            return BatchResult()
         self._commit_kafka(next_offsets)
         return result
+
+    def _rewind(self, gap: OffsetsWentBack) -> None:
+        """Seek every assigned partition to the offsets PostgreSQL holds (see the module doc)."""
+        log.warning(
+            "offsets in PostgreSQL are behind what this process stored (a failover to a replica that "
+            "missed commits, or a restore): re-reading from the stored offsets",
+            extra={"topic": self.topic, "behind": {f"{t}[{p}]": v for (t, p), v in gap.behind.items()}},
+        )
+        self.metrics.rebalances.labels("rewind").inc()
+        keys = sorted(self._assigned)
+
+        def load() -> dict[tuple[str, int], int]:
+            try:
+                with self._connection().transaction():
+                    return offsets.load(self._conn, self.group, keys)  # type: ignore[arg-type]
+            except Exception as exc:
+                if self.policy(exc).action is Action.RETRY:
+                    self._drop_connection()
+                raise
+
+        stored = retry_transient(load, backoff=self.backoff, stop=self.stop, on_retry=self._on_retry) if keys else {}
+        # a partition PostgreSQL forgot entirely starts over as a new group would
+        fallback = OFFSET_BEGINNING if self.auto_offset_reset == "earliest" else OFFSET_END
+        consumer = self._consumer
+        for topic, partition in keys:
+            tp = TopicPartition(topic, partition, stored.get((topic, partition), fallback))
+            if consumer is None:
+                continue
+            try:
+                consumer.seek(tp)  # also drops what librdkafka had fetched for it
+            except KafkaException:  # not fetching yet: assign again at the offset
+                consumer.incremental_unassign([TopicPartition(topic, partition)])
+                consumer.incremental_assign([tp])
+        self._known = dict(stored)
+        self._discard_fetched = True
 
     def _finish_inflight_quietly(self) -> None:
         try:
@@ -365,6 +436,13 @@ class ConsumerLoop:
             self._ensure_partitions(conn, stamps)
             with conn.transaction():
                 stored = offsets.load(conn, self.group, next_offsets, lock=True)
+                behind = {
+                    key: (stored.get(key), self._known[key])
+                    for key in next_offsets
+                    if key in self._known and stored.get(key, -1) < self._known[key]
+                }
+                if behind:  # rolls this transaction back; the main thread rewinds
+                    raise OffsetsWentBack(behind)
 
                 def fresh(topic: str, partition: int, offset: int) -> bool:
                     return offset >= stored.get((topic, partition), -1)
@@ -388,6 +466,8 @@ class ConsumerLoop:
             if self.policy(exc).action is Action.RETRY:
                 self._drop_connection()
             raise
+        for key, value in next_offsets.items():
+            self._known[key] = max(self._known.get(key, value), value)
         for table, count in outcome.rows.items():
             self.metrics.rows.labels(table).inc(count)
         for letter in todo_letters:
@@ -471,6 +551,7 @@ class ConsumerLoop:
             stored = {}
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_INVALID)
+        self._known.update(stored)
         consumer.incremental_assign(partitions)
         self._assigned.update(keys)
         log.info(
@@ -492,6 +573,7 @@ class ConsumerLoop:
         self.metrics.rebalances.labels(kind).inc()
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
+            self._known.pop((tp.topic, tp.partition), None)  # its next owner stores it now
             try:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:

@@ -7,6 +7,10 @@ defaults suit every client of the project:
 * ``prepare_threshold=None``: no server-side prepared statements, which a
   transaction-pooling PgBouncer cannot route;
 * ``connect_timeout=10``: a server that does not answer is an error, not a hang.
+
+``read_only=True`` connects through ``INSIGHTS_PG_READ_DSN`` (a replica first, the
+primary when none answers; see :meth:`PostgresSettings.read_conninfo`): for work that
+only reads and tolerates the replica's lag (status, statistics, reports).
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ def connect(
     *,
     autocommit: bool = True,
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+    read_only: bool = False,
     **conninfo: Any,
 ) -> psycopg.Connection[Any]:
     """Open a connection for ``purpose`` (e.g. ``consume-scrape``, ``cdc-slot``, ``status``).
 
     ``conninfo`` entries (``dbname``, ``options``, ``replication``…) override the DSN's.
     """
+    build = pg.read_conninfo if read_only else pg.conninfo
     return psycopg.connect(
-        pg.conninfo(application_name=application_name(purpose), connect_timeout=connect_timeout, **conninfo),
+        build(application_name=application_name(purpose), connect_timeout=connect_timeout, **conninfo),
         autocommit=autocommit,
         prepare_threshold=None,
     )
