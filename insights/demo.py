@@ -210,8 +210,14 @@ class DemoRun:
             raise DemoError(f"{differ} of {total} CDC-fed summaries differ from product_summary_view")
         return f"all {total} CDC-fed summaries equal product_summary_view after a REFRESH"
 
+    def _read_conn(self) -> psycopg.Connection:
+        """The report reads through INSIGHTS_PG_READ_DSN, once the replica replayed the demo's writes."""
+        from insights.ops.routing import read_after_writes
+
+        return read_after_writes(self.settings, "demo-report")
+
     def counts(self) -> str:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             parts = []
             for table in ("products", "product_snapshots", "product_features", "alerts"):
                 n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # constant names
@@ -232,7 +238,7 @@ class DemoRun:
         return ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
 
     def show_summaries(self) -> str:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             rows = conn.execute(
                 """
                 SELECT asin, current_price, min_price_30d, max_price_30d, round(avg_price_30d, 2), alerts_total

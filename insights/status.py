@@ -68,7 +68,8 @@ def consumers(settings: Settings) -> list[Check]:
     """Lag per group and topic, from the offsets the consumers store in PostgreSQL."""
     from streams.admin import admin_client, end_offsets
 
-    with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
+    # read-only: a replica answers when INSIGHTS_PG_READ_DSN names one (lag by its replay delay)
+    with psycopg.connect(settings.pg.read_conninfo(), connect_timeout=5) as conn:
         stored = conn.execute(
             "SELECT consumer_group, topic, partition, next_offset, now() - updated_at "
             "FROM consumer_offsets ORDER BY 1, 2, 3"
@@ -108,8 +109,19 @@ def cdc(settings: Settings) -> list[Check]:
     return [Check("cdc", found.slot, state if healthy else "LOST", detail, healthy=healthy)]
 
 
+def operations(settings: Settings) -> list[Check]:
+    """Replica lag, WAL archive and backups, pg_cron jobs (insights/ops/health.py)."""
+    from insights.ops.health import CHECKS
+
+    rows: list[Check] = []
+    for area, check in CHECKS:
+        found = _guard(area, lambda check=check: check(settings))
+        rows += [Check(f.area, f.what, f.state, f.detail, f.healthy) for f in found]
+    return rows
+
+
 def gather(settings: Settings) -> list[Check]:
     rows: list[Check] = []
     for area, check in (("database", database), ("topics", topics), ("consumers", consumers), ("cdc", cdc)):
         rows += _guard(area, lambda check=check: check(settings))
-    return rows
+    return rows + operations(settings)

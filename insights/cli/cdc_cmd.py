@@ -127,3 +127,49 @@ def snapshot(
         f"snapshot at {result.consistent_point}: "
         + ", ".join(f"{t} {n} rows" for t, n in result.rows.items())
     )
+
+
+@app.command()
+def resync(
+    ctx: typer.Context,
+    group: str | None = typer.Option(
+        None, "--group", help="summaries consumer group to reset (default INSIGHTS_CONSUMER_GROUP + '.summaries')"
+    ),
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation (needed when not interactive)"),
+) -> None:
+    """After a lost slot (failover, lost WAL): new slot, every row re-published, summaries rebuilt.
+
+    Run it on the new primary with the reader stopped; then start `insights cdc run`.
+    See docs/runbooks.md#primary-lost.
+    """
+    import sys
+
+    from insights.ops.resync import check_can_resync, resync as run_resync, summaries_group
+
+    settings = settings_of(ctx)
+    replaced = check_can_resync(settings)
+    target = group or summaries_group(settings)
+    console.print("cdc resync will:")
+    for line in (
+        replaced or f"create slot {settings.cdc.slot_name}",
+        f"move the stored offsets of group {target} to the end of the CDC topics and empty the summaries tables",
+        f"publish every current row of {', '.join(slots.cdc_tables(settings))} as read events (snapshot)",
+    ):
+        console.print(f"  - {line}", highlight=False)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CdcError("cdc resync empties the summaries and stdin is not a terminal: pass --yes to go ahead")
+        typer.confirm("Go ahead?", abort=True)
+    with err_console.status("resyncing…") as status:
+        result = run_resync(settings, group=target, console=err_console, progress=lambda m: status.update(f"{m}…"))
+    ends = sum(sum(parts.values()) for parts in result.boundary.values())
+    console.print(
+        f"resync boundary: {ends} records in {len(result.boundary)} CDC topics; "
+        f"summaries {'reset' if result.summaries_reset else 'schema absent, nothing reset'} for group {target}",
+        highlight=False,
+    )
+    console.print(
+        f"snapshot at {result.consistent_point}: " + ", ".join(f"{t} {n} rows" for t, n in result.rows.items()),
+        highlight=False,
+    )
+    console.print("next: start `insights cdc run` (streams from the new slot's consistent point)")

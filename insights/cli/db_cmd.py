@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import typer
@@ -23,9 +24,11 @@ app.add_typer(partitions_app, name="partitions")
 
 
 @contextmanager
-def _connect(ctx: typer.Context) -> Iterator[psycopg.Connection]:
+def _connect(ctx: typer.Context, *, read_only: bool = False) -> Iterator[psycopg.Connection]:
+    pg = settings_of(ctx).pg
     try:
-        conn = psycopg.connect(settings_of(ctx).pg.conninfo(), autocommit=True, connect_timeout=10)
+        conninfo = pg.read_conninfo() if read_only else pg.conninfo()
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         text = str(exc).strip()
         raise DatabaseError(f"cannot connect to PostgreSQL: {text.splitlines()[0] if text else exc}") from exc
@@ -118,10 +121,18 @@ def maintain(ctx: typer.Context) -> None:
 
 
 @app.command("stats")
-def stats_cmd(ctx: typer.Context) -> None:
-    """Connection usage, table sizes and index usage, as tables."""
-    with _connect(ctx) as conn:
+def stats_cmd(
+    ctx: typer.Context,
+    primary: bool = typer.Option(False, "--primary", help="ask the primary, not INSIGHTS_PG_READ_DSN"),
+) -> None:
+    """Connection usage, table sizes and index usage, as tables (from a replica when one answers)."""
+    with _connect(ctx, read_only=not primary) as conn:
+        where = conn.execute("SELECT pg_is_in_recovery(), inet_server_port()").fetchone()
         reports = stats.reports(conn)
+    if where is not None:
+        # connection counts and index usage are per server: say which one answered
+        role = "replica" if where[0] else "primary"
+        console.print(f"from the {role} on port {where[1]}", highlight=False)
     for report in reports:
         table = Table(*report.columns, title=report.title)
         for row in report.rows:
@@ -140,3 +151,48 @@ def passwords(ctx: typer.Context) -> None:
         console.print("no password in the settings: nothing changed")
     for role in done:
         console.print(f"password set for {role}")
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs, install nothing"),
+    at: list[str] = typer.Option(
+        None, "--at", help="override one job's cron schedule, NAME=SCHEDULE (repeatable), e.g. "
+        "insights-partitions='* * * * *'",
+    ),
+    systemd: Path | None = typer.Option(
+        None, "--systemd", help="write systemd service+timer units into this directory instead (no pg_cron)"
+    ),
+) -> None:
+    """Install the maintenance jobs in pg_cron (docs/runbooks.md#scheduled-maintenance)."""
+    import shutil
+
+    from insights.ops import schedule as jobs
+
+    if systemd is not None:
+        with _connect(ctx) as conn:
+            with_cron = jobs.cron_state(conn).loaded
+        units = jobs.systemd_units(shutil.which("insights") or "/usr/local/bin/insights", with_cron=with_cron)
+        systemd.mkdir(parents=True, exist_ok=True)
+        for name, text in units.items():
+            (systemd / name).write_text(text, encoding="utf-8")
+            console.print(f"wrote {systemd / name}", highlight=False)
+        console.print("enable with: systemctl enable --now " + " ".join(n for n in units if n.endswith(".timer")))
+        return
+    overrides: dict[str, str] = {}
+    for item in at or []:
+        name, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise jobs.ScheduleError(f"--at {item!r}: expected NAME=SCHEDULE, e.g. insights-partitions='* * * * *'")
+        overrides[name.strip()] = spec.strip()
+    with _connect(ctx) as conn:
+        done = jobs.install(conn, overrides, dry_run=dry_run)
+    table = Table("job", "schedule", "command")
+    for job, what in done:
+        first = job.command.splitlines()[0]
+        table.add_row(job.name, what, first + (" …" if "\n" in job.command else ""))
+    console.print(table)
+    outside = ", ".join(cmd for _n, _c, cmd in jobs.OUTSIDE_JOBS)
+    console.print(f"not in pg_cron (Python or pgBackRest): {outside}; see `insights db schedule --systemd DIR`",
+                  highlight=False)

@@ -9,6 +9,7 @@ import typer
 from insights.cli import produce_cmd, replay_cmd, stack_cmd, topics_cmd
 from insights.cli import demo_cmd, status_cmd
 from insights.cli import cdc_cmd
+from insights.cli import backup_cmd
 from insights.cli import consume_cmd
 from insights.cli import db_cmd
 from insights.cli import schemas_cmd
@@ -43,6 +44,7 @@ app.add_typer(replay_cmd.app, name="replay")
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(summaries_cmd.app, name="summaries")
+app.add_typer(backup_cmd.app, name="backup")
 
 
 def run() -> None:

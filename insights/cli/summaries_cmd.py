@@ -61,7 +61,8 @@ def status(ctx: typer.Context) -> None:
     """How many summaries there are, how fresh, and how many wait for the sweep."""
     settings = settings_of(ctx)
     try:
-        with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
+        # read-only: a replica answers when INSIGHTS_PG_READ_DSN names one
+        with psycopg.connect(settings.pg.read_conninfo(), connect_timeout=10) as conn:
             row = conn.execute(
                 """
                 SELECT count(*), count(*) FILTER (WHERE is_active),

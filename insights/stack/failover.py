@@ -137,7 +137,8 @@ def failover(settings: Settings, chosen: FailoverPlan, progress: Callable[[str],
         row = conn.execute("SELECT pg_promote(true, 60)").fetchone()
         if not row or not row[0]:
             raise StackError(f"{target.spec.name} did not finish promotion within 60 s; see {target.paths.log}")
-        timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+        # the WAL file name starts with the timeline (the checkpoint's may still be the old one)
+        timeline = conn.execute("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
     steps.append(f"promoted {target.spec.name} on port {target.port} (timeline {timeline[0] if timeline else '?'})")
     new_primary = LocalPostgres(settings, root=target.paths.root, port=target.port)
 

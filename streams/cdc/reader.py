@@ -145,6 +145,8 @@ class CdcReader:
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         with slots.connect(self.settings) as conn:
+            # a publication without its slot: lost in a failover, never silently re-created
+            slots.require_slot_unless_new(conn, self.slot, self.settings.cdc.publication)
             slots.ensure_publication(conn, self.settings.cdc.publication, self.settings.cdc.schema_name, self.tables)
             slots.ensure_slot(conn, self.slot)
             slots.check_not_lost(conn, self.slot)

@@ -10,7 +10,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.settings import Settings
-from streams.cdc.errors import CdcError, SlotLostError
+from streams.cdc.errors import CdcError, SlotLostError, SlotMissingError
 from streams.topics import CDC_TABLES
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
@@ -61,6 +61,21 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
 
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() is not None
+
+
+def require_slot_unless_new(conn: psycopg.Connection[Any], slot: str, publication: str) -> None:
+    """Raise :class:`SlotMissingError` when the publication exists without its slot.
+
+    Publication and slot are made together (``cdc setup``, ``cdc snapshot``) and dropped
+    together (``cdc drop``): a publication alone means the slot went missing.
+    """
+    if slot_exists(conn, slot):
+        return
+    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() is None:
+        return
+    # the current WAL file name starts with the timeline: above 1, this server was promoted
+    row = conn.execute("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
+    raise SlotMissingError(slot, publication, int(row[0]) if row and row[0] is not None else None)
 
 
 def ensure_slot(conn: psycopg.Connection[Any], slot: str) -> bool:
