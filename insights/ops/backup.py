@@ -271,7 +271,8 @@ def restore(
     stanza) and does not load pg_cron (its copies of the scheduled jobs must not run).
     """
     when = _parse_time(to_time)
-    target = when.isoformat()
+    # the form pgBackRest accepts (and PostgreSQL's recovery_target_time too), in UTC
+    target = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
     tool = PgBackRest(settings)
     proc.require_port_free(port, "the restored cluster", "--port")
     server = LocalPostgres(settings, root=into, port=port)

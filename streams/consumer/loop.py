@@ -61,6 +61,9 @@ log = logging.getLogger("insights.consumer")
 
 Decoder = Callable[[bytes, Any], dict[str, Any]]
 
+#: how often an idle consumer checks that PostgreSQL still holds the offsets it stored
+IDLE_OFFSET_CHECK_S = 5.0
+
 # librdkafka properties the loop's correctness depends on: overrides cannot change them
 _PROTECTED = {"enable.auto.commit", "enable.auto.offset.store", "group.id", "partition.assignment.strategy"}
 
@@ -145,6 +148,9 @@ class ConsumerLoop:
         self._known: dict[tuple[str, int], int] = {}
         #: set by a rewind: records fetched before it are redelivered after the seek, drop them
         self._discard_fetched = False
+        #: a quiet consumer still notices a database that went back (failover) within this long
+        self.idle_check_s = IDLE_OFFSET_CHECK_S
+        self._next_idle_check = 0.0
         self._ensured: set[tuple[str, date]] = set()
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
@@ -230,6 +236,8 @@ class ConsumerLoop:
             if not messages:
                 if self.idle_exit_after is not None and time.monotonic() - last_data > self.idle_exit_after:
                     return
+                if self._inflight is None and time.monotonic() >= self._next_idle_check:
+                    self._check_offsets_while_idle()
                 continue
             last_data = time.monotonic()
             self.process(messages)
@@ -311,6 +319,31 @@ class ConsumerLoop:
             return BatchResult()
         self._commit_kafka(next_offsets)
         return result
+
+    def _check_offsets_while_idle(self) -> None:
+        """No records for a while: compare PostgreSQL's offsets with what this process stored.
+
+        Without it, commits lost in a failover during a quiet period would be re-read
+        only when the next record arrives. A failure here (the database still away) is
+        not an error: the next check, or the next batch, tries again.
+        """
+        self._next_idle_check = time.monotonic() + self.idle_check_s
+        keys = [k for k in sorted(self._assigned) if k in self._known]
+        if not keys:
+            return
+        try:
+            with self._connection().transaction():
+                stored = offsets.load(self._conn, self.group, keys)  # type: ignore[arg-type]
+        except Exception as exc:
+            if self.policy(exc).action is not Action.RETRY:
+                raise
+            self._drop_connection()
+            log.info("idle offset check: database not reachable yet", extra={"topic": self.topic, "error": describe(exc)[:200]})
+            return
+        behind = {k: (stored.get(k), self._known[k]) for k in keys if stored.get(k, -1) < self._known[k]}
+        if behind:
+            self._rewind(OffsetsWentBack(behind))
+            self._discard_fetched = False  # nothing was fetched: the next consume() reads from the seek
 
     def _rewind(self, gap: OffsetsWentBack) -> None:
         """Seek every assigned partition to the offsets PostgreSQL holds (see the module doc)."""
