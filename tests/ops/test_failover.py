@@ -168,6 +168,10 @@ def test_failover_mid_ingest_loses_nothing_and_cdc_resync_repairs_the_summaries(
             lambda: scalar(new.dsn, "SELECT title FROM summaries.product_summary WHERE asin = %s", asin(7))
             == "after resync", 60, "a change after the resync to reach the summaries",
         )
+    except BaseException:
+        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest with the failure
+            print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        raise
     finally:
         codes = {name: terminate(p) for name, p in procs.items()}
         _delete_prefixed_topics(kafka_bootstrap, settings.kafka.topic_prefix)
