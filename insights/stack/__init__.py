@@ -75,4 +75,12 @@ class LocalStack:
             answers = bool(pid) and replica.in_recovery() is True
             rows.append(ServiceStatus(f"postgres {replica.spec.name} (replica)", pid, answers, replica.dsn))
         rows.append(ServiceStatus("kafka", kafka_pid, bool(kafka_pid) and self.kafka.answers(), self.kafka.bootstrap))
+        # PgBouncer is optional (`stack up --with-pgbouncer`): listed while its process
+        # runs, so a bouncer that runs but no longer routes a query fails the status,
+        # while a stack started without it is not reported as broken
+        bouncer_pid = self.pgbouncer.running_pid()
+        if bouncer_pid:
+            rows.append(
+                ServiceStatus("pgbouncer", bouncer_pid, self.pgbouncer.answers(), self.pgbouncer.dsn("insights"))
+            )
         return rows
