@@ -9,6 +9,9 @@ from typing import Any
 
 import psycopg
 import pytest
+
+# the contract's asserts are in a helper module: show their operands when they fail
+pytest.register_assert_rewrite("tests.consumers.sink_contract")
 from confluent_kafka import Consumer, Producer
 
 from core.settings import Settings

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from consumers.registry import get as sink_spec
 from core.settings import Settings, load_settings
@@ -43,7 +44,8 @@ from streams.topics import dlq_name
 from tests.consumers.conftest import run_until_idle
 from tests.consumers.events import shuffled
 
-State = dict[str, list[tuple[Any, ...]]]
+#: per table, its rows as column -> value
+State = dict[str, list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -346,7 +348,8 @@ def dump(conn: psycopg.Connection, tables: tuple[str, ...], leave_out: Mapping[s
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema, name)
         )
-        out[table] = sorted(conn.execute(query).fetchall(), key=repr)
+        with conn.cursor(row_factory=dict_row) as cur:
+            out[table] = sorted(cur.execute(query).fetchall(), key=repr)
     return out
 
 
