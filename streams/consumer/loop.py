@@ -77,7 +77,7 @@ class ConsumerLoop:
         self.policy, self.backoff, self.auto_offset_reset = policy, backoff, auto_offset_reset
         self.stop = stop if stop is not None else threading.Event()
         self.health = health if health is not None else Health()
-        self.metrics = ConsumerMetrics(sink.name, self.group, registry)
+        self.metrics = ConsumerMetrics(sink.name, self.group, registry=registry)
         #: for tests and the benchmark: stop after this many batches / this long without records
         self.max_batches, self.idle_exit_after = max_batches, idle_exit_after
         #: perf_counter of the first batch (the benchmark's start of the clock)

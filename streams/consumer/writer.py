@@ -33,7 +33,7 @@ from confluent_kafka import KafkaException
 from core.settings import PostgresSettings
 from streams.consumer.policy import Action, ErrorPolicy
 from streams.consumer.sink import Sink
-from streams.consumer.transaction import Batch, BatchResult, TopicPartition, commit_batch, stored_offsets
+from streams.consumer.transaction import Batch, BatchResult, Committed, TopicPartition, commit_batch, stored_offsets
 from streams.dlq import DeadLetterQueue
 from streams.faults import describe
 from streams.metrics import ConsumerMetrics
@@ -131,7 +131,7 @@ class BatchWriter:
 
     # --- the writer's thread (or the consumer's, without the pipeline) -----------------
     def _write(self, batch: Batch) -> Written:
-        def attempt() -> Any:
+        def attempt() -> Committed:
             with self._guarded() as conn:
                 self._partitions.ensure(conn, batch.stamps)
                 return commit_batch(
