@@ -15,6 +15,7 @@ from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import format_lsn
+from streams.topics import cdc_tables
 
 app = typer.Typer(help="CDC reader: logical replication (pgoutput) -> Avro change events on Kafka.", no_args_is_help=True)
 
@@ -37,7 +38,7 @@ def setup(
     CdcReader(settings).setup()
     console.print(
         f"publication {settings.cdc.publication} and slot {settings.cdc.slot_name} ready for "
-        f"{', '.join(slots.cdc_tables(settings))}"
+        f"{', '.join(cdc_tables(settings))}"
     )
 
 
@@ -121,7 +122,7 @@ def snapshot(
     from streams.cdc.snapshot import run_snapshot
 
     settings = settings_of(ctx)
-    tables = tuple(table) if table else slots.cdc_tables(settings)
+    tables = tuple(table) if table else cdc_tables(settings)
     result = run_snapshot(settings, tables, recreate_slot=recreate_slot, console=err_console)
     console.print(
         f"snapshot at {result.consistent_point}: "
