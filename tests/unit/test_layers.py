@@ -8,6 +8,8 @@ to show that the contracts do catch what they are meant to (a lazy import includ
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -148,3 +150,31 @@ def test_the_consumer_path_importing_the_cdc_reader_fails(copy: Path, probe) -> 
     assert result.returncode != 0
     assert "The consumer write path and the CDC reader are independent BROKEN" in result.stdout
     assert "streams.consumer is not allowed to import streams.cdc" in result.stdout
+
+
+def test_nothing_below_the_application_loads_settings() -> None:
+    # settings are read once at the entry point and passed down (docs/architecture.md)
+    offenders = []
+    for package in ("core", "streams", "consumers"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if path == REPO_ROOT / "core" / "settings.py":
+                continue  # where load_settings is defined
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+                if name == "load_settings" or (
+                    isinstance(node, ast.ImportFrom) and any(a.name == "load_settings" for a in node.names)
+                ):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_architecture_doc_names_files_that_exist() -> None:
+    doc = (REPO_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    # every path into the four packages, in the text and in the diagrams' labels
+    full = set(re.findall(r"\b(?:core|streams|consumers|insights)/[\w./]*", doc))
+    assert len(full) > 30, "the doc should name the files of both data paths"
+    missing = sorted(p for p in full if not (REPO_ROOT / p).exists())
+    # short `dir/` or `dir/file.py` mentions in the layer table are relative to their package
+    short = set(re.findall(r"`([a-z_]+/(?:[\w.]+\.py)?)`", doc)) - full
+    missing += sorted(p for p in short if not any((REPO_ROOT / pkg / p).exists() for pkg in ["", *LAYERS]))
+    assert missing == [], "docs/architecture.md names files that are not in the tree"
