@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -32,7 +33,7 @@ def setup(
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
 ) -> None:
     """Create the publication (publish_via_partition_root) and the pgoutput slot if missing, and the topics."""
-    from streams.cdc.reader import CdcReader
+    from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
     CdcReader(settings).setup()
@@ -63,8 +64,6 @@ def drop(
 @app.command()
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
-    import json
-
     settings = settings_of(ctx)
     with slots.connect(settings) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
@@ -89,9 +88,9 @@ def run(
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
 ) -> None:
     """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot."""
-    from prometheus_client import start_http_server
+    from prometheus_client import start_http_server  # lazy: CLI start-up of the other commands
 
-    from streams.cdc.reader import CdcReader
+    from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
     logging.basicConfig(level=settings.service.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,7 +118,7 @@ def snapshot(
     ),
 ) -> None:
     """Emit the current rows as read events (op r) from the snapshot the slot's creation exports."""
-    from streams.cdc.snapshot import run_snapshot
+    from streams.cdc.snapshot import run_snapshot  # lazy: CLI start-up of the other commands
 
     settings = settings_of(ctx)
     tables = tuple(table) if table else cdc_tables(settings)
