@@ -27,8 +27,8 @@ from psycopg.types.json import Jsonb
 
 from core.errors import InsightsError
 from core.settings import Settings
-from insights.db.migrations import migrate
-from insights.generate.alerts import alert_rules
+from insights.db import migrations
+from insights.generate import alerts as alert_generator
 from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
 from streams.admin import admin_client, end_offsets, ensure_topics
@@ -103,7 +103,7 @@ class DemoRun:
         return ", ".join(f"{k} {v}" for k, v in result.items())
 
     def migrate(self) -> str:
-        applied = migrate(self.settings.pg.conninfo())
+        applied = migrations.migrate(self.settings.pg.conninfo())
         return f"{len(applied)} migrations applied" if applied else "schema up to date"
 
     def topics(self) -> str:
@@ -118,7 +118,7 @@ class DemoRun:
         return "publication and slot ready; reader streaming in the background"
 
     def alert_rules(self) -> str:
-        rules = alert_rules(12)
+        rules = alert_generator.alert_rules(12)
         with self._conn() as conn:
             for rule in rules:
                 conn.execute(
