@@ -168,12 +168,26 @@ def test_nothing_below_the_application_loads_settings() -> None:
     assert offenders == []
 
 
+#: files the doc names that other branches of the same issue add (the write path in three
+#: files and the sink registry; the service runner). A trip-wire, not a skip: once one is in
+#: the tree the test below fails until it is taken off this list, which is the moment to
+#: read docs/architecture.md against what landed.
+PLANNED: set[str] = {
+    "streams/consumer/writer.py",
+    "streams/consumer/transaction.py",
+    "consumers/registry.py",
+    "streams/service/runner.py",
+}
+
+
 def test_the_architecture_doc_names_files_that_exist() -> None:
     doc = (REPO_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     # every path into the four packages, in the text and in the diagrams' labels
     full = set(re.findall(r"\b(?:core|streams|consumers|insights)/[\w./]*", doc))
     assert len(full) > 30, "the doc should name the files of both data paths"
-    missing = sorted(p for p in full if not (REPO_ROOT / p).exists())
+    landed = sorted(p for p in PLANNED if (REPO_ROOT / p).exists())
+    assert landed == [], "now in the tree: take them off PLANNED and check the doc against them"
+    missing = sorted(p for p in full - PLANNED if not (REPO_ROOT / p).exists())
     # short `dir/` or `dir/file.py` mentions in the layer table are relative to their package
     short = set(re.findall(r"`([a-z_]+/(?:[\w.]+\.py)?)`", doc)) - full
     missing += sorted(p for p in short if not any((REPO_ROOT / pkg / p).exists() for pkg in ["", *LAYERS]))
