@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from consumers import registry as sinks
 from insights.cli.context import console, settings_of
+from streams.consumer.logs import configure_logging
+from streams.metrics import MetricsServer
 from streams.service.health import Health
 
 #: the registered sinks, as the choices of the command's argument
@@ -53,9 +55,6 @@ def consume(
     ),
 ) -> None:
     """Run one consumer process of a sink until SIGTERM."""
-    from streams.consumer.logs import configure_logging
-    from streams.metrics import MetricsServer
-
     settings = settings_of(ctx)
     configure_logging(settings.service.log_level, settings.service.log_json)
     name = sink.value

@@ -10,11 +10,11 @@ whole of it, in order:
 3. **isolate** bad rows: the sink writes the rest in one go; when PostgreSQL rejects it
    for a data reason, the records are bisected under savepoints until each one that
    fails on its own is found (its neighbours keep their rows);
-4. **dead-letter** what could not be stored (bad records found while decoding, and the
+4. **store** the next offsets (``GREATEST``: never backwards because a slow member
+   commits late);
+5. **dead-letter** what could not be stored (bad records found while decoding, and the
    isolated ones), delivered and acknowledged *before* the commit: a crash in between
    re-delivers the batch, which may dead-letter a record twice but never loses one;
-5. **store** the next offsets (``GREATEST``: never backwards because a slow member
-   commits late);
 6. **commit**.
 
 Kafka's own committed offsets are written after this, by the loop, only so that
@@ -105,13 +105,13 @@ def commit_batch(
         letters = [d for d in batch.letters if fresh(d.topic, d.partition, d.offset)]
         fresh_letters = len(letters)
         rows, rejected = _write_isolating(conn, sink, todo, policy)  # 3. isolate
-        letters += [  # 4. dead-letter
+        _save_offsets(conn, group, batch.next_offsets)  # 4. store offsets (the rows are in)
+        letters += [
             DeadLetter(error_class, describe(exc), item.topic, item.partition, item.offset,
                        item.timestamp_ms, item.key, item.value)
             for item, exc, error_class in rejected
         ]
-        _save_offsets(conn, group, batch.next_offsets)  # 5. store offsets (the rows are in)
-        if letters:
+        if letters:  # 5. dead-letter
             dead_letters.deliver(letters)
     # 6. committed: leaving the block without an exception commits
     consumed = len(batch.items) + len(batch.letters)

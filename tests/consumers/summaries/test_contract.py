@@ -16,11 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from consumers.summaries.consumer import SOURCE_TABLES
 from consumers.summaries.sql import SCHEMA, STATE_TABLES
 from core.settings import Settings
 from streams.cdc.codec import make_encoder
-from streams.topics import cdc_topic_name
+from streams.topics import SUMMARIES_SOURCE_TABLES, cdc_topic_name
 from tests.consumers.sink_contract import Poison, Record, SinkContract, State
 
 pytestmark = pytest.mark.integration
@@ -63,7 +62,7 @@ class TestSummariesContract(SinkContract):
 
     def records(self, settings: Settings) -> list[Record]:
         encode = make_encoder(settings)
-        topic = {t: cdc_topic_name(settings, t, settings.cdc.schema_name) for t in SOURCE_TABLES}
+        topic = {t: cdc_topic_name(settings, t, settings.cdc.schema_name) for t in SUMMARIES_SOURCE_TABLES}
         commits = count(1)
         out: list[Record] = []
 
