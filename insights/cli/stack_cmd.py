@@ -71,8 +71,8 @@ def failover(
 ) -> None:
     """Promote a replica to primary and retire the old primary (docs/runbooks.md#primary-lost)."""
     from core.errors import StackError
-    from insights.stack.failover import failover as run_failover
-    from insights.stack.failover import plan
+    from insights.ops.failover import failover as run_failover
+    from insights.ops.failover import plan
 
     settings = settings_of(ctx)
     chosen = plan(settings, to)

@@ -39,10 +39,10 @@ class LocalStack:
 
         ``replicas``: clone streaming replicas until there are that many (known ones are
         always started). The primary's WAL archive is pointed at pgBackRest when the
-        cluster archives (``insights/ops/backup.py``); a cluster initialised before that
+        cluster archives (``insights/stack/pgbackrest.py``); a cluster initialised before that
         is left as it is (changing archive_mode needs a restart).
         """
-        from insights.ops.backup import configure_local_archiving
+        from insights.stack.pgbackrest import configure_local_archiving
         from insights.stack.packages import ensure_optional
 
         progress("checking the PostgreSQL operations packages (pgbackrest, pg_cron)")

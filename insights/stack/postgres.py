@@ -47,7 +47,7 @@ checkpoint_timeout = '15min'
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 # archive_mode needs a restart to change, so it is on from the start. Until
-# `insights stack up` points archive_command at pgBackRest (insights/ops/backup.py), the
+# `insights stack up` points archive_command at pgBackRest (insights/stack/pgbackrest.py), the
 # placeholder `true` lets finished segments go: no base backup exists yet that they could
 # extend, and an empty archive_command would keep every segment forever instead.
 archive_mode = on

@@ -91,7 +91,7 @@ def make_cluster() -> Iterator[Callable[..., PrivateCluster]]:
 
     def make(replicas: int, *, archive: bool = False, **flat: Any) -> PrivateCluster:
         from insights.db.migrations import migrate
-        from insights.ops.backup import configure_local_archiving
+        from insights.stack.pgbackrest import configure_local_archiving
 
         require_ops_packages()
         # not pytest's tmp_path: it is private to root, and PostgreSQL runs as another user

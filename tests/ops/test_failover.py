@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from insights.stack.failover import cut_replication
+from insights.ops.failover import cut_replication
 from streams.topics import dlq_name, event_topics
 from tests.consumers.conftest import produce
 from tests.consumers.events import asin, scrape

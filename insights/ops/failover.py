@@ -160,7 +160,7 @@ def failover(settings: Settings, chosen: FailoverPlan, progress: Callable[[str],
         steps.append(f"{replica.spec.name}: " + replica.repoint(new_primary))
 
     # 4. what follows the primary
-    from insights.ops.backup import configure_local_archiving, local_config
+    from insights.stack.pgbackrest import configure_local_archiving, local_config
 
     if local_config(settings).exists():
         steps.append("backups: " + configure_local_archiving(settings, new_primary))
