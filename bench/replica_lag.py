@@ -36,9 +36,9 @@ import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consume_scrape import TimedLoop, machine_facts, produce_events  # noqa: E402
+from consume_scrape import machine_facts, produce_events  # noqa: E402
 
-from consumers.scrape import ScrapeSink  # noqa: E402
+from consumers.registry import build_loop  # noqa: E402
 from core.paths import REPO_ROOT  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from insights.db.migrations import migrate  # noqa: E402
@@ -125,13 +125,14 @@ def main() -> None:
                     stop.wait(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
-        loop = TimedLoop(settings, ScrapeSink(), idle_exit_after=3.0)
+        loop = build_loop(settings, "scrape", idle_exit_after=3.0)
         sampler.start()
         totals = loop.run()
         stop.set()
         sampler.join(5)
-        assert loop.first is not None and loop.last is not None
-        consume_s = loop.last - loop.first
+        first, last = loop.first_batch_at, loop.writer.last_commit_at
+        assert first is not None and last is not None
+        consume_s = last - first
         if totals.consumed != args.events:
             raise SystemExit(f"consumer saw {totals.consumed} of {args.events} events")
         rate = args.events / consume_s

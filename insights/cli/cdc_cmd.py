@@ -153,7 +153,7 @@ def resync(
     for line in (
         replaced or f"create slot {settings.cdc.slot_name}",
         f"move the stored offsets of group {target} to the end of the CDC topics and empty the summaries tables",
-        f"publish every current row of {', '.join(slots.cdc_tables(settings))} as read events (snapshot)",
+        f"publish every current row of {', '.join(cdc_tables(settings))} as read events (snapshot)",
     ):
         console.print(f"  - {line}", highlight=False)
     if not yes:

@@ -45,7 +45,7 @@ from rich.console import Console
 from core.errors import InsightsError
 from core.settings import Settings
 from streams.cdc import slot as slots
-from streams.topics import cdc_topic_name
+from streams.topics import cdc_tables, cdc_topic_name
 
 SUMMARY_SCHEMA = "summaries"
 #: every table the summaries consumer keeps (consumers/summaries, ddl/0015_summaries.sql)
@@ -140,7 +140,7 @@ def resync(
     from streams.cdc.snapshot import run_snapshot
 
     check_can_resync(settings)
-    tables = slots.cdc_tables(settings)
+    tables = cdc_tables(settings)
     result = ResyncResult(summaries_group=group or summaries_group(settings))
     progress("reading the end offsets of the CDC topics (the resync boundary)")
     result.boundary = boundary(settings, tables)
