@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.settings import Settings
 from streams.faults import ErrorClass
+from streams.kafka import routed
 from streams.topics import dlq_name
 
 #: reasons are for humans; keep headers small
@@ -74,7 +75,7 @@ class DeadLetterQueue:
         self.group = group
         self._failures: list[KafkaError] = []
         self._producer = Producer(
-            settings.kafka.client_config(
+            routed(settings.kafka.client_config(
                 **{
                     # idempotence: a retried produce does not duplicate the dead letter
                     "enable.idempotence": True,
@@ -82,7 +83,7 @@ class DeadLetterQueue:
                     "linger.ms": 5,
                     "client.id": f"{group}-dlq",
                 }
-            )
+            ))
         )
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:

@@ -1,19 +1,27 @@
 """``insights consume scrape | alerts | summaries``: run one consumer process of a sink.
 
 Start N processes with the same consumer group to share the topic's partitions; each
-serves Prometheus metrics and ``/healthz`` on ``INSIGHTS_METRICS_PORT`` (0 = off).
-SIGTERM or Ctrl-C finishes the batch in hand, commits it and leaves the group.
+runs in the service frame (``streams.service``): Prometheus metrics and ``/healthz`` on
+``--metrics-port`` / ``INSIGHTS_METRICS_PORT`` (a taken port moves to the next free one,
+0 = off), JSON logs with ``INSIGHTS_LOG_JSON``. SIGTERM or Ctrl-C finishes the batch in
+hand, commits it and leaves the group.
 """
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from typing import Any
 
 import typer
 
 from insights.cli.context import console, settings_of
+from insights.cli.service_opts import metrics_port_option, service, stuck_after_option, unreachable_after_option
 from core.settings import Settings
+from streams.metrics import ConsumerMetrics
+from streams.service import Service
+
+log = logging.getLogger("insights.consumer")
 
 
 class Sink(str, Enum):
@@ -47,40 +55,56 @@ def build_loop(settings: Settings, sink: Sink, **options: Any) -> Any:
     return ConsumerLoop(settings, AlertsSink(), group=group, **options)
 
 
+def attach(loop: Any, frame: Service) -> None:
+    """Run ``loop`` inside the service frame: its stop Event, registry and health.
+
+    The loop still builds its own metrics object; it is replaced before ``run`` by one
+    on the frame's registry and health, and the loop's stop Event is the frame's, so a
+    signal stops it whichever handler catches it.
+    """
+    loop.stop = frame.stop
+    loop.metrics = ConsumerMetrics(loop.sink.name, loop.group, registry=frame.registry, health=frame.health)
+
+
 def consume(
     ctx: typer.Context,
     sink: Sink = typer.Argument(..., help=SINK_HELP, show_default=False),
     group: str | None = typer.Option(
         None, "--group", help="consumer group (default INSIGHTS_CONSUMER_GROUP + '.<sink>')"
     ),
-    metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="Prometheus/health port (default INSIGHTS_METRICS_PORT; 0 = off)"
-    ),
+    metrics_port: int | None = metrics_port_option(),
     auto_offset_reset: str = typer.Option(
         "earliest", "--auto-offset-reset", help="where a group with no stored offset starts"
     ),
-    stuck_after: float = typer.Option(
-        60.0, "--stuck-after", help="seconds without a loop iteration before /healthz fails"
-    ),
+    stuck_after: float = stuck_after_option(),
+    unreachable_after: float = unreachable_after_option(),
     exit_when_idle: float | None = typer.Option(
         None, "--exit-when-idle", help="exit after this many seconds without records (batch jobs)"
     ),
 ) -> None:
     """Run one consumer process of a sink (scrape, alerts or summaries) until SIGTERM."""
-    from streams.consumer.logs import configure_logging
-
     settings = settings_of(ctx)
-    configure_logging(settings.service.log_level, settings.service.log_json)
-    loop = build_loop(
+    frame = service(
         settings,
-        sink,
-        group=group,
+        f"consume-{sink.value}",
         metrics_port=metrics_port,
-        auto_offset_reset=auto_offset_reset,
         stuck_after=stuck_after,
-        idle_exit_after=exit_when_idle,
+        unreachable_after=unreachable_after,
     )
-    totals = loop.run()
+    with frame:
+        loop = build_loop(
+            settings,
+            sink,
+            group=group,
+            metrics_port=0,  # the frame serves /metrics and /healthz
+            auto_offset_reset=auto_offset_reset,
+            stuck_after=stuck_after,
+            idle_exit_after=exit_when_idle,
+        )
+        attach(loop, frame)
+        totals = loop.run()
+    log.info("stopped cleanly", extra={"sink": sink.value, **vars(totals)})
+    # stdout, for a person or a script (the demo quotes it): the logs are on stderr
     console.print(
         f"{sink.value}: stopped cleanly: {totals.stored} stored, {totals.skipped} already stored, "
         f"{totals.dead_letters} dead-lettered",

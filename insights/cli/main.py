@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -16,6 +17,7 @@ from insights.cli import summaries_cmd
 from insights.cli.context import err_console
 from core.errors import InsightsError
 from core.settings import load_settings
+from streams.service import json_logging_active
 
 app = typer.Typer(
     name="insights",
@@ -50,7 +52,11 @@ def run() -> None:
         # without standalone mode click returns typer.Exit's code instead of exiting
         code = app(standalone_mode=False)
     except InsightsError as exc:
-        err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        if json_logging_active():
+            # a service logging JSON keeps stderr one object per line, its last line included
+            logging.getLogger("insights").error("insights: error: %s", exc, extra={"exit_code": exc.exit_code})
+        else:
+            err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("insights: aborted")

@@ -46,6 +46,7 @@ from streams.consumer.isolate import write_isolating
 from streams.consumer.policy import Action, ErrorPolicy, default_policy, describe
 from streams.consumer.sink import Item, Sink
 from streams.dlq import DeadLetter, DeadLetterQueue
+from streams.kafka import routed
 from streams.metrics import ConsumerMetrics, MetricsServer
 from streams.retry import Backoff, Stopped, retry_transient
 
@@ -156,7 +157,7 @@ class ConsumerLoop:
             }
         )
         conf.update({k: v for k, v in self.settings.kafka.overrides.items() if k not in _PROTECTED})
-        return conf
+        return routed(conf)  # librdkafka's log lines through Python logging
 
     def run(self) -> BatchResult:
         """Consume until stopped; return the totals. Raises ConsumerError on a fatal fault."""
