@@ -8,11 +8,7 @@ registered here instead, so a dashboard sees them for every service.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 
 def process_registry() -> CollectorRegistry:
@@ -22,12 +18,3 @@ def process_registry() -> CollectorRegistry:
     GCCollector(registry=registry)
     return registry
 
-
-class Included(Collector):
-    """Another registry's metrics served through this one (a component that keeps its own)."""
-
-    def __init__(self, other: CollectorRegistry) -> None:
-        self.other = other
-
-    def collect(self) -> Iterable[Metric]:
-        return self.other.collect()

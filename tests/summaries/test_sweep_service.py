@@ -52,3 +52,19 @@ def test_sweep_every_is_a_service_that_survives_postgres_going_away(settings: Se
     records = sweeper.records()  # every stderr line is one JSON object
     assert all(r.get("service") == "summaries-sweep" for r in records)
     assert not sweeper.stdout or all(not line.strip() for line in sweeper.stdout)  # no rich text in the loop
+
+
+def test_a_permanent_error_ends_the_service_with_its_one_line_as_json(settings: Settings, pg_admin_dsn: str) -> None:
+    # the server's maintenance database has no summaries schema: waiting will not fix that
+    parts = conninfo_to_dict(make_conninfo(pg_admin_dsn, dbname="postgres"))
+    password = parts.pop("password", None)
+    env = default_service_env(child_env(settings.replace(pg_dsn=make_conninfo(**parts), pg_password=password)))
+    sweeper = ServiceProcess(["summaries", "sweep", "--every", "1"], env)
+    code = sweeper.process.wait(60)
+    sweeper.terminate()
+    assert code == 1
+    records = sweeper.records()  # the error line too is one JSON object
+    last = records[-1]
+    assert last["level"] == "error" and last["msg"].startswith("insights: error: summaries:"), last
+    assert last["exit_code"] == 1
+    assert not any("Traceback" in line for line in sweeper.stderr)
