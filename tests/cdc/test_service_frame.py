@@ -16,7 +16,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core.settings import Settings
-from streams.cdc import slot as slots
 from tests.cdc.conftest import wait_for
 from tests.fix_services import child_env
 from tests.service_procs import ServiceProcess, default_service_env, served_default_port_or_said_why
@@ -29,11 +28,12 @@ def _env(settings: Settings) -> dict[str, str]:
     return default_service_env(child_env(settings.replace(pg_dsn=make_conninfo(**parts))))
 
 
-def _holder(settings: Settings) -> int | None:
+def _holder(pg: psycopg.Connection[Any], settings: Settings) -> int | None:
     """The walsender pid streaming the slot, None while nobody holds it."""
-    with slots.connect(settings) as conn:
-        status = slots.slot_status(conn, settings.cdc.slot_name)
-    return status.active_pid if status else None
+    row = pg.execute(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (settings.cdc.slot_name,)
+    ).fetchone()
+    return row[0] if row else None
 
 
 def _metric(body: bytes, prefix: str) -> float:
@@ -48,7 +48,7 @@ def test_reader_and_hot_standby_on_default_settings_both_start_healthy_and_serve
     second: ServiceProcess | None = None
     try:
         first.port()
-        wait_for(lambda: _holder(cdc_settings) is not None, timeout=60, what="the first reader to stream")
+        wait_for(lambda: _holder(pg, cdc_settings) is not None, timeout=60, what="the first reader to stream")
         second = ServiceProcess(["cdc", "run"], env)
         second.wait_for_record(lambda r: r.get("msg") == "hot standby: slot busy, retrying", what="the standby notice")
         readers = [first, second]
