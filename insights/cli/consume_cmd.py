@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from insights.cli.context import console, settings_of
 from insights.cli.service_opts import metrics_port_option, service, stuck_after_option, unreachable_after_option
 from core.settings import Settings
-from streams.metrics import ConsumerMetrics
-from streams.service import Service
+
+if TYPE_CHECKING:
+    from streams.service.runner import Service
 
 log = logging.getLogger("insights.consumer")
 
@@ -39,18 +40,18 @@ SINK_HELP = (
 
 def build_loop(settings: Settings, sink: Sink, **options: Any) -> Any:
     """The shared consumer loop around one sink (summaries subscribes to three CDC topics)."""
-    from streams.consumer import ConsumerLoop
+    from streams.consumer import ConsumerLoop  # lazy: CLI start-up of the other commands
 
     group = options.pop("group") or f"{settings.consumer.group}.{sink.value}"
     if sink is Sink.summaries:
-        from consumers.summaries.consumer import SummariesLoop
+        from consumers.summaries.consumer import SummariesLoop  # lazy: CLI start-up of the other commands
 
         return SummariesLoop(settings, group=group, **options)
     if sink is Sink.scrape:
-        from consumers.scrape import ScrapeSink
+        from consumers.scrape import ScrapeSink  # lazy: CLI start-up of the other commands
 
         return ConsumerLoop(settings, ScrapeSink(), group=group, **options)
-    from consumers.alerts import AlertsSink
+    from consumers.alerts import AlertsSink  # lazy: CLI start-up of the other commands
 
     return ConsumerLoop(settings, AlertsSink(), group=group, **options)
 
@@ -62,6 +63,8 @@ def attach(loop: Any, frame: Service) -> None:
     on the frame's registry and health, and the loop's stop Event is the frame's, so a
     signal stops it whichever handler catches it.
     """
+    from streams.metrics import ConsumerMetrics  # lazy: CLI start-up of the other commands
+
     loop.stop = frame.stop
     loop.metrics = ConsumerMetrics(loop.sink.name, loop.group, registry=frame.registry, health=frame.health)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import click
 import typer
 
 from insights.cli import produce_cmd, replay_cmd, stack_cmd, topics_cmd
@@ -17,7 +18,6 @@ from insights.cli import summaries_cmd
 from insights.cli.context import err_console
 from core.errors import InsightsError
 from core.settings import load_settings
-from streams.service import json_logging_active
 
 app = typer.Typer(
     name="insights",
@@ -52,6 +52,8 @@ def run() -> None:
         # without standalone mode click returns typer.Exit's code instead of exiting
         code = app(standalone_mode=False)
     except InsightsError as exc:
+        from streams.service.logs import json_logging_active  # lazy: only an error needs it
+
         if json_logging_active():
             # a service logging JSON keeps stderr one object per line, its last line included
             logging.getLogger("insights").error("insights: error: %s", exc, extra={"exit_code": exc.exit_code})
@@ -66,8 +68,6 @@ def run() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors
-        import click
-
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)

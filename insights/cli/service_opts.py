@@ -6,13 +6,15 @@ services later commands add): ``--metrics-port``, ``--stuck-after``, ``--unreach
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from core.settings import Settings
-from streams.service import KafkaProbe, PostgresProbe, Probe, Service
-from streams.service.runner import DEFAULT_STUCK_AFTER_S, DEFAULT_UNREACHABLE_AFTER_S
+from streams.service.health import DEFAULT_STUCK_AFTER_S, DEFAULT_UNREACHABLE_AFTER_S
+
+if TYPE_CHECKING:
+    from streams.service.runner import Service
 
 
 def metrics_port_option() -> Any:
@@ -49,6 +51,9 @@ def service(
     postgres: bool = True,
 ) -> Service:
     """The frame of service ``name``, probing the dependencies it uses."""
+    from streams.service.probes import KafkaProbe, PostgresProbe, Probe  # lazy: CLI start-up of the other commands
+    from streams.service.runner import Service  # lazy: CLI start-up of the other commands
+
     probes: list[Probe] = []
     if kafka:
         probes.append(KafkaProbe(settings.kafka))

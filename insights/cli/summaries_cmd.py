@@ -48,7 +48,7 @@ def sweep(
     purges old delete markers. With --every it is a service like `insights consume`:
     log lines, /metrics and /healthz (--metrics-port), SIGTERM stops it between sweeps.
     """
-    from consumers.summaries.run import sweep_forever, sweep_once
+    from consumers.summaries.run import sweep_forever, sweep_once  # lazy: CLI start-up of the other commands
 
     settings = settings_of(ctx)
     ttl = timedelta(days=tombstone_days)

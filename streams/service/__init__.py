@@ -1,21 +1,12 @@
-"""What every long-running process shares: health, metrics, logging, signals (see ``runner``)."""
+"""What every long-running process shares: health, metrics, logging, signals.
 
-from streams.service.health import Health, HealthReport
-from streams.service.http import MetricsServer
-from streams.service.logs import configure_logging, json_logging_active
-from streams.service.probes import KafkaProbe, PostgresProbe, Probe
-from streams.service.registry import process_registry
-from streams.service.runner import Service
+The frame itself is :class:`streams.service.runner.Service`; its parts are ``health``
+(liveness and reachability), ``http`` (``/metrics`` and ``/healthz`` on a port that never
+crashes a second process), ``logs`` (JSON lines), ``probes`` (Kafka and PostgreSQL
+reachability) and ``registry`` (one Prometheus registry per process). Import them from
+their modules: this package stays light, the CLI imports it for every command.
+"""
 
-__all__ = [
-    "Health",
-    "HealthReport",
-    "KafkaProbe",
-    "MetricsServer",
-    "PostgresProbe",
-    "Probe",
-    "Service",
-    "configure_logging",
-    "json_logging_active",
-    "process_registry",
-]
+from streams.service.health import Health
+
+__all__ = ["Health"]

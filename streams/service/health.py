@@ -20,6 +20,12 @@ import time
 from dataclasses import dataclass, field
 
 
+#: a main loop that has not turned for this long is stuck
+DEFAULT_STUCK_AFTER_S = 60.0
+#: a dependency failing for this long makes the process unhealthy
+DEFAULT_UNREACHABLE_AFTER_S = 30.0
+
+
 @dataclass(frozen=True)
 class HealthReport:
     healthy: bool
@@ -32,7 +38,9 @@ class HealthReport:
 class Health:
     """``stuck_after=None``: no liveness check, for a loop that does not call :meth:`beat`."""
 
-    def __init__(self, *, stuck_after: float | None = 60.0, unreachable_after: float = 30.0) -> None:
+    def __init__(
+        self, *, stuck_after: float | None = DEFAULT_STUCK_AFTER_S, unreachable_after: float = DEFAULT_UNREACHABLE_AFTER_S
+    ) -> None:
         self.stuck_after = stuck_after
         self.unreachable_after = unreachable_after
         self._lock = threading.Lock()

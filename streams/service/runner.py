@@ -31,16 +31,13 @@ from typing import Any
 
 from core.settings import ServiceSettings
 from streams.faults import describe
-from streams.service.health import Health
+from streams.service.health import DEFAULT_STUCK_AFTER_S, DEFAULT_UNREACHABLE_AFTER_S, Health
 from streams.service.http import MetricsServer
 from streams.service.logs import configure_logging
 from streams.service.probes import Probe, Prober
 from streams.service.registry import process_registry
 
 log = logging.getLogger("insights.service")
-
-DEFAULT_STUCK_AFTER_S = 60.0
-DEFAULT_UNREACHABLE_AFTER_S = 30.0
 
 
 def probe_interval(unreachable_after: float) -> float:

@@ -23,9 +23,11 @@ from prometheus_client import Counter
 from pydantic import SecretStr
 
 from core.settings import ServiceSettings
-from streams.service import Health, MetricsServer, Service, process_registry
-from streams.service.http import PORT_ATTEMPTS, candidate_ports
+from streams.service.health import Health
+from streams.service.http import PORT_ATTEMPTS, MetricsServer, candidate_ports
 from streams.service.logs import JsonFormatter
+from streams.service.registry import process_registry
+from streams.service.runner import Service
 
 LOCAL = "127.0.0.1"
 
