@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
-
 from core.settings import Settings
 from insights.db.migrations import migrate
 from streams.admin import admin_client, describe_topics, end_offsets
 from streams.cdc.slot import slot_status
+from streams.pg import connect
 from streams.topics import declared_topics
 
 
@@ -65,7 +64,7 @@ def topics(settings: Settings) -> list[Check]:
 
 def consumers(settings: Settings) -> list[Check]:
     """Lag per group and topic, from the offsets the consumers store in PostgreSQL."""
-    with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
+    with connect(settings.pg, "status", connect_timeout=5) as conn:
         stored = conn.execute(
             "SELECT consumer_group, topic, partition, next_offset, now() - updated_at "
             "FROM consumer_offsets ORDER BY 1, 2, 3"
@@ -90,7 +89,7 @@ def consumers(settings: Settings) -> list[Check]:
 
 
 def cdc(settings: Settings) -> list[Check]:
-    with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
+    with connect(settings.pg, "status", connect_timeout=5) as conn:
         found = slot_status(conn, settings.cdc.slot_name)
     if found is None:
         return [Check("cdc", settings.cdc.slot_name, "no slot", "run: insights cdc setup")]

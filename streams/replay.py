@@ -21,7 +21,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import psycopg
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
@@ -34,6 +33,8 @@ from core.errors import InsightsError
 from core.settings import Settings
 from streams.admin import end_offsets
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION
+from streams.kafka import admin_client, consumer_config
+from streams.pg import connect
 from streams.producer import EventProducer
 from streams.topics import dlq_name
 
@@ -91,15 +92,12 @@ def _replay_headers(msg, source: str) -> list[tuple[str, bytes]]:  # type: ignor
 def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_run: bool = False) -> DlqReplayReport:
     """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc)."""
     source = dlq_name(topic)
-    admin = AdminClient(settings.kafka.client_config())
+    admin = admin_client(settings.kafka)
     _partitions(admin, topic)
     count = _partitions(admin, source)
     ends = end_offsets(admin, source, count)
-    consumer = Consumer(
-        settings.kafka.client_config(
-            **{"group.id": replay_group(settings), "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-        )
-    )
+    # explicit commits after each acknowledged chunk: the profile stores nothing by itself
+    consumer = Consumer(consumer_config(settings.kafka, replay_group(settings), **{"auto.offset.reset": "earliest"}))
     report = DlqReplayReport(source, topic, dry_run=dry_run)
     try:
         committed = consumer.committed([TopicPartition(source, p) for p in range(count)], timeout=TIMEOUT_S)
@@ -228,14 +226,15 @@ def reset_group(
     """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
     if (to_time is None) == (to_offset is None):
         raise ReplayError("give exactly one of --to-time and --to-offset")
-    admin = AdminClient(settings.kafka.client_config())
+    admin = admin_client(settings.kafka)
     count = _partitions(admin, topic)
     members = _active_members(admin, group)
     if members:
         raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
     targets = _targets(admin, topic, count, to_time, to_offset)
     kafka_before = _kafka_committed(admin, group, topic, count)
-    with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
+    # not autocommit: the offsets commit only once Kafka accepted the new ones (see below)
+    with connect(settings.pg, "replay-reset", autocommit=False) as conn:
         db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
         report = ResetReport(
             group,

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
-from typing import Any
 
 import typer
 from rich.table import Table
 
 from insights.cli.context import console, err_console, settings_of
+from insights.cli.service_opts import metrics_port_option, service, unreachable_after_option
 from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import format_lsn
 from streams.topics import cdc_tables
+
+log = logging.getLogger("insights.cdc")
 
 app = typer.Typer(help="CDC reader: logical replication (pgoutput) -> Avro change events on Kafka.", no_args_is_help=True)
 
@@ -86,27 +86,45 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 def run(
     ctx: typer.Context,
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
+    metrics_port: int | None = metrics_port_option(),
+    unreachable_after: float = unreachable_after_option(),
 ) -> None:
-    """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot."""
-    from prometheus_client import start_http_server  # lazy: CLI start-up of the other commands
+    """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot.
 
+    /metrics and /healthz on --metrics-port (taken: the next free one), JSON logs with INSIGHTS_LOG_JSON.
+    """
+    from streams.cdc import metrics as cdc_metrics  # lazy: CLI start-up of the other commands
     from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
-    logging.basicConfig(level=settings.service.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.service.metrics_port:
-        start_http_server(settings.service.metrics_port)
-    stop = threading.Event()
+    # the reader does not beat a liveness clock: its health is the dependencies'
+    frame = service(settings, "cdc-run", metrics_port=metrics_port, stuck_after=None, unreachable_after=unreachable_after)
+    with frame:
+        # the reader's metrics live on the default registry; the frame serves them with its own
+        for metric in (
+            cdc_metrics.CHANGES, cdc_metrics.TRANSACTIONS, cdc_metrics.COMMIT_TO_PUBLISH,
+            cdc_metrics.SLOT_LAG_BYTES, cdc_metrics.SLOT_RETAINED_BYTES, cdc_metrics.CONFIRMED_LSN,
+        ):
+            frame.registry.register(metric)
+        reader = CdcReader(settings)
+        log.info(
+            "streaming slot %s (publication %s)", settings.cdc.slot_name, settings.cdc.publication,
+            extra={"slot": settings.cdc.slot_name, "publication": settings.cdc.publication},
+        )
+        confirmed = reader.run(frame.stop, standby_notice=_StandbyNotice())
+    log.info("stopped; confirmed %s", format_lsn(confirmed), extra={"confirmed_lsn": format_lsn(confirmed)})
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    reader = CdcReader(settings)
-    err_console.print(f"cdc: streaming slot {settings.cdc.slot_name} (publication {settings.cdc.publication})")
-    confirmed = reader.run(stop, standby_notice=lambda why: err_console.print(f"cdc: hot standby, slot busy: {why}"))
-    err_console.print(f"cdc: stopped; confirmed {format_lsn(confirmed)}")
+class _StandbyNotice:
+    """Hot standby retries every few seconds: say so once, then only at debug level."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def __call__(self, why: str) -> None:
+        level = logging.DEBUG if self.told else logging.INFO
+        log.log(level, "hot standby: slot busy, retrying", extra={"reason": why})
+        self.told = True
 
 
 @app.command()

@@ -13,6 +13,7 @@ from rich.table import Table
 from insights.cli.context import console, settings_of
 from insights.db import maintenance, migrations, partitions, roles, stats
 from insights.db.errors import DatabaseError
+from streams.pg import connect
 
 app = typer.Typer(help="Migrate, partition, maintain and inspect the PostgreSQL database.", no_args_is_help=True)
 partitions_app = typer.Typer(
@@ -25,7 +26,7 @@ app.add_typer(partitions_app, name="partitions")
 @contextmanager
 def _connect(ctx: typer.Context) -> Iterator[psycopg.Connection]:
     try:
-        conn = psycopg.connect(settings_of(ctx).pg.conninfo(), autocommit=True, connect_timeout=10)
+        conn = connect(settings_of(ctx).pg, "db")
     except psycopg.Error as exc:
         text = str(exc).strip()
         raise DatabaseError(f"cannot connect to PostgreSQL: {text.splitlines()[0] if text else exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -51,7 +52,13 @@ def run() -> None:
         # without standalone mode click returns typer.Exit's code instead of exiting
         code = app(standalone_mode=False)
     except InsightsError as exc:
-        err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        from streams.service.logs import json_logging_active  # lazy: only an error needs it
+
+        if json_logging_active():
+            # a service logging JSON keeps stderr one object per line, its last line included
+            logging.getLogger("insights").error("insights: error: %s", exc, extra={"exit_code": exc.exit_code})
+        else:
+            err_console.print(f"insights: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("insights: aborted")

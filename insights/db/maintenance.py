@@ -28,6 +28,7 @@ from psycopg import sql
 
 from insights.db import partitions
 from insights.db.errors import DatabaseError
+from streams.pg import connect
 
 VACUUMED = ("product_snapshots", "competitive_analyses")
 
@@ -83,7 +84,7 @@ def maintain(conninfo: str, *, on_step: Callable[[str], None] | None = None) -> 
     """Run every step to the end; the first failure stops and says which step failed."""
     results: list[StepResult] = []
     try:
-        conn = psycopg.connect(conninfo, autocommit=True)
+        conn = connect(conninfo, "db-maintain")
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn:

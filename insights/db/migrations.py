@@ -20,6 +20,7 @@ import psycopg
 from core.paths import DDL_DIR, REPO_ROOT
 from insights.db import partitions
 from insights.db.errors import MigrationError
+from streams.pg import connect
 
 
 NAME_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -124,7 +125,7 @@ def migrate(conninfo: str, *, dry_run: bool = False, ddl_dir: Path | None = None
     """Apply what is pending; return the file names applied (or that would be, if dry_run)."""
     migrations = discover(ddl_dir or DDL_DIR)
     try:
-        conn = psycopg.connect(conninfo, autocommit=True)
+        conn = connect(conninfo, "db-migrate")
     except psycopg.Error as exc:
         raise MigrationError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn:

@@ -41,6 +41,7 @@ from streams.cdc.protocol import Keepalive, parse_copy_message, pg_us_to_unix
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection, ReplicationError
 from streams.cdc.values import ValueConverter
 from streams.admin import ensure_topics
+from streams.kafka import routed
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ IN_FLIGHT_WAIT_S = 0.001
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    return settings.kafka.client_config(
+    return routed(settings.kafka.client_config(
         **{
             "enable.idempotence": True,  # no duplicates or reordering from producer retries
             "acks": "all",
@@ -65,7 +66,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             "batch.num.messages": 10_000,
             **overrides,
         }
-    )
+    ))
 
 
 class _Acks:

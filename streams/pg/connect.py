@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from core.settings import PostgresSettings
 
@@ -25,7 +26,7 @@ def application_name(purpose: str) -> str:
 
 
 def connect(
-    pg: PostgresSettings,
+    pg: PostgresSettings | str,
     purpose: str,
     *,
     autocommit: bool = True,
@@ -34,10 +35,13 @@ def connect(
 ) -> psycopg.Connection[Any]:
     """Open a connection for ``purpose`` (e.g. ``consume-scrape``, ``cdc-slot``, ``status``).
 
+    ``pg`` is the settings, or a finished connection string where a function is handed
+    one (``migrate(conninfo)``: the stack's superuser, a test's own database).
     ``conninfo`` entries (``dbname``, ``options``, ``replication``…) override the DSN's.
     """
+    extra = {"application_name": application_name(purpose), "connect_timeout": connect_timeout, **conninfo}
     return psycopg.connect(
-        pg.conninfo(application_name=application_name(purpose), connect_timeout=connect_timeout, **conninfo),
+        pg.conninfo(**extra) if isinstance(pg, PostgresSettings) else make_conninfo(pg, **extra),
         autocommit=autocommit,
         prepare_threshold=None,
     )
