@@ -54,7 +54,7 @@ def drop(
             "The reader's position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
             abort=True,
         )
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         done = slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
     console.print("dropped " + ", ".join(done) if done else "nothing to drop")
 
@@ -65,7 +65,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     import json
 
     settings = settings_of(ctx)
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
         raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
@@ -88,7 +88,7 @@ def run(
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
 ) -> None:
     """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot."""
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY, start_http_server
 
     from streams.cdc.reader import CdcReader
 
@@ -103,9 +103,9 @@ def run(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    reader = CdcReader(settings)
+    reader = CdcReader(settings, registry=REGISTRY, stop=stop)
     err_console.print(f"cdc: streaming slot {settings.cdc.slot_name} (publication {settings.cdc.publication})")
-    confirmed = reader.run(stop, standby_notice=lambda why: err_console.print(f"cdc: hot standby, slot busy: {why}"))
+    confirmed = reader.run(standby_notice=lambda why: err_console.print(f"cdc: hot standby, slot busy: {why}"))
     err_console.print(f"cdc: stopped; confirmed {format_lsn(confirmed)}")
 
 

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from core.settings import Settings
-from streams.cdc.codec import make_encoder
+from streams.cdc.envelope import make_encoder
 from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, headers_dict
 from streams.topics import cdc_topic_name, dlq_name
