@@ -64,17 +64,22 @@ def string(s: str) -> bytes:
     return zigzag(len(raw)) + raw
 
 
+#: the end of an array or a map: a block of zero items
+BLOCK_END = b"\x00"
+
+
 def string_array(items: list[str] | tuple[str, ...]) -> bytes:
-    """An ``array<string>``: one block of ``len(items)`` strings, then the empty block (0)."""
+    """An ``array<string>``: one block of ``len(items)`` strings, then the end."""
     if not items:
-        return b"\x00"
-    return zigzag(len(items)) + b"".join(string(item) for item in items) + b"\x00"
+        return BLOCK_END
+    return zigzag(len(items)) + b"".join(string(item) for item in items) + BLOCK_END
 
 
 def map_head(count: int) -> bytes:
-    """The start of a ``map`` of ``count`` entries written as one block (the end is ``b"\\x00"``)."""
+    """The start of a ``map`` of ``count`` entries written as one block (then the entries, then
+    :data:`BLOCK_END`)."""
     if count == 0:
-        return b""  # an empty map is only its end marker
+        return b""  # an empty map is only its end
     return LEN[count] if count < 4096 else zigzag(count)
 
 

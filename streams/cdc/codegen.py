@@ -222,7 +222,8 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
         "def bind(codec):",
         '    """(row, insert) of this relation, using ``codec`` (its envelope.RelationCodec)."""',
         "    # envelope parts fixed per relation (see RelationCodec)",
-        "    insert_head, insert_tail, relation_tail = codec.insert_head, codec.insert_tail, codec.relation_tail",
+        "    row_head, insert_head, insert_tail = codec.row_head, codec.insert_head, codec.insert_tail",
+        "    relation_tail = codec.relation_tail",
         "    general_row = codec.general_row",
     ]
     if calls or keyed:
@@ -233,7 +234,6 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
         out.append(f"    key_{i} = codec.writers[{i}].key  # {_label(columns[i].name)} in the record key")
 
     # --- row ------------------------------------------------------------------------------
-    head = b"\x02" + avro.map_head(ncols)
     out += [
         "",
         "    def row(values):",
@@ -243,7 +243,7 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
     ]
     if ncols:
         out += ["        ("] + _wrapped(names, " " * 12) + ["        ) = values"]
-    out.append(f"        out = bytearray({head!r})  # union branch 1 (the map) of {ncols} entries")
+    out.append(f"        out = bytearray(row_head)  # union branch 1 (the map) of {ncols} entries")
     for i, column in enumerate(columns):
         out += ["        " + line for line in _column_write(i, column, kinds[i], in_insert=False)]
     out += ["        out.append(0)  # the end of the map", "        return bytes(out), ()", ""]

@@ -100,8 +100,10 @@ def read_change(values: TupleData, image: Image[R], key: Callable[[TupleData], b
 OPS = {"c": b"\x00", "u": b"\x02", "d": b"\x04", "t": b"\x06", "r": b"\x08"}
 #: ``before``/``after`` without a row: union branch 0 (null)
 NO_ROW = b"\x00"
+#: ``before``/``after`` with a row: union branch 1, then the map of column name -> value
+ROW = b"\x02"
 #: ``unchanged_toast`` when every column was sent: the empty array
-NO_UNCHANGED = b"\x00"
+NO_UNCHANGED = avro.BLOCK_END
 
 
 def source_txn(commit_lsn: int, xid: int, commit_time_us: int) -> bytes:
@@ -218,10 +220,10 @@ def _name(name: str) -> bytes:
 def _row(row: dict[str, EnvelopeValue] | None) -> bytes:
     if row is None:
         return NO_ROW
-    parts = [b"\x02", avro.map_head(len(row))]  # union branch 1: the map
+    parts = [ROW, avro.map_head(len(row))]
     for name, value in row.items():
         parts += (_name(name), avro.value(value))
-    parts.append(b"\x00")
+    parts.append(avro.BLOCK_END)
     return b"".join(parts)
 
 
@@ -262,9 +264,10 @@ class RelationCodec:
         ]
         self.key_columns = avro.string_array(relation.key_columns)
         self.relation_tail = relation_tail(relation.namespace, relation.name, snapshot)
-        # an Insert's envelope around its ``after`` map, for the generated writer
-        self.insert_head = OPS["c"] + NO_ROW + b"\x02" + avro.map_head(len(columns))
-        self.insert_tail = b"\x00" + NO_UNCHANGED + self.key_columns
+        # for the generated writers: a row without unchanged TOAST, and an Insert's envelope around it
+        self.row_head = ROW + avro.map_head(len(columns))
+        self.insert_head = OPS["c"] + NO_ROW + self.row_head
+        self.insert_tail = avro.BLOCK_END + NO_UNCHANGED + self.key_columns
         self.source = relation_source(relation, [w.kind for w in self.writers])
         self.row, self.insert = compile_writers(self.source, relation, self)
 
@@ -278,24 +281,24 @@ class RelationCodec:
         """``before``/``after`` of any tuple (union branch 1, the map), and its unchanged-TOAST columns."""
         self._check_width(values)
         unchanged = [c.name for c, raw in zip(self.relation.columns, values) if raw is UNCHANGED_TOAST]
-        parts = [b"\x02", avro.map_head(len(values) - len(unchanged))]
+        parts = [ROW, avro.map_head(len(values) - len(unchanged))]
         for name, writer, raw in zip(self.names, self.writers, values):
             if raw is None:
                 parts += (name, avro.VALUE_NULL)
             elif raw is not UNCHANGED_TOAST:
                 parts += (name, writer.value(raw))  # type: ignore[arg-type]
-        parts.append(b"\x00")
+        parts.append(avro.BLOCK_END)
         return b"".join(parts), unchanged
 
     def key_row(self, values: TupleData) -> bytes:
         """``before`` of a 'K' old tuple: the key columns only (an unchanged-TOAST one reads as null)."""
         self._check_width(values)
-        parts = [b"\x02", avro.map_head(len(self.key_indexes))]
+        parts = [ROW, avro.map_head(len(self.key_indexes))]
         for i in self.key_indexes:
             raw = values[i]
             missing = raw is None or raw is UNCHANGED_TOAST
             parts += (self.names[i], avro.VALUE_NULL if missing else self.writers[i].value(raw))  # type: ignore[arg-type]
-        parts.append(b"\x00")
+        parts.append(avro.BLOCK_END)
         return b"".join(parts)
 
     def key(self, values: TupleData) -> bytes | None:

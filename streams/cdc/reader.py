@@ -442,8 +442,9 @@ class CdcReader:
     def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes) -> None:
         topic = self._topic(relation)
         delivered = self._callback(relation, op)
-        if key is None:
+        if op == "t":
             # a truncate concerns every key: one copy per partition keeps it in order with each
+            # (a row change without a key is one record, whichever path wrote it)
             for partition in range(self._partition_count(topic)):
                 self._send(topic, value, None, delivered, partition)
         else:

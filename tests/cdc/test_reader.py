@@ -166,3 +166,21 @@ def test_a_librdkafka_error_marks_kafka_failing_until_a_probe_succeeds(cdc_confi
     assert health.is_failing("kafka")
     reader._probe_kafka()  # metadata answered: the brokers are back
     assert not health.is_failing("kafka")
+
+
+def test_a_row_change_without_a_key_is_one_record_on_either_path(cdc_config: Settings) -> None:
+    """Only a truncate is copied to every partition: the fast path and the reference path agree."""
+    keyless = b"R" + struct.pack("!I", OID) + b"public\0products\0d" + struct.pack("!H", 1)
+    keyless += b"\0" + b"note\0" + struct.pack("!Ii", VARCHAR, -1)
+    data = [
+        _w(b"B" + struct.pack("!QqI", 900, 0, 42)),
+        _w(keyless),
+        *[_w(b"I" + struct.pack("!I", OID) + b"N" + _tuple(f"n{i}".encode()), 200 + i) for i in range(3)],
+        _w(b"C" + struct.pack("!BQQq", 0, 900, 901, 0)),
+    ]
+    fast = _reader(cdc_config, FakeProducer())
+    _feed(fast, data)
+    reference = _reader(cdc_config, FakeProducer(), encoder=Encoder(make_encoder(cdc_config), None))
+    _feed(reference, data)
+    assert fast.producer.records == reference.producer.records  # type: ignore[attr-defined]
+    assert [(key, partition) for _, key, partition, _ in fast.producer.records] == [(None, None)] * 3  # type: ignore[attr-defined]

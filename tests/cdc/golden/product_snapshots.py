@@ -20,7 +20,8 @@ U32 = Struct("!I").unpack_from  # the length of a text column
 def bind(codec):
     """(row, insert) of this relation, using ``codec`` (its envelope.RelationCodec)."""
     # envelope parts fixed per relation (see RelationCodec)
-    insert_head, insert_tail, relation_tail = codec.insert_head, codec.insert_tail, codec.relation_tail
+    row_head, insert_head, insert_tail = codec.row_head, codec.insert_head, codec.insert_tail
+    relation_tail = codec.relation_tail
     general_row = codec.general_row
     # columns written by their values.ColumnWriter (a cache, or the reference as fallback)
     value_9 = codec.writers[9].value  # bullet_points
@@ -35,7 +36,7 @@ def bind(codec):
         (
             v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13,
         ) = values
-        out = bytearray(b'\x02\x1c')  # union branch 1 (the map) of 14 entries
+        out = bytearray(row_head)  # union branch 1 (the map) of 14 entries
         # id: int8, key -> long
         if v0 is None:
             out += b'\x04' b'id' b'\x00'
