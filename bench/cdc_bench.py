@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import Settings, load_settings  # noqa: E402
 from streams.cdc import slot as slots  # noqa: E402
+from streams.cdc.codegen import EXAMPLE  # noqa: E402
 from streams.cdc.lsn import parse_lsn  # noqa: E402
 from streams.cdc.reader import CdcReader  # noqa: E402
 from streams.topics import cdc_topic_name  # noqa: E402
@@ -131,24 +132,17 @@ def steady_writer(dsn: str, rate: int, seconds: float, first_id: int, out: Any) 
 
 
 # --- reader CPU, without socket or broker ----------------------------------------------------
-#: the columns of DDL's product_snapshots: name, type OID, key
-BENCH_COLUMNS = [
-    ("id", 20, True), ("asin", 1043, False), ("title", 1043, False), ("price", 1700, False),
-    ("buybox_price", 1700, False), ("rating", 1700, False), ("review_count", 23, False), ("bsr_data", 3802, False),
-    ("availability_status", 1043, False), ("bullet_points", 1009, False), ("images", 3802, False),
-    ("scraped_at", 1184, True), ("processing_status", 1043, False), ("created_at", 1184, False),
-]
-
-
 def _xlog(payload: bytes, lsn: int) -> bytes:
     return b"w" + struct.pack("!QQQ", lsn, lsn, 0) + payload
 
 
 def bench_frames(rows: int, oid: int = 424242) -> list[bytes]:
     """One transaction of ``rows`` Inserts as the walsender sends them (the text INSERT writes)."""
-    relation = b"R" + struct.pack("!I", oid) + b"public\0product_snapshots\0d" + struct.pack("!H", len(BENCH_COLUMNS))
-    for name, type_oid, key in BENCH_COLUMNS:
-        relation += bytes([1 if key else 0]) + name.encode() + b"\0" + struct.pack("!Ii", type_oid, -1)
+    columns = EXAMPLE.columns  # DDL's product_snapshots, as its Relation message describes it
+    relation = b"R" + struct.pack("!I", oid) + b"public\0product_snapshots\0d" + struct.pack("!H", len(columns))
+    for column in columns:
+        relation += bytes([column.is_key]) + column.name.encode() + b"\0"
+        relation += struct.pack("!Ii", column.type_oid, column.type_modifier)
     frames = [_xlog(relation, 1), _xlog(b"B" + struct.pack("!QqI", 10**9, 0, 7), 1)]
     for g in range(rows):
         values = [

@@ -106,7 +106,7 @@ _WHAT = {
     "text": "string, the text as printed",
     "timestamp": "ISO 8601 string",
     "text_array": "JSON array string",
-    "other": "string, by the reference converter",
+    "array": "JSON array string, by the reference converter",
 }
 #: kinds written inline; the others call their ColumnWriter
 _INLINE: tuple[Kind, ...] = ("bool", "int", "float", "text")

@@ -47,8 +47,9 @@ TEXT_ARRAY, VARCHAR_ARRAY = 1009, 1015
 
 EnvelopeValue = None | bool | int | float | str
 
-#: how the fast path writes a type: the generated writers inline bool, int, float and text
-Kind = Literal["bool", "int", "float", "text", "timestamp", "text_array", "other"]
+#: what a type becomes in the envelope; the one classification of type OIDs both paths use
+#: (the generated writers inline bool, int, float and text)
+Kind = Literal["bool", "int", "float", "timestamp", "text_array", "array", "text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class ValueConverter:
         return fn
 
     def kind(self, type_oid: int) -> Kind:
+        """boolean, long, double, ISO 8601 text, JSON text of an array, or the text as printed."""
         if type_oid == BOOL:
             return "bool"
         if type_oid in (INT2, INT4, INT8, OID):
@@ -136,7 +138,7 @@ class ValueConverter:
         if type_oid in (TIMESTAMPTZ, TIMESTAMP):
             return "timestamp"
         if self.is_array(type_oid):
-            return "text_array" if type_oid in (TEXT_ARRAY, VARCHAR_ARRAY) else "other"
+            return "text_array" if type_oid in (TEXT_ARRAY, VARCHAR_ARRAY) else "array"
         return "text"  # canonical as printed: the envelope value is the text itself
 
     def writer(self, type_oid: int) -> ColumnWriter:
@@ -193,13 +195,14 @@ class ValueConverter:
         return type(self._tx.get_loader(type_oid, Format.TEXT)).__name__.endswith("ArrayLoader")
 
     def _envelope_fn(self, type_oid: int) -> Callable[[bytes], EnvelopeValue]:
-        if type_oid == BOOL:
+        kind = self.kind(type_oid)
+        if kind == "bool":
             return lambda text: text == b"t"
-        if type_oid in (INT2, INT4, INT8, OID):
+        if kind == "int":
             return int
-        if type_oid in (FLOAT4, FLOAT8):
+        if kind == "float":
             return float
-        if type_oid in (TIMESTAMPTZ, TIMESTAMP):
+        if kind == "timestamp":
             load = self._tx.get_loader(type_oid, Format.TEXT).load
 
             def iso(text: bytes) -> str:
@@ -209,7 +212,7 @@ class ValueConverter:
                     return text.decode("utf-8")
 
             return iso
-        if self.is_array(type_oid):
+        if kind in ("text_array", "array"):
             load = self._tx.get_loader(type_oid, Format.TEXT).load
             return lambda text: json.dumps(_jsonable(load(text)), separators=(",", ":"))
         # canonical as printed: numeric, json/jsonb, text, uuid, inet, interval, date, enums...
