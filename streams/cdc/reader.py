@@ -32,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CollectorRegistry
 
 from core.settings import Settings
+from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
     ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, make_encoder, source_txn,
@@ -43,7 +44,6 @@ from streams.cdc.pgoutput import (
     INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
     TypeMessage, Update, decode, relation_oid,
 )
-from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.cdc.transport import (
     PAYLOAD_OFFSET, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
     parse_copy_message, pg_us_to_unix, xlog_positions,
@@ -51,7 +51,7 @@ from streams.cdc.transport import (
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.service.health import Health
-from streams.topics import cdc_topic_name
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class CdcReader:
         self.settings = settings
         self.cdc = settings.cdc
         self.slot = settings.cdc.slot_name
-        self.tables = slots.cdc_tables(settings)
+        self.tables = cdc_tables(settings)
         self.health = health or Health()
         self.stop = stop or threading.Event()
         self.metrics = CdcMetrics(registry or CollectorRegistry(auto_describe=True), self.slot)
@@ -141,7 +141,7 @@ class CdcReader:
             raise
         self.health.ok("postgres")
         specs = cdc_topics(self.settings, self.tables, self.cdc.schema_name)
-        ensure_cdc_topics(self.settings, specs)
+        ensure_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
     # --- running -----------------------------------------------------------------------
@@ -383,7 +383,7 @@ class CdcReader:
             topic = cdc_topic_name(self.settings, relation.name, relation.namespace)
             if topic not in self._known_topics:
                 # a table added to the publication behind our back: give it a topic first
-                ensure_cdc_topics(self.settings, cdc_topics(self.settings, [relation.name], relation.namespace))
+                ensure_topics(self.settings, cdc_topics(self.settings, [relation.name], relation.namespace))
                 self._known_topics.add(topic)
             self._topics[relation.oid] = topic
         return topic

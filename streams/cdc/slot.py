@@ -10,17 +10,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from core.settings import PostgresSettings, Settings
+from core.settings import PostgresSettings
 from streams.cdc.errors import CdcError, SlotLostError
 from streams.cdc.pgoutput import Column, Relation
 from streams.pg.connect import connect as pg_connect
-from streams.topics import CDC_TABLES
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
-
-
-def cdc_tables(settings: Settings) -> tuple[str, ...]:
-    return tuple(settings.cdc.tables) or CDC_TABLES
 
 
 def connect(pg: PostgresSettings, purpose: str = "cdc") -> psycopg.Connection[Any]:

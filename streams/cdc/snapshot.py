@@ -26,16 +26,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 from core.settings import Settings
+from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import RelationCodec, SourceInfo, make_encoder, read_body, read_event, source_txn
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
-from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.pg.connect import connect
-from streams.topics import cdc_topic_name
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 
 class _RawText(Loader):
@@ -62,7 +62,7 @@ def run_snapshot(
 ) -> SnapshotResult:
     schema = settings.cdc.schema_name
     with slots.connect(settings.pg, "cdc-snapshot") as conn:
-        slots.ensure_publication(conn, settings.cdc.publication, schema, slots.cdc_tables(settings))
+        slots.ensure_publication(conn, settings.cdc.publication, schema, cdc_tables(settings))
         if slots.slot_exists(conn, settings.cdc.slot_name):
             if not recreate_slot:
                 raise CdcError(
@@ -70,7 +70,7 @@ def run_snapshot(
                     "streaming resumes exactly where the snapshot ends; stop the reader and pass --recreate-slot"
                 )
             slots.drop(conn, settings.cdc.slot_name, "")
-    ensure_cdc_topics(settings, cdc_topics(settings, tables, schema))
+    ensure_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings.kafka, "cdc"))
     encode = make_encoder(settings)
     header = encode.header
