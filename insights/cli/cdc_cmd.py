@@ -56,7 +56,7 @@ def drop(
             "The reader's position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
             abort=True,
         )
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         done = slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
     console.print("dropped " + ", ".join(done) if done else "nothing to drop")
 
@@ -65,7 +65,7 @@ def drop(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
     settings = settings_of(ctx)
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
         raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
@@ -93,25 +93,18 @@ def run(
 
     /metrics and /healthz on --metrics-port (taken: the next free one), JSON logs with INSIGHTS_LOG_JSON.
     """
-    from streams.cdc import metrics as cdc_metrics  # lazy: CLI start-up of the other commands
     from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
     # the reader does not beat a liveness clock: its health is the dependencies'
     frame = service(settings, "cdc-run", metrics_port=metrics_port, stuck_after=None, unreachable_after=unreachable_after)
     with frame:
-        # the reader's metrics live on the default registry; the frame serves them with its own
-        for metric in (
-            cdc_metrics.CHANGES, cdc_metrics.TRANSACTIONS, cdc_metrics.COMMIT_TO_PUBLISH,
-            cdc_metrics.SLOT_LAG_BYTES, cdc_metrics.SLOT_RETAINED_BYTES, cdc_metrics.CONFIRMED_LSN,
-        ):
-            frame.registry.register(metric)
-        reader = CdcReader(settings)
+        reader = CdcReader(settings, registry=frame.registry, health=frame.health, stop=frame.stop)
         log.info(
             "streaming slot %s (publication %s)", settings.cdc.slot_name, settings.cdc.publication,
             extra={"slot": settings.cdc.slot_name, "publication": settings.cdc.publication},
         )
-        confirmed = reader.run(frame.stop, standby_notice=_StandbyNotice())
+        confirmed = reader.run(standby_notice=_StandbyNotice())
     log.info("stopped; confirmed %s", format_lsn(confirmed), extra={"confirmed_lsn": format_lsn(confirmed)})
 
 

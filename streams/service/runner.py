@@ -3,8 +3,8 @@
 ::
 
     with Service("cdc-run", settings.service, metrics_port=port, probes=[...]) as service:
-        reader = CdcReader(settings, registry=service.registry, health=service.health)
-        reader.run(service.stop)
+        reader = CdcReader(settings, registry=service.registry, health=service.health, stop=service.stop)
+        reader.run()
 
 On entry: logging (JSON lines when ``INSIGHTS_LOG_JSON`` is true, librdkafka's lines
 included, see ``logs``), SIGTERM/SIGINT handlers that set :attr:`Service.stop`, a
