@@ -39,7 +39,8 @@ def lag(
         sys.stdout.write(json.dumps({"partitions": [r.as_dict() for r in rows]}, indent=2) + "\n")
         return
     if not rows:
-        console.print("no consumer group has stored offsets yet", highlight=False)
+        found = f"no offsets for {', '.join(group)}" if group else "no consumer group has stored offsets yet"
+        console.print(found, highlight=False, soft_wrap=True)
         return
     headers = ("GROUP", "TOPIC", "PARTITION", "PG-OFFSET", "KAFKA-OFFSET", "LOG-END", "LAG", "CONSUMER-ID", "HOST")
     cells = [

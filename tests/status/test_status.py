@@ -143,15 +143,23 @@ def test_kafka_down_answers_fast_with_unknown_and_prints_no_librdkafka_lines(
     settings: Settings, pg_dsn: str
 ) -> None:
     down = settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{closed_port()}", status_slot_required=False)
+    started = time.monotonic()
+    report = gather(down)
+    # refused everywhere: librdkafka says all brokers are down, nobody waits the full timeout
+    assert time.monotonic() - started < down.status.timeout_s + 2
+    assert report.exit_code == 3
+
+    # the CLI: the same, plus interpreter start and imports (seconds on a busy 2-core runner)
+    startup = cli(down, "status", "--help")
     run = cli(down, "status")
-    assert run.seconds < 10, run.seconds
+    assert run.seconds < 10 or run.seconds - startup.seconds < 5, (run.seconds, startup.seconds)
     assert run.code == 3, run.stdout + run.stderr
     assert "%3|" not in run.stderr and "rdkafka" not in run.stderr and run.stderr == ""
     kafka = next(l for l in run.stdout.splitlines() if l.split()[:2] == ["unknown", "kafka"])
     assert "unreachable" in kafka and "Connection refused" in kafka
 
     run = cli(down, "status", "--json")
-    assert run.seconds < 10 and run.code == 3 and run.stderr == ""
+    assert run.code == 3 and run.stderr == ""
     doc = run.json()
     assert doc["state"] == "unknown"
     assert {c["area"] for c in doc["checks"] if c["state"] == "unknown"} == {"kafka"}
@@ -159,14 +167,17 @@ def test_kafka_down_answers_fast_with_unknown_and_prints_no_librdkafka_lines(
     assert any(c["area"] == "database" and c["state"] == "ok" for c in doc["checks"])
 
     lag = cli(down, "status", "lag")
-    assert lag.code == 3 and lag.seconds < 10
+    assert lag.code == 3
     assert "Kafka does not answer" in lag.stderr and "Traceback" not in lag.stderr and "%3|" not in lag.stderr
 
 
 def test_postgres_down_answers_fast_with_unknown(settings: Settings, all_topics: list[str]) -> None:
     down = settings.replace(pg_dsn=f"postgresql://insights@127.0.0.1:{closed_port()}/insights")
+    started = time.monotonic()
+    assert gather(down).exit_code == 3
+    assert time.monotonic() - started < down.status.timeout_s + 2
     run = cli(down, "status", "--json")
-    assert run.seconds < 10 and run.code == 3, run.stdout + run.stderr
+    assert run.code == 3, run.stdout + run.stderr
     doc = run.json()
     postgres = next(c for c in doc["checks"] if c["area"] == "postgres")
     assert postgres["state"] == "unknown" and "unreachable" in postgres["reason"]
@@ -267,5 +278,5 @@ def test_offsets_of_a_topic_that_no_longer_exists_are_flagged_not_fatal(settings
     )
     report = gather(settings)
     row = _row(report, "consumers", f"{settings.consumer.group}/{gone}")
-    assert row.state == "warn" and "topic does not exist" in row.reason
+    assert row.state == "warn" and "does not exist: stale offsets" in row.reason
     assert not [c for c in report.checks if c.state == "unknown"], _not_ok(report)
