@@ -45,6 +45,7 @@ from insights.db.migrations import migrate
 from insights.generate import Market, scrape_record
 from core.settings import Settings, load_settings
 from streams.consumer import ConsumerLoop
+from streams.pg.partitions import ensure_partitions_for
 from streams.serde import RecordContext, make_serializer
 from streams.topics import dlq_name
 
@@ -124,8 +125,6 @@ def server_copy(source_dsn: str, target_dsn: str, workdir: Path) -> tuple[float,
         stamps = [row[0] for row in src.execute("SELECT DISTINCT date_trunc('day', scraped_at) FROM product_snapshots")]
     with psycopg.connect(target_dsn, autocommit=True) as dst:
         # the same partitions the consumer created, made before the clock starts
-        from insights.db.partitions import ensure_partitions_for
-
         ensure_partitions_for(dst, "product_snapshots", stamps)
         started = time.perf_counter()
         with dst.transaction():

@@ -40,9 +40,18 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from core.errors import InsightsError
 from core.settings import Settings, StatusSettings
+from insights.db.errors import MigrationError
+from insights.db.migrations import discover, plan
+from streams.admin import drift_of, live_topics
+from streams.cdc.slot import slot_status
+from streams.kafka.clients import admin_client, consumer_config
+from streams.pg.connect import connect
+from streams.replay import dlq_depths
+from streams.topics import declared_topics
 
 try:  # moved between confluent-kafka releases
     from confluent_kafka import ConsumerGroupTopicPartitions
@@ -177,8 +186,6 @@ class KafkaView:
     """One admin client for a whole status run, with short timeouts and no stderr output."""
 
     def __init__(self, settings: Settings, timeout: float) -> None:
-        from streams.kafka.clients import admin_client, consumer_config
-
         self.settings = settings
         self.timeout = timeout
         self.lines = _LastLines()
@@ -192,7 +199,6 @@ class KafkaView:
         self.admin: AdminClient = admin_client(settings.kafka, **self._quiet)
         #: topic -> partition count, as of the last metadata()
         self.partitions: dict[str, int] = {}
-        self._consumer_config = consumer_config
 
     def why(self, exc: BaseException) -> str:
         """The broker's or librdkafka's own words for a failure."""
@@ -257,7 +263,7 @@ class KafkaView:
         """
         if not positions:
             return {}
-        conf = self._consumer_config(
+        conf = consumer_config(
             self.settings.kafka,
             f"{self.settings.kafka.topic_prefix}.status-probe",
             **self._quiet,
@@ -395,8 +401,6 @@ def _partition_counts(metadata: Any) -> dict[str, int]:
 
 
 def _pg(settings: Settings, timeout: float) -> psycopg.Connection[Any]:
-    from streams.pg.connect import connect
-
     # libpq counts connect_timeout in whole seconds, and treats 1 as 2
     conn = connect(settings.pg, "status", connect_timeout=max(2, math.ceil(timeout)))
     # a status that hangs on a lock is no status: every query gets the same budget
@@ -431,8 +435,6 @@ def partition_lags(settings: Settings, groups: Sequence[str] | None = None) -> l
 
 def _pg_name(settings: Settings) -> str:
     """host:port/database of the DSN (never its password): the same name whether it answers or not."""
-    from psycopg.conninfo import conninfo_to_dict
-
     parts = conninfo_to_dict(settings.pg.dsn)
     return f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}/{parts.get('dbname') or '-'}"
 
@@ -444,9 +446,6 @@ def _postgres_row(settings: Settings, conn: psycopg.Connection[Any]) -> Check:
 
 
 def _migrations(conn: psycopg.Connection[Any]) -> Check:
-    from insights.db.errors import MigrationError
-    from insights.db.migrations import discover, plan
-
     exists = conn.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL").fetchone()[0]  # type: ignore[index]
     applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()) if exists else {}
     try:
@@ -463,8 +462,6 @@ def _migrations(conn: psycopg.Connection[Any]) -> Check:
 
 
 def _cdc_slot(settings: Settings, conn: psycopg.Connection[Any]) -> Check:
-    from streams.cdc.slot import slot_status
-
     t = settings.status
     name = settings.cdc.slot_name
     found = slot_status(conn, name)
@@ -596,9 +593,6 @@ def _partitions(settings: Settings, conn: psycopg.Connection[Any]) -> list[Check
 
 
 def _topics(settings: Settings, kafka: KafkaView) -> list[Check]:
-    from streams.admin import drift_of, live_topics
-    from streams.topics import declared_topics
-
     specs = declared_topics(settings)
     live = live_topics(kafka.admin, [s.name for s in specs], kafka.timeout)
     rows = []
@@ -620,9 +614,6 @@ def _topics(settings: Settings, kafka: KafkaView) -> list[Check]:
 
 def _dlqs(settings: Settings, kafka: KafkaView) -> list[Check]:
     """Declared DLQs and any other ``<prefix>.….dlq`` (the summaries consumer makes its own)."""
-    from streams.replay import dlq_depths
-    from streams.topics import declared_topics
-
     t = settings.status
     prefix = settings.kafka.topic_prefix + "."
     present = kafka.partitions

@@ -31,18 +31,18 @@ SINK_HELP = (
 
 def build_loop(settings: Settings, sink: Sink, **options: Any) -> Any:
     """The shared consumer loop around one sink (summaries subscribes to three CDC topics)."""
-    from streams.consumer import ConsumerLoop
+    from streams.consumer import ConsumerLoop  # lazy: CLI start-up of the other commands
 
     group = options.pop("group") or f"{settings.consumer.group}.{sink.value}"
     if sink is Sink.summaries:
-        from consumers.summaries.consumer import SummariesLoop
+        from consumers.summaries.consumer import SummariesLoop  # lazy: CLI start-up of the other commands
 
         return SummariesLoop(settings, group=group, **options)
     if sink is Sink.scrape:
-        from consumers.scrape import ScrapeSink
+        from consumers.scrape import ScrapeSink  # lazy: CLI start-up of the other commands
 
         return ConsumerLoop(settings, ScrapeSink(), group=group, **options)
-    from consumers.alerts import AlertsSink
+    from consumers.alerts import AlertsSink  # lazy: CLI start-up of the other commands
 
     return ConsumerLoop(settings, AlertsSink(), group=group, **options)
 
@@ -67,7 +67,7 @@ def consume(
     ),
 ) -> None:
     """Run one consumer process of a sink (scrape, alerts or summaries) until SIGTERM."""
-    from streams.consumer.logs import configure_logging
+    from streams.consumer.logs import configure_logging  # lazy: CLI start-up of the other commands
 
     settings = settings_of(ctx)
     configure_logging(settings.service.log_level, settings.service.log_json)

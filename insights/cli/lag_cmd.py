@@ -13,6 +13,7 @@ import sys
 import typer
 
 from insights.cli.context import console, settings_of
+from insights.cli.tables import print_plain, print_table
 
 
 def _cell(value: object) -> str:
@@ -31,8 +32,7 @@ def lag(
     Lag is counted from the PostgreSQL offset (where the consumers resume), or from
     Kafka's when a group stores none in PostgreSQL. Exit 3 when a service does not answer.
     """
-    from insights.cli.status_cmd import print_table
-    from insights.status import partition_lags
+    from insights.status import partition_lags  # lazy: CLI start-up of the other commands
 
     rows = partition_lags(settings_of(ctx), group or None)
     if as_json:
@@ -49,8 +49,6 @@ def lag(
         for r in rows
     ]
     if not console.is_terminal:
-        from insights.cli.status_cmd import print_plain
-
         print_plain(console, headers, cells)
         return
     # a terminal: one table per group (the group is its title), so the columns fit 80 characters

@@ -47,7 +47,10 @@ from streams.consumer.policy import Action, ErrorPolicy, default_policy, describ
 from streams.consumer.sink import Item, Sink
 from streams.dlq import DeadLetter, DeadLetterQueue
 from streams.metrics import ConsumerMetrics, MetricsServer
+from streams.pg.partitions import ensure_partitions_for
 from streams.retry import Backoff, Stopped, retry_transient
+from streams.serde import RecordContext, make_deserializer
+from streams.topics import event_topics
 
 log = logging.getLogger("insights.consumer")
 
@@ -70,8 +73,6 @@ class BatchResult:
 
 
 def topic_for_subject(settings: Settings, subject: str) -> str:
-    from streams.topics import event_topics
-
     for spec in event_topics(settings):
         if spec.value_subject == subject:
             return spec.name
@@ -80,8 +81,6 @@ def topic_for_subject(settings: Settings, subject: str) -> str:
 
 def default_decoder(settings: Settings, subject: str) -> tuple[Decoder, Callable[[str, int, int], Any]]:
     """The project's Avro deserializer and the context type it takes."""
-    from streams.serde import RecordContext, make_deserializer
-
     return make_deserializer(settings, subject), RecordContext
 
 
@@ -420,8 +419,6 @@ class ConsumerLoop:
                     wanted.setdefault(table, []).append(ts)
         if not wanted:
             return
-        from insights.db.partitions import ensure_partitions_for
-
         try:
             for table, values in wanted.items():
                 ensure_partitions_for(conn, table, values)  # commits its own short transaction

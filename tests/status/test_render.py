@@ -10,7 +10,8 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import load_settings
-from insights.cli.status_cmd import _could_be, elide_unique, render
+from insights.cli.status_cmd import render
+from insights.cli.tables import _could_be, elide_unique
 from insights.status import Check, Report, covered_until, grade_high, grade_low, thresholds
 
 LONG_NAMES = [
