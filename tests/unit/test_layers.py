@@ -168,14 +168,10 @@ def test_nothing_below_the_application_loads_settings() -> None:
     assert offenders == []
 
 
-#: files the doc names that other branches of the same issue add (the write path in three
-#: files and the sink registry; the service runner). A trip-wire, not a skip: once one is in
-#: the tree the test below fails until it is taken off this list, which is the moment to
-#: read docs/architecture.md against what landed.
+#: files the doc names that other branches of the same issue add (the service runner). A
+#: trip-wire, not a skip: once one is in the tree the test below fails until it is taken
+#: off this list, which is the moment to read docs/architecture.md against what landed.
 PLANNED: set[str] = {
-    "streams/consumer/writer.py",
-    "streams/consumer/transaction.py",
-    "consumers/registry.py",
     "streams/service/runner.py",
 }
 
