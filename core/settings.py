@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
@@ -195,6 +205,54 @@ class StackSettings(BaseSettings):
     pgbouncer_port: int = Field(56432, ge=1024, le=65535)
 
 
+class StatusSettings(BaseSettings):
+    """Thresholds of ``insights status`` (README, "insights status"); every row is ok, warn or fail.
+
+    For a figure where more is worse (lag, dead letters, WAL held) a value at or above
+    ``*_warn`` is a warning and at or above ``*_fail`` a failure; where less is worse
+    (``safe_wal_size``, partitions created ahead) below the threshold counts.
+    """
+
+    model_config = _config(f"{ENV_PREFIX}STATUS_")
+
+    timeout_s: float = Field(3.0, gt=0, le=60, description="how long each service may take to answer status")
+    lag_records_warn: int = Field(10_000, ge=1, description="records a group/topic may be behind before a warning")
+    lag_records_fail: int = Field(100_000, ge=1)
+    lag_seconds_warn: float = Field(300.0, gt=0, description="age of the oldest record a group has not stored yet")
+    lag_seconds_fail: float = Field(1800.0, gt=0)
+    dlq_depth_warn: int = Field(100, ge=1, description="dead letters not yet replayed or purged (1 = any)")
+    dlq_depth_fail: int = Field(10_000, ge=1)
+    slot_required: bool = Field(True, description="a missing CDC slot fails status (false: CDC not used)")
+    slot_retained_warn: ByteSize = Field(ByteSize(256 * 2**20), description="WAL the CDC slot holds back, e.g. 256MiB")
+    slot_retained_fail: ByteSize = Field(ByteSize(2**30))
+    slot_safe_wal_warn: ByteSize = Field(ByteSize(2**30), description="warn when safe_wal_size drops below")
+    slot_safe_wal_fail: ByteSize = Field(ByteSize(256 * 2**20))
+    summaries_stale_warn_s: float = Field(600.0, gt=0, description="summaries overdue for a sweep this long")
+    summaries_stale_fail_s: float = Field(3600.0, gt=0)
+    partitions_ahead_warn_days: float = Field(7.0, ge=0, description="partitions should exist this far ahead")
+    partitions_ahead_fail_days: float = Field(1.0, ge=0)
+
+    @field_validator("lag_records_fail", "lag_seconds_fail", "dlq_depth_fail", "slot_retained_fail",
+                     "summaries_stale_fail_s")
+    @classmethod
+    def _fail_not_below_warn(cls, value: Any, info: ValidationInfo) -> Any:
+        # a fail threshold under its warn threshold would skip the warning entirely
+        warn_field = info.field_name.replace("_fail", "_warn")  # type: ignore[union-attr]
+        warn = info.data.get(warn_field)
+        if warn is not None and value < warn:
+            raise ValueError(f"must be at least {env_name(cls, warn_field)} ({warn})")
+        return value
+
+    @field_validator("slot_safe_wal_fail", "partitions_ahead_fail_days")
+    @classmethod
+    def _fail_not_above_warn(cls, value: Any, info: ValidationInfo) -> Any:
+        warn_field = info.field_name.replace("_fail", "_warn")  # type: ignore[union-attr]
+        warn = info.data.get(warn_field)
+        if warn is not None and value > warn:
+            raise ValueError(f"must be at most {env_name(cls, warn_field)} ({warn})")
+        return value
+
+
 #: attribute of :class:`Settings` -> the concern's class
 CONCERNS: dict[str, type[BaseSettings]] = {
     "kafka": KafkaSettings,
@@ -203,6 +261,7 @@ CONCERNS: dict[str, type[BaseSettings]] = {
     "service": ServiceSettings,
     "cdc": CdcSettings,
     "stack": StackSettings,
+    "status": StatusSettings,
 }
 
 
@@ -234,6 +293,7 @@ class Settings(BaseModel):
     service: ServiceSettings
     cdc: CdcSettings
     stack: StackSettings
+    status: StatusSettings
 
     _flat: ClassVar[dict[str, tuple[str, str]] | None] = None
 
