@@ -1,5 +1,5 @@
 # The two README commands. Both install what they need, idempotently.
-.PHONY: demo test install stack-up stack-down
+.PHONY: demo test install stack-up stack-down lock
 
 install:
 	@bash scripts/bootstrap.sh
@@ -18,3 +18,9 @@ stack-up: install
 
 stack-down: install
 	.venv/bin/insights stack down
+
+## lock: regenerate requirements.lock from pyproject.toml and install it. Keeps every
+## current pin (run it after editing pyproject.toml); `make lock UPGRADE=1` moves to the
+## newest versions pyproject.toml allows, `make lock UPGRADE="typer rich"` only those.
+lock:
+	@bash scripts/bootstrap.sh lock $(UPGRADE)

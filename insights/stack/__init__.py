@@ -41,7 +41,16 @@ class LocalStack:
     def status(self) -> list[ServiceStatus]:
         pg_pid = self.postgres.running_pid()
         kafka_pid = self.kafka.running_pid()
-        return [
+        rows = [
             ServiceStatus("postgres", pg_pid, bool(pg_pid) and self.postgres.answers(), self.postgres.dsn),
             ServiceStatus("kafka", kafka_pid, bool(kafka_pid) and self.kafka.answers(), self.kafka.bootstrap),
         ]
+        # PgBouncer is optional (`stack up --with-pgbouncer`): listed while its process
+        # runs, so a bouncer that runs but no longer routes a query fails the status,
+        # while a stack started without it is not reported as broken
+        bouncer_pid = self.pgbouncer.running_pid()
+        if bouncer_pid:
+            rows.append(
+                ServiceStatus("pgbouncer", bouncer_pid, self.pgbouncer.answers(), self.pgbouncer.dsn("insights"))
+            )
+        return rows

@@ -12,6 +12,7 @@ import base64
 import logging
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from core.paths import REPO_ROOT
@@ -51,6 +52,40 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 log.segment.bytes=268435456
 """
+
+
+#: Kafka's reserved ids (Uuid.ZERO_UUID and Uuid.ONE_UUID, the metadata topic's id)
+_RESERVED_IDS = frozenset({bytes(16), bytes(15) + b"\x01"})
+
+
+def encode_uuid(raw: bytes) -> str:
+    """Kafka's text form of a 16-byte id (``Uuid.toString``): URL-safe base64, no padding."""
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def random_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A cluster id as ``kafka-storage random-uuid`` makes it (Kafka's ``Uuid.randomUuid``).
+
+    The URL-safe alphabet includes ``-``, so about 1 id in 64 starts with one; Kafka's
+    own generator draws again in that case (an id that looks like an option breaks
+    command lines), and never returns the reserved all-zero and one ids.
+    """
+    while True:
+        raw = random_bytes()
+        text = encode_uuid(raw)
+        if raw not in _RESERVED_IDS and not text.startswith("-"):
+            return text
+
+
+def format_command(java: list[str], cluster_id: str, config: Path) -> list[str]:
+    """``StorageTool format`` for ``cluster_id``.
+
+    ``--cluster-id=<id>`` in one argument: with ``-t <id>`` argparse4j takes an id
+    starting with ``-`` for an option and fails ("argument --cluster-id/-t: expected
+    one argument"). Ids this module generates never start with ``-``, but one kept
+    from elsewhere (an operator's, an older stack's) may.
+    """
+    return [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)]
 
 
 class LocalKafka:
@@ -129,14 +164,25 @@ class LocalKafka:
             "-cp", f"{self.libs}/*",
         ]
 
-    def _format(self) -> bool:
+    def write_config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "server.properties"
+        config.write_text(
+            SERVER_PROPERTIES.format(
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=self.root / "data",
+            )
+        )
+        return config
+
+    def _format(self, cluster_id: str | None = None) -> bool:
+        """Format the data directory once; ``cluster_id`` is for tests (default: a new one)."""
         data = self.root / "data"
         if (data / "meta.properties").exists():
             return False
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc.run(
-            [*self._java(), "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(self.root / "server.properties")],
+            format_command(self._java(), cluster_id or random_cluster_id(), self.root / "server.properties"),
             what="formatting Kafka storage",
             timeout=120,
         )
@@ -151,14 +197,7 @@ class LocalKafka:
         proc.require_port_free(
             self.controller_port, "the Kafka controller", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
         )
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "server.properties").write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                data_dir=self.root / "data",
-            )
-        )
+        self.write_config()
         formatted = self._format()
         with open(self.log, "ab") as log:
             child = subprocess.Popen(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from core.errors import StackError
 from core.settings import Settings, load_settings
 from insights.stack import LocalStack
-from insights.stack.kafka import LocalKafka
+from insights.stack.kafka import LocalKafka, encode_uuid
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,6 +38,7 @@ def private_settings() -> Iterator[Settings]:
             stack_pg_port=free_port(),
             stack_kafka_port=free_port(),
             stack_kafka_controller_port=free_port(),
+            stack_pgbouncer_port=free_port(),
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -69,6 +72,55 @@ def test_up_twice_is_a_no_op_and_down_leaves_no_process(private_settings):
         stack.down()
     assert processes_under(private_settings.stack.dir) == []
     assert not any(s.answers for s in stack.status())
+
+
+def stack_status_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "insights", "stack", "status"],
+        env={**os.environ, **settings.to_env(), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_status_lists_pgbouncer_while_it_runs(private_settings):
+    stack = LocalStack(private_settings)
+    try:
+        assert stack.up() == {"postgres": "initialised and started", "kafka": "formatted and started"}
+        # started without PgBouncer: no row for it, and the status is not failed by it
+        assert [s.name for s in stack.status()] == ["postgres", "kafka"]
+
+        third = stack.up(with_pgbouncer=True)
+        assert third == {"postgres": "already running", "kafka": "already running", "pgbouncer": "started"}
+        rows = {s.name: s for s in stack.status()}
+        assert list(rows) == ["postgres", "kafka", "pgbouncer"]
+        assert rows["pgbouncer"].answers and rows["pgbouncer"].pid
+        assert str(private_settings.stack.pgbouncer_port) in rows["pgbouncer"].address
+
+        shown = stack_status_cli(private_settings)
+        assert shown.returncode == 0, shown.stderr
+        line = next(l for l in shown.stdout.splitlines() if "pgbouncer" in l)
+        assert str(rows["pgbouncer"].pid) in line and "yes" in line
+        assert str(private_settings.stack.pgbouncer_port) in line
+    finally:
+        stack.down()
+    assert processes_under(private_settings.stack.dir) == []
+    assert [s.name for s in stack.status()] == ["postgres", "kafka"]
+
+
+def test_kafka_formats_with_a_cluster_id_that_starts_with_a_dash(private_settings):
+    # Kafka's real format tool on the command line _format builds: with "-t <id>" this
+    # failed with "argument --cluster-id/-t: expected one argument" (1 start in 64)
+    kafka = LocalKafka(private_settings)
+    kafka.fetch_jars()
+    kafka.write_config()
+    cluster_id = encode_uuid(bytes([0xF8]) + bytes(range(1, 16)))
+    assert cluster_id.startswith("-")
+    assert kafka._format(cluster_id) is True
+    meta = (kafka.root / "data" / "meta.properties").read_text()
+    assert f"cluster.id={cluster_id}" in meta.splitlines()
+    assert kafka._format() is False  # formatted once, kept on later starts
 
 
 def test_taken_port_is_one_clear_error(private_settings):

@@ -1,16 +1,21 @@
 """The per-record decode stays cheap: header + one dict lookup + fastavro, nothing parsed per call.
 
-The budget is loose on purpose (the machine is shared and 2-core): it catches a schema
-parse or a full resolution sneaking into the hot path, which cost far more, not noise.
+Checked structurally, not with a stopwatch (timings belong to ``bench/``; on a shared
+2-core machine a timed test fails on load, not on code): decoding must not parse a
+schema, and a v1 record read as v2 must take the appended-defaults plan (the writer's
+schema alone plus defaults) rather than fastavro's per-field resolution.
 """
 
 from __future__ import annotations
 
 import json
-import timeit
 
-from core.paths import REPO_ROOT
+import fastavro
+import pytest
+
+import streams.serde.codec as codec
 from core.events import ProductScraped
+from core.paths import REPO_ROOT
 from core.settings import load_settings
 from streams.serde import RecordContext, make_deserializer, make_serializer
 
@@ -20,18 +25,35 @@ EVENT = ProductScraped.model_validate(
 )
 
 
-def _per_call_us(fn, number: int = 2000) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=3)) / number * 1e6
-
-
-def test_decode_cost_is_within_budget_and_old_data_costs_no_more_than_new() -> None:
+def test_decoding_parses_no_schema_and_old_data_takes_the_cheap_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     deserialize = make_deserializer(PLAIN, "product_scraped")
     ctx = RecordContext("t", 0, 0)
     v1 = make_serializer(PLAIN, "product_scraped", version=1)(EVENT, ctx)
     v2 = make_serializer(PLAIN, "product_scraped")(EVENT, ctx)
-    same = _per_call_us(lambda: deserialize(v2, ctx))
-    upgraded = _per_call_us(lambda: deserialize(v1, ctx))
-    print(f"ProductScraped decode: v2->v2 {same:.1f} us, v1->v2 {upgraded:.1f} us")
-    assert same < 250, same
-    # v1 -> v2 takes the appended-defaults plan, not fastavro's per-field resolution
-    assert upgraded < same * 1.6 + 10, (upgraded, same)
+
+    parsed: list[object] = []
+    readers: list[object] = []
+    real_reader = codec.schemaless_reader
+
+    def counting_parse(*args, **kwargs):  # any schema parse during decode is the regression
+        parsed.append(args)
+        return fastavro.parse_schema(*args, **kwargs)
+
+    def recording_reader(fo, writer, reader=None, *args, **kwargs):
+        readers.append(reader)
+        return real_reader(fo, writer, reader, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "parse_schema", counting_parse)
+    monkeypatch.setattr(codec, "schemaless_reader", recording_reader)
+    for _ in range(50):
+        same = deserialize(v2, ctx)
+        upgraded = deserialize(v1, ctx)
+
+    assert parsed == []
+    # both paths hand fastavro the writer schema alone: no reader schema, no resolution
+    assert readers == [None] * 100
+    # and the appended v2 fields come back with their defaults
+    assert upgraded["currency"] is None and upgraded["is_prime_eligible"] is None
+    assert {k: v for k, v in upgraded.items() if k not in ("currency", "is_prime_eligible")} == {
+        k: v for k, v in same.items() if k not in ("currency", "is_prime_eligible")
+    }
