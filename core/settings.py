@@ -14,6 +14,8 @@ Nothing below the entry point calls :func:`load_settings`: settings are passed i
 
 from __future__ import annotations
 
+import difflib
+import io
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,12 +38,14 @@ from core.errors import ConfigError
 from core.paths import REPO_ROOT
 
 ENV_PREFIX = "INSIGHTS_"
+#: the file pydantic-settings reads, relative to the working directory
+ENV_FILE = ".env"
 
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
         env_prefix=prefix,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -380,11 +384,62 @@ def _build(concern: type[BaseSettings], values: dict[str, Any], *, from_env: boo
         raise ConfigError(f"invalid setting {name}: not valid JSON") from None
 
 
+def check_env_file(path: Path) -> None:
+    """Refuse a ``.env`` that pydantic-settings would read wrongly or half, naming the line.
+
+    Left to python-dotenv, a line it cannot parse (junk, an unclosed quote) is skipped
+    with a logged warning and the command goes on with whatever was parsed, and bytes that
+    are not UTF-8 raise ``UnicodeDecodeError`` from deep inside. Both must stop the command
+    before anything runs: a setting the operator believes set is not. The check uses
+    dotenv's own parser, so it judges exactly what will be read. Values are never echoed:
+    a broken line may hold a secret.
+    """
+    from dotenv.parser import parse_stream
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}): fix its permissions or remove it") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise ConfigError(f"{path} line 1: starts with a byte-order mark: save the file as UTF-8 without BOM")
+    known = {env_name(concern, field) for concern in CONCERNS.values() for field in concern.model_fields}
+    for binding in parse_stream(io.StringIO(text)):
+        source = binding.original.string
+        # a binding's text starts with the blank lines before it; report the line itself
+        leading = source[: len(source) - len(source.lstrip())]
+        line = binding.original.line + leading.count("\n")
+        if binding.error:
+            first = source.strip().splitlines()[0] if source.strip() else ""
+            why = "an unclosed quote" if first.count('"') % 2 or first.count("'") % 2 else "not NAME=value"
+            raise ConfigError(f"{path} line {line}: {why}: fix or remove the line") from None
+        key = binding.key
+        if key is None:  # a comment or blank line
+            continue
+        if binding.value is None:
+            raise ConfigError(f"{path} line {line}: {key} has no '=value': fix or remove the line")
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and not upper.startswith(f"{ENV_PREFIX}TEST_"):
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{path} line {line}: unknown setting {key}{hint}")
+
+
 def load_settings(**flat: Any) -> Settings:
     """Read the settings once (environment, then ``.env``), with ``flat`` overrides on top.
 
-    Malformed input becomes a :class:`ConfigError` naming the variable (exit code 2).
+    Malformed input, in the environment or in ``.env``, becomes a :class:`ConfigError`
+    naming the variable or the file and line (exit code 2).
     """
+    check_env_file(Path(ENV_FILE).absolute())
     grouped = _group(flat)
     parts = {
         attr: _build(concern, grouped.get(attr, {}), from_env=True) for attr, concern in CONCERNS.items()

@@ -8,8 +8,10 @@ import logging
 import typer
 from rich.table import Table
 
+from insights.cli.confirm import confirm
 from insights.cli.context import console, err_console, settings_of
 from insights.cli.service_opts import metrics_port_option, service, unreachable_after_option
+from insights.cli.progress import reporting
 from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
@@ -50,12 +52,12 @@ def drop(
 ) -> None:
     """Drop the slot and the publication (WAL they pinned is released; positions are forgotten)."""
     settings = settings_of(ctx)
-    if not yes:
-        typer.confirm(
-            f"Drop slot {settings.cdc.slot_name!r} and publication {settings.cdc.publication!r}? "
-            "The reader's position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
-            abort=True,
-        )
+    err_console.print(
+        f"will drop slot {settings.cdc.slot_name!r} and publication {settings.cdc.publication!r}: the reader's "
+        "position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
+        highlight=False,
+    )
+    confirm("Drop them?", yes=yes, refused="nothing dropped")
     with slots.connect(settings.pg) as conn:
         done = slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
     console.print("dropped " + ", ".join(done) if done else "nothing to drop")
@@ -133,7 +135,18 @@ def snapshot(
 
     settings = settings_of(ctx)
     tables = tuple(table) if table else cdc_tables(settings)
-    result = run_snapshot(settings, tables, recreate_slot=recreate_slot, console=err_console)
+    with reporting("cdc snapshot", "rows") as progress:
+        current: list[str] = []
+
+        def show(name: str, done: int, estimate: int | None) -> None:
+            if current and current[0] != name:  # the previous table is complete
+                progress.finish(current[0])
+            current[:] = [name]
+            progress.update(name, done, estimate)
+
+        result = run_snapshot(settings, tables, recreate_slot=recreate_slot, on_progress=show)
+        if current:
+            progress.finish(current[0])
     console.print(
         f"snapshot at {result.consistent_point}: "
         + ", ".join(f"{t} {n} rows" for t, n in result.rows.items())

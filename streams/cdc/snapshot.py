@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
+import psycopg
 from psycopg import sql
 from psycopg.adapt import Loader
 from rich.console import Console
@@ -45,10 +46,29 @@ class _RawText(Loader):
         return bytes(data)
 
 
+#: ``(table, rows sent so far, rows estimated or None)``, after every fetched chunk and
+#: once at each table's start: the caller decides how to show it (the CLI draws bars)
+SnapshotProgress = Callable[[str, int, "int | None"], None]
+
+
 @dataclass
 class SnapshotResult:
     consistent_point: str
     rows: dict[str, int] = field(default_factory=dict)
+
+
+def _estimate(conn: psycopg.Connection[Any], relation: Relation) -> int | None:
+    """The planner's row count of a table and its partitions; None before any ANALYZE."""
+    row = conn.execute(
+        """
+        SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::bigint
+          FROM pg_class c
+         WHERE (c.oid = %(oid)s AND c.relkind = 'r')
+            OR c.oid IN (SELECT t.relid FROM pg_partition_tree(%(oid)s::oid::regclass) t WHERE t.isleaf)
+        """,
+        {"oid": relation.oid},
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def run_snapshot(
@@ -59,6 +79,7 @@ def run_snapshot(
     console: Console | None = None,
     producer: Producer | None = None,
     fetch_size: int = 10_000,
+    on_progress: SnapshotProgress | None = None,
 ) -> SnapshotResult:
     schema = settings.cdc.schema_name
     with slots.connect(settings.pg, "cdc-snapshot") as conn:
@@ -98,6 +119,9 @@ def run_snapshot(
                     topic = cdc_topic_name(settings, table, schema)
                     task = progress.add_task(f"{schema}.{table}", total=None)
                     count = 0
+                    estimate = _estimate(conn, relation) if on_progress is not None else None
+                    if on_progress is not None:
+                        on_progress(f"{schema}.{table}", 0, estimate)
                     with conn.cursor(name=f"cdc_snapshot_{table}") as cur:
                         for column in relation.columns:
                             cur.adapters.register_loader(column.type_oid, _RawText)
@@ -119,6 +143,9 @@ def run_snapshot(
                                 _produce(producer, topic, key, value, delivered)
                             count += len(rows)
                             progress.update(task, completed=count)
+                            if on_progress is not None:
+                                # the planner's estimate may be low: never more done than total
+                                on_progress(f"{schema}.{table}", count, None if estimate is None else max(estimate, count))
                     result.rows[table] = count
             conn.rollback()
         _flush(producer, failures)
