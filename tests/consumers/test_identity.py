@@ -10,8 +10,6 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from consumers.alerts import AlertsSink
-from consumers.scrape import ScrapeSink
 from core.settings import Settings
 from tests.consumers.conftest import Topics, count, produce, run_until_idle
 from tests.consumers.events import alert, asin, scrape
@@ -29,7 +27,7 @@ def test_scrape_identity_is_the_observation_not_the_event_id(
     # the same observation sent again under another id (a producer's retry that re-minted it)
     same_observation = first.model_copy(update={"event_id": uuid.uuid4(), "title": "second copy"})
     produce(settings, topics.scrape, "product_scraped", [first, first, rescrape, same_observation, rescrape])
-    loop = run_until_idle(settings, ScrapeSink(), idle=2)
+    loop = run_until_idle(settings, "scrape", idle=2)
 
     rows = pg.execute(
         "SELECT scraped_at, event_id, title FROM product_snapshots WHERE asin = %s ORDER BY scraped_at",
@@ -49,13 +47,13 @@ def test_alert_identity_is_the_event_id(
 ) -> None:
     seed_rule(1)
     produce(settings, topics.scrape, "product_scraped", [scrape(2, 0)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     fired = alert(1, 2, 5, target=asin(2))
     # the same rule firing again for the same product at the same instant: a new alert
     again = fired.model_copy(update={"event_id": uuid.uuid4()})
     later = alert(1, 2, 6, target=asin(2))
     produce(settings, topics.alerts, "alert_triggered", [fired, fired, again, later, again])
-    run_until_idle(settings, AlertsSink(), idle=2)
+    run_until_idle(settings, "alerts", idle=2)
 
     ids = [r[0] for r in pg.execute("SELECT event_id FROM alerts ORDER BY triggered_at, event_id").fetchall()]
     assert sorted(ids) == sorted([fired.event_id, again.event_id, later.event_id])

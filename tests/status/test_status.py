@@ -8,7 +8,6 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from consumers.scrape import ScrapeSink
 from core.settings import Settings
 from insights.status import Report, gather
 from streams.dlq import H_ERROR_CLASS
@@ -50,7 +49,7 @@ def test_clean_consume_is_ok_poison_shows_depth_replay_and_purge_bring_it_back(
     topic = _scrape_topic(settings)
     dlq = dlq_name(topic)
     produce(settings, topic, "product_scraped", [scrape(n, 0) for n in range(12)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
 
     clean = gather(settings)
     assert _not_ok(clean) == [] and clean.exit_code == 0
@@ -62,7 +61,7 @@ def test_clean_consume_is_ok_poison_shows_depth_replay_and_purge_bring_it_back(
     assert run.stdout.rstrip().endswith("OK (exit 0)")
 
     _poison(settings, topic, 2)
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     poisoned = gather(settings)
     row = _row(poisoned, "dlq", dlq)
     assert row.metrics["depth"] == 2 and row.metrics["written"] == 2
@@ -109,7 +108,7 @@ def test_stopped_consumer_with_lag_beyond_the_threshold_exits_non_zero_with_the_
     settings = slot_settings
     topic = _scrape_topic(settings)
     produce(settings, topic, "product_scraped", [scrape(n, 0) for n in range(5)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     # the consumer is stopped; 30 more records arrive
     produce(settings, topic, "product_scraped", [scrape(n, 1) for n in range(30)])
     name = f"{settings.consumer.group}/{topic}"
@@ -212,7 +211,7 @@ def test_lag_view_shows_postgres_and_kafka_offsets_per_partition(
     settings = slot_settings
     topic = _scrape_topic(settings)
     produce(settings, topic, "product_scraped", [scrape(n, 0) for n in range(18)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     produce(settings, topic, "product_scraped", [scrape(n, 1) for n in range(18)])
 
     run = cli(settings, "status", "lag", "--json")
@@ -235,7 +234,7 @@ def test_lag_view_shows_postgres_and_kafka_offsets_per_partition(
 
     # any Kafka group by name, e.g. the DLQ replayer: it stores nothing in PostgreSQL
     _poison(settings, topic, 1)
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     replay_dlq(settings, topic)
     group = f"{settings.kafka.topic_prefix}.dlq-replayer"
     run = cli(settings, "status", "lag", "--group", group, "--json")
@@ -249,7 +248,7 @@ def test_piped_table_is_one_line_per_row_at_80_columns_and_agrees_with_json(
     settings = slot_settings
     topic = _scrape_topic(settings)
     produce(settings, topic, "product_scraped", [scrape(n, 0) for n in range(3)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     _poison(settings, topic, 1)  # a row with a long reason, after the consumer stopped
 
     env = {"COLUMNS": "80", "INSIGHTS_STATUS_LAG_RECORDS_WARN": "1"}
