@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from core.errors import InsightsError
+from core.errors import InsightsError, ServiceUnavailableError
 from core.settings import Settings, StatusSettings
 from insights.db.errors import MigrationError
 from insights.db.migrations import discover, plan
@@ -66,7 +66,7 @@ EXIT_CODES = {"ok": 0, "warn": 1, "fail": 2, "unknown": 3}
 SEVERITY = {"ok": 0, "warn": 1, "unknown": 2, "fail": 3}
 
 
-class StatusError(InsightsError):
+class StatusError(ServiceUnavailableError):
     """A service the lag view needs did not answer (exit code 3, as status's UNKNOWN)."""
 
     exit_code = 3
