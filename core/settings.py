@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from dotenv.parser import parse_stream  # what pydantic-settings reads .env with
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import (
     AliasChoices,
@@ -394,8 +395,6 @@ def check_env_file(path: Path) -> None:
     dotenv's own parser, so it judges exactly what will be read. Values are never echoed:
     a broken line may hold a secret.
     """
-    from dotenv.parser import parse_stream
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

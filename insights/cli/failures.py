@@ -17,6 +17,7 @@ failure is the application's business, so the mapping lives here, in the app lay
 
 from __future__ import annotations
 
+import getpass
 import os
 import tempfile
 import time
@@ -99,8 +100,6 @@ def _pg_target(settings: Settings | None) -> tuple[str, str, str]:
 
 def _os_user() -> str:
     try:
-        import getpass
-
         return getpass.getuser()
     except Exception:  # no user name at all (a container's uid): say so plainly
         return "(the OS user)"
