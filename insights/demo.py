@@ -32,6 +32,8 @@ from insights.generate import alerts as alert_generator
 from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
 from streams.admin import admin_client, end_offsets, ensure_topics
+from streams.kafka import producer_config
+from streams.pg import connect
 from streams.topics import declared_topics, event_topics
 
 
@@ -95,7 +97,7 @@ class DemoRun:
         self.background.clear()
 
     def _conn(self) -> psycopg.Connection:
-        return psycopg.connect(self.settings.pg.conninfo(), autocommit=True, connect_timeout=10)
+        return connect(self.settings.pg, "demo")
 
     # --- steps -----------------------------------------------------------------------
     def stack_up(self) -> str:
@@ -142,7 +144,7 @@ class DemoRun:
         )
         alerts = publish(self.settings, Plan("alerts", products=self.products, events=self.alerts, seed=7))
         # poison: bytes no schema can read, on the scrape topic
-        producer = Producer(self.settings.kafka.client_config())
+        producer = Producer(producer_config(self.settings.kafka, "events"))
         for i in range(3):
             producer.produce(scrape.topic, key=f"poison-{i}".encode(), value=b"\x00not avro at all")
         producer.flush(30)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from insights.cli.context import console, settings_of
+from insights.cli.context import console, err_console, settings_of
 
 app = typer.Typer(
     help="Backups and point-in-time recovery with pgBackRest (docs/runbooks.md#backups).", no_args_is_help=True
@@ -105,13 +104,10 @@ def restore(
     into = into.resolve()
     data = into / "data"
     if data.exists() and any(data.iterdir()):
-        console.print(f"{data} is not empty: pgBackRest will overwrite it (delta restore)", highlight=False)
-        if not yes:
-            if not sys.stdin.isatty():
-                from insights.ops.backup import BackupError
+        err_console.print(f"{data} is not empty: pgBackRest will overwrite it (delta restore)", highlight=False)
+        from insights.cli.confirm import confirm
 
-                raise BackupError(f"{data} is not empty and stdin is not a terminal: pass --yes to overwrite it")
-            typer.confirm("Overwrite it?", abort=True)
+        confirm("Overwrite it?", yes=yes, refused="nothing restored")
     with console.status("restoring…") as status:
         report = run_restore(settings, to_time=to_time, into=into, port=port,
                              progress=lambda m: status.update(f"{m}…"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import typer
 from rich.table import Table
@@ -70,19 +69,16 @@ def failover(
     yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation (needed when not interactive)"),
 ) -> None:
     """Promote a replica to primary and retire the old primary (docs/runbooks.md#primary-lost)."""
-    from core.errors import StackError
+    from insights.cli.confirm import confirm
     from insights.ops.failover import failover as run_failover
     from insights.ops.failover import plan
 
     settings = settings_of(ctx)
     chosen = plan(settings, to)
-    console.print("stack failover will:")
+    err_console.print("stack failover will:")
     for line in chosen.describe():
-        console.print(f"  - {line}", highlight=False)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise StackError("failover is destructive and stdin is not a terminal: pass --yes to go ahead")
-        typer.confirm("Go ahead?", abort=True)
+        err_console.print(f"  - {line}", highlight=False)
+    confirm("Fail over?", yes=yes, refused="no failover")
     with console.status("failing over…") as status:
         result = run_failover(settings, chosen, progress=lambda m: status.update(f"{m}…"))
     for step in result.steps:

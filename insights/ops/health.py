@@ -18,7 +18,7 @@ primary's facts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,9 +34,16 @@ RUNBOOK = "docs/runbooks.md"
 class Finding:
     area: str
     what: str
-    state: str
+    state: str  # in words: streaming, LAGGING, ok, FAILING, succeeded, STOPPED...
     detail: str = ""
-    healthy: bool = True
+    #: how ``insights status`` grades it: ok, warn (look at it today), fail, unknown
+    level: str = "ok"
+    #: the figures behind it, for ``status --json`` and monitoring
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.level == "ok"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def replicas(settings: Settings) -> list[Finding]:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         if row and row[0]:
             return [Finding("replicas", "-", "standby", "INSIGHTS_PG_DSN reached a standby, not the primary",
-                            healthy=False)]
+                            level="fail")]
         lags = replica_lag(conn)
     if not lags:
         return [Finding("replicas", "-", "none", "no streaming replica and no physical slot")]
@@ -95,7 +102,8 @@ def replicas(settings: Settings) -> list[Finding]:
                 "replicas", lag.name, "disconnected",
                 f"slot {lag.slot} keeps {_size(lag.retained_bytes)} of WAL on the primary; "
                 f"see {RUNBOOK}#replica-lagging",
-                healthy=False,
+                level="warn",
+                metrics={"connected": False, "retained_bytes": lag.retained_bytes},
             ))
             continue
         seconds = lag.lag_s or 0.0
@@ -107,7 +115,12 @@ def replicas(settings: Settings) -> list[Finding]:
         )
         if too_far:
             detail += f"; see {RUNBOOK}#replica-lagging"
-        rows.append(Finding("replicas", lag.name, "LAGGING" if too_far else lag.state, detail, healthy=not too_far))
+        rows.append(Finding(
+            "replicas", lag.name, "LAGGING" if too_far else lag.state, detail,
+            level="warn" if too_far else "ok",
+            metrics={"connected": True, "lag_bytes": lag.lag_bytes or 0, "lag_seconds": seconds,
+                     "retained_bytes": lag.retained_bytes},
+        ))
     return rows
 
 
@@ -128,7 +141,7 @@ def backups(settings: Settings) -> list[Finding]:
             "backups", "WAL archive", "off",
             f"archive_mode={mode}, no point-in-time recovery possible; see {RUNBOOK}#backups",
             # a stack from before archiving: say it plainly, but it is how that cluster was made
-            healthy=True,
+            metrics={"archive_mode": mode},
         ))
         if config_path(settings) is None:
             return rows
@@ -137,23 +150,25 @@ def backups(settings: Settings) -> list[Finding]:
             "backups", "WAL archive", "FAILING",
             f"{failed} failures, last {failed_wal} at {failed_time:%Y-%m-%d %H:%M:%S}; "
             f"WAL piles up in pg_wal; see {RUNBOOK}#backups",
-            healthy=False,
+            level="fail",
+            metrics={"failed_count": failed, "archived_count": archived},
         ))
     else:
         rows.append(Finding(
             "backups", "WAL archive", "ok",
             f"{archived} segments archived, last {last_wal or '-'}"
             + (f" at {last_time:%Y-%m-%d %H:%M:%S}" if last_time else ""),
+            metrics={"failed_count": failed, "archived_count": archived},
         ))
     try:
         info = PgBackRest(settings).info()
     except BackupError as exc:
-        rows.append(Finding("backups", "pgBackRest", "unavailable", str(exc), healthy=False))
+        rows.append(Finding("backups", "pgBackRest", "unavailable", str(exc), level="unknown"))
         return rows
     found = backups_of(info)
     if not found:
         rows.append(Finding("backups", info.get("name", "-"), "no backup",
-                            "run: insights backup full", healthy=False))
+                            "run: insights backup full", level="fail", metrics={"backups": 0}))
         return rows
     newest = found[-1]
     age_h = (datetime.now(UTC) - newest.stopped).total_seconds() / 3600
@@ -163,7 +178,8 @@ def backups(settings: Settings) -> list[Finding]:
         "backups", info.get("name", "-"), "TOO OLD" if old else "ok",
         f"newest {newest.kind} {newest.label} {age_h:.1f} h ago (limit {settings.pg.backup_max_age_h:g} h); "
         f"{len(found)} backups, {len(fulls)} full, oldest {found[0].stopped:%Y-%m-%d}",
-        healthy=not old,
+        level="fail" if old else "ok",
+        metrics={"backups": len(found), "full_backups": len(fulls), "newest_age_hours": round(age_h, 2)},
     ))
     return rows
 
@@ -181,14 +197,14 @@ def scheduled_jobs(settings: Settings) -> list[Finding]:
                             f"maintenance runs from systemd timers; see {RUNBOOK}#scheduled-maintenance")]
         runs = job_runs(conn)
     if not runs:
-        return [Finding("schedule", "pg_cron", "no jobs", "run: insights db schedule", healthy=False)]
+        return [Finding("schedule", "pg_cron", "no jobs", "run: insights db schedule", level="warn")]
     now = datetime.now(UTC)
     rows = []
     for run in runs:
         late = run.overdue(now)
         if not run.active:
             rows.append(Finding("schedule", run.name, "inactive", f"{run.schedule}; cron.job.active is false",
-                                healthy=False))
+                                level="warn", metrics={"active": False}))
         elif run.last_start is None:
             rows.append(Finding("schedule", run.name, "not run yet", run.schedule))
         elif run.last_status == "failed":
@@ -196,14 +212,17 @@ def scheduled_jobs(settings: Settings) -> list[Finding]:
             rows.append(Finding(
                 "schedule", run.name, "FAILED",
                 f"last run {run.last_start:%Y-%m-%d %H:%M:%S}: {message}; see {RUNBOOK}#a-job-stopped-running",
-                healthy=False,
+                # one failed run: the next may succeed (a lock timeout); a job that stops is a failure
+                level="warn",
+                metrics={"last_status": "failed", "failures_24h": run.failures_24h},
             ))
         elif late is not None:
             rows.append(Finding(
                 "schedule", run.name, "STOPPED",
                 f"{run.schedule}: last started {run.last_start:%Y-%m-%d %H:%M:%S}, overdue by "
                 f"{int(late.total_seconds())} s; see {RUNBOOK}#a-job-stopped-running",
-                healthy=False,
+                level="fail",
+                metrics={"last_status": run.last_status, "overdue_seconds": int(late.total_seconds())},
             ))
         else:
             took = (run.last_end - run.last_start).total_seconds() if run.last_end else None
@@ -212,7 +231,9 @@ def scheduled_jobs(settings: Settings) -> list[Finding]:
                 detail += f" ({took:.1f} s)"
             if run.failures_24h:
                 detail += f"; {run.failures_24h} failures in 24 h"
-            rows.append(Finding("schedule", run.name, run.last_status or "?", detail))
+            rows.append(Finding("schedule", run.name, run.last_status or "?", detail,
+                                metrics={"last_status": run.last_status, "failures_24h": run.failures_24h,
+                                         "last_seconds": took}))
     return rows
 
 

@@ -72,7 +72,7 @@ def summaries_group(settings: Settings) -> str:
 
 def check_can_resync(settings: Settings) -> str | None:
     """Why a resync would be refused, or None. Also: whether a slot exists (it will be replaced)."""
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg, "cdc-resync") as conn:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         if row and row[0]:
             raise ResyncError("INSIGHTS_PG_DSN reaches a standby: a resync runs on the primary")
@@ -145,7 +145,7 @@ def resync(
     progress("reading the end offsets of the CDC topics (the resync boundary)")
     result.boundary = boundary(settings, tables)
     progress(f"resetting the summaries of group {result.summaries_group} to the boundary")
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg, "cdc-resync") as conn:
         result.summaries_reset = reset_summaries(conn, result.summaries_group, result.boundary)
     progress("creating the slot and publishing every current row (snapshot)")
     snap = run_snapshot(settings, tables, recreate_slot=True, console=console)

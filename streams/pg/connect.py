@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from core.settings import PostgresSettings
 
@@ -29,7 +30,7 @@ def application_name(purpose: str) -> str:
 
 
 def connect(
-    pg: PostgresSettings,
+    pg: PostgresSettings | str,
     purpose: str,
     *,
     autocommit: bool = True,
@@ -39,11 +40,17 @@ def connect(
 ) -> psycopg.Connection[Any]:
     """Open a connection for ``purpose`` (e.g. ``consume-scrape``, ``cdc-slot``, ``status``).
 
+    ``pg`` is the settings, or a finished connection string where a function is handed
+    one (``migrate(conninfo)``: the stack's superuser, a test's own database).
     ``conninfo`` entries (``dbname``, ``options``, ``replication``…) override the DSN's.
     """
-    build = pg.read_conninfo if read_only else pg.conninfo
+    extra = {"application_name": application_name(purpose), "connect_timeout": connect_timeout, **conninfo}
+    if isinstance(pg, PostgresSettings):
+        built = (pg.read_conninfo if read_only else pg.conninfo)(**extra)
+    else:
+        built = make_conninfo(pg, **extra)
     return psycopg.connect(
-        build(application_name=application_name(purpose), connect_timeout=connect_timeout, **conninfo),
+        built,
         autocommit=autocommit,
         prepare_threshold=None,
     )

@@ -183,7 +183,12 @@ def test_a_scheduled_job_runs_and_status_shows_its_outcome(ops: PrivateCluster) 
     assert rows[EVERY_MINUTE_JOB].state == "succeeded" and rows[EVERY_MINUTE_JOB].healthy
     assert rows["insights-retention"].state == "not run yet"
     status = ops.cli("status", "--json", timeout=120)
-    found = [r for r in json.loads(status.stdout) if r["area"] == "schedule" and r["what"] == EVERY_MINUTE_JOB]
-    assert found and found[0]["state"] == "succeeded" and "* * * * *: last succeeded" in found[0]["detail"], found
-    replica_rows = [r for r in json.loads(status.stdout) if r["area"] == "replicas"]
-    assert len(replica_rows) == 2 and all("replay lag" in r["detail"] for r in replica_rows)
+    checks = json.loads(status.stdout)["checks"]
+    found = [r for r in checks if r["area"] == "schedule" and r["name"] == EVERY_MINUTE_JOB]
+    assert found and found[0]["state"] == "ok", found
+    assert "* * * * *: last succeeded" in found[0]["reason"] and found[0]["metrics"]["last_status"] == "succeeded"
+    replica_rows = [r for r in checks if r["area"] == "replicas"]
+    assert len(replica_rows) == 2 and all("replay lag" in r["reason"] for r in replica_rows), replica_rows
+    assert all(r["state"] == "ok" and r["metrics"]["connected"] for r in replica_rows)
+    backup_rows = [r for r in checks if r["area"] == "backups"]
+    assert [r["state"] for r in backup_rows] == ["ok", "ok"], backup_rows
