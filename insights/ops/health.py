@@ -138,7 +138,7 @@ def backups(settings: Settings) -> list[Finding]:
     rows: list[Finding] = []
     if mode == "off" or command in ("", "true"):
         rows.append(Finding(
-            "backups", "WAL archive", "off",
+            "backups", "wal-archive", "off",
             f"archive_mode={mode}, no point-in-time recovery possible; see {RUNBOOK}#backups",
             # a stack from before archiving: say it plainly, but it is how that cluster was made
             metrics={"archive_mode": mode},
@@ -147,7 +147,7 @@ def backups(settings: Settings) -> list[Finding]:
             return rows
     elif failed_time is not None and (last_time is None or failed_time > last_time):
         rows.append(Finding(
-            "backups", "WAL archive", "FAILING",
+            "backups", "wal-archive", "FAILING",
             f"{failed} failures, last {failed_wal} at {failed_time:%Y-%m-%d %H:%M:%S}; "
             f"WAL piles up in pg_wal; see {RUNBOOK}#backups",
             level="fail",
@@ -155,7 +155,7 @@ def backups(settings: Settings) -> list[Finding]:
         ))
     else:
         rows.append(Finding(
-            "backups", "WAL archive", "ok",
+            "backups", "wal-archive", "ok",
             f"{archived} segments archived, last {last_wal or '-'}"
             + (f" at {last_time:%Y-%m-%d %H:%M:%S}" if last_time else ""),
             metrics={"failed_count": failed, "archived_count": archived},
