@@ -80,10 +80,10 @@ app.add_typer(summaries_cmd.app, name="summaries")
 app.add_typer(backup_cmd.app, name="backup")
 
 
-def _say(line: str) -> None:
+def _say(line: str, exit_code: int = 1) -> None:
     if json_logging_active():
         # a service logging JSON keeps stderr one object per line, its last line included
-        logging.getLogger(PROG).error(line)
+        logging.getLogger(PROG).error(line, extra={"exit_code": exit_code})
         return
     # soft_wrap: one line however narrow the terminal; no markup: messages quote user input
     err_console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -93,10 +93,10 @@ def fail(exc: BaseException) -> int:
     """Print ``exc`` as one line and return the exit code (the traceback goes to a file)."""
     known = operator_error(exc, _loaded[0] if _loaded else None)
     if isinstance(known, Interrupted):
-        _say(f"{PROG}: interrupted: {known}")
+        _say(f"{PROG}: interrupted: {known}", known.exit_code)
         return known.exit_code
     if known is not None:
-        _say(f"{PROG}: error: {known}")
+        _say(f"{PROG}: error: {known}", known.exit_code)
         return known.exit_code
     try:
         where = f"full traceback in {log_traceback(exc)}"

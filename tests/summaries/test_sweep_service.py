@@ -65,6 +65,6 @@ def test_a_permanent_error_ends_the_service_with_its_one_line_as_json(settings: 
     assert code == 1
     records = sweeper.records()  # the error line too is one JSON object
     last = records[-1]
-    assert last["level"] == "error" and last["msg"].startswith("insights: error: summaries:"), last
+    assert last["level"] == "error" and last["msg"].startswith("insights: error: ") and "run `insights db migrate`" in last["msg"], last
     assert last["exit_code"] == 1
     assert not any("Traceback" in line for line in sweeper.stderr)
