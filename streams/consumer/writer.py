@@ -49,6 +49,7 @@ from streams.metrics import ConsumerMetrics
 from streams.pg import connect
 from streams.pg.partitions import PartitionsOnDemand
 from streams.retry import Backoff, retry_transient
+from streams.serde.errors import RegistryUnavailableError
 from streams.service.health import Health
 
 log = logging.getLogger("insights.consumer")
@@ -234,13 +235,28 @@ class BatchWriter:
                 self._conn = None
 
     def on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
-        """A transient failure: count it, log it, and tell the health which dependency failed."""
-        cause = "postgres" if isinstance(exc, psycopg.Error) else "kafka" if isinstance(exc, KafkaException) else "other"
+        """A transient failure: count it and tell the health which dependency failed.
+
+        The health logs the start and the end of the outage, once each; every attempt in
+        between is only counted (``insights_consumer_transient_retries``) and logged at
+        debug level, so a database away for an hour is two lines, not thousands.
+        """
+        cause = dependency_of(exc)
         self.metrics.retries.labels(cause).inc()
         reason = describe(exc)[:300]
-        if cause != "other":
-            self.health.failing(cause, reason)
-        log.warning(
+        self.health.failing(cause, reason)
+        log.debug(
             "transient failure, retrying the batch",
             extra={"topic": self.label, "attempt": attempt, "delay_s": round(delay, 3), "error": reason},
         )
+
+
+def dependency_of(exc: BaseException) -> str:
+    """Which dependency a transient failure is about, for the health and the retry metric."""
+    if isinstance(exc, psycopg.Error):
+        return "postgres"
+    if isinstance(exc, KafkaException):
+        return "kafka"
+    if isinstance(exc, RegistryUnavailableError):
+        return "schema registry"
+    return "other"
