@@ -186,8 +186,7 @@ class BatchWriter:
             self.known[key] = max(self.known.get(key, value), value)
         self.last_commit_at = time.perf_counter()
         self.metrics.batch_seconds.observe(self.last_commit_at - batch.started)
-        for table, count in committed.rows.items():
-            self.metrics.rows.labels(table).inc(count)
+        self.metrics.record_batch(committed.writes, committed.result)
         if committed.letters:
             self.health.ok("kafka")  # the dead letters were acknowledged
         for letter in committed.letters:
@@ -198,10 +197,13 @@ class BatchWriter:
                        "error_class": letter.error_class.value, "reason": letter.reason[:300]},
             )
         self.totals.add(committed.result)
-        log.debug(
+        # per batch, what PostgreSQL did: events stored / already stored / dead-lettered,
+        # rows inserted / updated (per table in the fields)
+        log.info(
             "batch committed",
-            extra={"topic": self.label, "offsets": {f"{t}[{p}]": o for (t, p), o in batch.next_offsets.items()},
-                   **vars(committed.result)},
+            extra={"topic": self.label, **vars(committed.result),
+                   "inserted_rows": dict(committed.writes.inserted), "updated_rows": dict(committed.writes.updated),
+                   "offsets": {f"{t}[{p}]": o for (t, p), o in batch.next_offsets.items()}},
         )
         return Written(committed.result, batch.next_offsets)
 

@@ -170,3 +170,58 @@ def test_reset_refuses_an_active_group(settings, make_topic, consumer_group, pg)
     finally:
         member.close()
     assert pg.execute("SELECT count(*) FROM consumer_offsets WHERE consumer_group = %s", (consumer_group,)).fetchone()[0] == 0
+
+
+def _dead_letters_of(settings, dlq, classes):
+    with EventProducer(settings) as producer:
+        for i, error_class in enumerate(classes):
+            headers = [(H_ERROR_CLASS, error_class.encode()), (H_OFFSET, str(i).encode())]
+            producer.produce_event(dlq, f"B0KEY{i:05d}", f"payload-{i}".encode(), headers)
+
+
+def test_dlq_replay_skips_classes_that_cannot_succeed_unless_included(settings, topics, consumer_group):
+    topic = topics[0].name
+    dlq = dlq_name(topic)
+    admin = AdminClient(settings.kafka.client_config())
+    classes = ["unknown_schema", "validation", "corrupt_payload", "constraint", "unknown_schema", "validation"]
+    _dead_letters_of(settings, dlq, classes)
+
+    dry = replay_dlq(settings, topic, dry_run=True)
+    assert (dry.pending, dry.replayed, dry.remaining) == (6, 3, 6)
+    assert dry.skipped == {"unknown_schema": 2, "corrupt_payload": 1}
+    done = replay_dlq(settings, topic)
+    assert done.replayed == 3 and done.by_error_class == {"validation": 2, "constraint": 1}
+    assert done.skipped == {"unknown_schema": 2, "corrupt_payload": 1} and done.remaining == 0
+    # the run dealt with every pending record: the depth is 0, and only replayable ones were sent
+    assert dlq_depths(admin, settings.kafka, {dlq: 1})[dlq].depth == 0
+    got = _read_all(settings, topic, consumer_group, 3, topics[0].partitions)
+    assert sorted(m.value() for m in got) == [b"payload-1", b"payload-3", b"payload-5"]
+
+    # asked for: an unknown schema that was registered since is worth re-sending
+    _dead_letters_of(settings, dlq, ["unknown_schema", "corrupt_payload"])
+    asked = replay_dlq(settings, topic, include=["unknown_schema"])
+    assert asked.replayed == 1 and asked.by_error_class == {"unknown_schema": 1}
+    assert asked.skipped == {"corrupt_payload": 1}
+    with pytest.raises(ReplayError, match="unknown error class nonsense"):
+        replay_dlq(settings, topic, include=["nonsense"])
+
+
+def test_replay_cli_says_how_many_it_skipped_and_how_to_include_them(settings, topics):
+    from tests.cli.helpers import run_cli
+    from tests.fix_services import child_env
+
+    topic = topics[0].name
+    _dead_letters_of(settings, dlq_name(topic), ["unknown_schema", "validation", "unknown_schema"])
+    env = child_env(settings)
+    dry = run_cli("replay", "dlq", "--topic", topic, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"3 record(s) pending in {dlq_name(topic)}" in dry.stdout
+    assert "would skip 2 record(s) that cannot succeed again (unknown_schema: 2)" in dry.stdout
+    done = run_cli("replay", "dlq", "--topic", topic, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"replayed 1 record(s) from {dlq_name(topic)}" in done.stdout
+    assert "skipped 2 record(s) that cannot succeed again (unknown_schema: 2); to re-send them, run with " \
+           "--include-class unknown_schema" in done.stdout
+    assert f"0 record(s) left in {dlq_name(topic)}" in done.stdout
+    bad = run_cli("replay", "dlq", "--topic", topic, "--include-class", "nonsense", env=env)
+    assert bad.returncode == 1 and "unknown error class nonsense" in bad.stderr and "Traceback" not in bad.stderr
