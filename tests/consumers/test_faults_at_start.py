@@ -8,11 +8,12 @@ with ``scram-sha-256`` on TCP (the real server, the real refusal).
 
 Transient at start: Kafka or PostgreSQL away when the consumer starts. It waits, logs
 ``<dependency> unreachable`` once and ``<dependency> reachable again`` once, and then
-stores the events. The dependency "comes up" through a :class:`TcpProxy` in front of the
-shared server, started cut (its port refuses connections, as a host whose server has not
-started yet) and restored later: the client sees exactly what it would see from a
-server started after it, without restarting a server other tests use, and without a
-second JVM broker on a two-core machine.
+stores the events. PostgreSQL: the private cluster itself, stopped before the consumer
+starts and started after it. Kafka (and PostgreSQL once more, through the shared server):
+the dependency "comes up" through a :class:`TcpProxy`, started cut (its port refuses
+connections, as a host whose server has not started yet) and restored later: the client
+sees what it would see from a server started after it, without a second JVM broker on a
+two-core machine.
 """
 
 from __future__ import annotations
@@ -205,3 +206,39 @@ def test_consumer_started_before_its_dependency_waits_logs_once_each_way_and_sto
     assert len(_messages(service, f"{dependency} unreachable")) == 1, [r.get("msg") for r in service.records()]
     assert len(_messages(service, f"{dependency} reachable again")) == 1
     assert not any("Traceback" in line for line in service.stderr)
+
+
+def test_consumer_started_before_a_private_postgres_waits_and_stores(
+    settings: Settings, topics: Topics, scram_cluster: ScramCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same as above with a real server started after the consumer: the private
+    # cluster is stopped, the consumer started, then the cluster started
+    events = [scrape(100 + n, 0) for n in range(15)]
+    produce(settings, topics.scrape, "product_scraped", events)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # for this process's own connections (up() waits for SELECT 1)
+    env = default_service_env(consumer_env(settings, scram_cluster.dsn()))
+    env.update(INSIGHTS_PG_PASSWORD=PASSWORD, INSIGHTS_METRICS_PORT=str(free_port()))
+    group = f"{settings.consumer.group}-{uuid.uuid4().hex[:6]}"
+    scram_cluster.server.down()
+    service = ServiceProcess(["consume", "scrape", "--group", group, "--unreachable-after", "2"], env)
+    try:
+        service.wait_for_record(lambda r: r.get("msg") == "postgres unreachable", timeout=60, what="the outage line")
+        time.sleep(5)
+        assert service.process.poll() is None, f"the consumer gave up: {service.stderr[-5:]}"
+        scram_cluster.server.up()
+        dsn = make_conninfo(scram_cluster.dsn(), password=PASSWORD)
+        deadline = time.monotonic() + 90
+        stored = 0
+        while time.monotonic() < deadline and stored < len(events):
+            with psycopg.connect(dsn) as conn:
+                stored = count(conn, "SELECT count(*) FROM product_snapshots WHERE asin = ANY(%s)",
+                               [e.asin for e in events])
+            time.sleep(0.5)
+        assert stored == len(events)
+        service.wait_for_record(lambda r: r.get("msg") == "postgres reachable again", timeout=30, what="the recovery")
+    finally:
+        code = service.terminate()
+        scram_cluster.server.up()  # for the tests after this one
+    assert code == 0, service.stderr[-10:]
+    assert len(_messages(service, "postgres unreachable")) == 1, [r.get("msg") for r in service.records()]
+    assert len(_messages(service, "postgres reachable again")) == 1
