@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -21,7 +22,17 @@ from insights.cli.context import console, settings_of
 from insights.cli.progress import reporting
 from insights.cli.service_opts import service
 from streams.consumer.transaction import BatchResult
-from streams.replay_events import RangeLoop, RangeRequest, ReplayPlan, parse_partition_offsets, plan_replay
+from streams.archive import archived_records, republish
+from streams.replay_events import (
+    ArchiveLoop,
+    RangeLoop,
+    RangeRequest,
+    ReplayPlan,
+    parse_partition_offsets,
+    plan_replay,
+    replay_group,
+    restart_archive_replay,
+)
 
 #: how the loop's counters read in the closing summary (unknown ones keep their own name)
 COUNTER_WORDS = {
@@ -80,6 +91,10 @@ def events(
     name: str | None = typer.Option(None, "--name", help="the replay's name: its progress is kept under it (default: the sink)"),
     restart: bool = typer.Option(False, "--restart", help="compute the range again and start over"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print each partition's range and event count; write nothing"),
+    from_archive: Path | None = typer.Option(None, "--from-archive", help="read the records from this archive "
+                                             "directory (`insights archive export`) instead of Kafka"),
+    to_topic: str | None = typer.Option(None, "--to-topic", help="with --from-archive: re-publish the records to "
+                                        "this topic instead of storing them"),
     metrics_port: int = typer.Option(0, "--metrics-port", min=0, max=65535, help="/metrics and /healthz port (0 = off)"),
 ) -> None:
     """Re-consume a range of the sink's topics into it while the live group keeps running.
@@ -91,6 +106,14 @@ def events(
     """
     settings = settings_of(ctx)
     spec = sinks.get(sink.value)
+    if to_topic is not None and from_archive is None:
+        raise ConfigError("--to-topic re-publishes an archive: give --from-archive DIR too")
+    if from_archive is not None:
+        if partitions or from_time or to_time or from_offset or to_offset:
+            raise ConfigError("--from-archive replays the archive's ranges: export another range instead")
+        replay_archive(settings, spec.name, from_archive, topics=topic, name=name or f"{spec.name}.archive",
+                       restart=restart, dry_run=dry_run, to_topic=to_topic, metrics_port=metrics_port)
+        return
     declared = spec.topics(settings)
     unknown = [t for t in topic if t not in declared]
     if unknown:
@@ -145,3 +168,56 @@ def run_replay(settings: Settings, plan: ReplayPlan, *, metrics_port: int = 0) -
         raise Interrupted(f"replay {plan.name!r} stopped at {done:,} of {plan.events:,} event(s): "
                           "run the same command again to continue")
     console.print(f"replay {plan.name!r} complete: {plan.events:,} event(s) in range", highlight=False, soft_wrap=True)
+
+
+def replay_archive(
+    settings: Settings, sink: str, directory: Path, *, topics: list[str], name: str, restart: bool, dry_run: bool,
+    to_topic: str | None, metrics_port: int,
+) -> None:
+    """``replay events --from-archive``: into the sink (progress under the replay's group), or
+    re-published to ``to_topic``."""
+    files = archived_records(directory, topics or None)
+    if not files:
+        raise ConfigError(f"{directory} holds no archived records" + (f" of {', '.join(topics)}" if topics else ""))
+    total = sum(e["count"] for e in files)
+    if dry_run:
+        table = Table("file", "topic", "partition", "from offset", "to offset", "events")
+        for e in files:
+            table.add_row(e["file"], e["topic"], str(e["partition"]), str(e["start_offset"]), str(e["end_offset"]),
+                          f"{e['count']:,}")
+        console.print(table)
+        target = f"to {to_topic}" if to_topic else f"into {sink}"
+        console.print(f"dry run: would replay {total:,} archived event(s) {target}; nothing written", highlight=False)
+        return
+    started = time.monotonic()
+    if to_topic is not None:
+        with reporting("replay", "events") as reporter:
+            sent = republish(settings, directory, files, to_topic,
+                             progress=lambda done, all_: reporter.update(name, done, all_))
+            reporter.finish(name)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        console.print(f"re-published {sent:,} archived event(s) to {to_topic} in {elapsed:,.1f}s "
+                      f"({sent / elapsed:,.0f} events/s)", highlight=False, soft_wrap=True)
+        return
+    group = replay_group(settings, name)
+    if restart:
+        restart_archive_replay(settings, group, files)
+    console.print(f"replay {name!r} of {sink} from {directory}: {total:,} archived event(s) (group {group})",
+                  highlight=False, soft_wrap=True)
+    frame = service(settings, f"replay-{sink}", metrics_port=metrics_port, stuck_after=None, unreachable_after=60.0)
+    with frame, reporting("replay", "events") as reporter:
+        loop = sinks.build_loop(
+            settings, sink, group=group, stop=frame.stop, registry=frame.registry, health=frame.health,
+            loop_class=ArchiveLoop, directory=directory, files=files,
+            progress=lambda done, all_: reporter.update(name, done, all_),
+        )
+        assert isinstance(loop, ArchiveLoop)
+        totals = loop.run()
+        reporter.finish(name)
+    elapsed = max(time.monotonic() - started, 1e-6)
+    console.print(f"replay {name!r}: {counts_line(totals)} in {elapsed:,.1f}s ({totals.consumed / elapsed:,.0f} events/s)",
+                  highlight=False, soft_wrap=True)
+    if not loop.completed:
+        raise Interrupted(f"replay {name!r} stopped after {loop.read:,} of {total:,} archived event(s): "
+                          "run the same command again to continue")
+    console.print(f"replay {name!r} complete: {total:,} archived event(s)", highlight=False, soft_wrap=True)
