@@ -6,13 +6,15 @@ In one run, on the same generated events (``insights.generate.Market``, produced
 fresh topic, not timed), each into a freshly migrated database of its own:
 
 1. **live**: the `scrape` consumer loop (what `insights consume scrape` runs), from its
-   first batch to its last commit;
+   first batch to its last commit; run again at the end (step 5) into another database,
+   so the replays are compared with the live rate before and after them;
 2. **replay from the topic**: `insights replay events scrape`'s loop (``RangeLoop``, the
    whole topic as the range) into an empty database;
 3. **replay over stored rows**: the same replay into the live run's database, which holds
    every row already (the bug-fix situation: nothing changes, every row is compared);
 4. **replay from an archive**: `insights archive export` of the topic (timed apart), then
    `replay events --from-archive`'s loop (``ArchiveLoop``) into an empty database.
+5. **live** once more.
 
 Prints events/s and the ratio of each replay to the live rate (target: at least 1.0);
 ``--write`` replaces the ``## Replay`` section of BENCHMARKS.md. Everything it creates
@@ -31,6 +33,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -49,30 +52,33 @@ def _with_db(settings: Settings, name: str) -> Settings:
     return settings.replace(pg_dsn=psycopg.conninfo.make_conninfo(settings.pg.dsn, dbname=name))
 
 
+def _clock(loop: Any) -> float:
+    """First batch to last commit, for every loop alike (group joins and connects left out)."""
+    assert loop.first_batch_at is not None and loop.writer.last_commit_at is not None
+    return float(loop.writer.last_commit_at - loop.first_batch_at)
+
+
 def timed_live(settings: Settings) -> tuple[float, int]:
     loop = build_loop(settings, "scrape", idle_exit_after=3.0)
     totals = loop.run()
-    assert loop.first_batch_at is not None and loop.writer.last_commit_at is not None
-    return loop.writer.last_commit_at - loop.first_batch_at, totals.consumed
+    return _clock(loop), totals.consumed
 
 
 def timed_replay(settings: Settings, topic: str, name: str) -> tuple[float, int]:
     plan = plan_replay(settings, "scrape", [topic], RangeRequest(), name=name)
     loop = build_loop(settings, "scrape", group=plan.group, loop_class=RangeLoop, ranges=plan.ranges)
-    started = time.perf_counter()
     totals = loop.run()
     assert isinstance(loop, RangeLoop) and loop.completed
-    return time.perf_counter() - started, totals.consumed
+    return _clock(loop), totals.consumed
 
 
 def timed_archive_replay(settings: Settings, directory: Path) -> tuple[float, int]:
     files = archived_records(directory)
     loop = build_loop(settings, "scrape", group=f"{settings.consumer.group}.replay.bench-archive",
                       loop_class=ArchiveLoop, directory=directory, files=files)
-    started = time.perf_counter()
     totals = loop.run()
     assert isinstance(loop, ArchiveLoop) and loop.completed
-    return time.perf_counter() - started, totals.consumed
+    return _clock(loop), totals.consumed
 
 
 def write_section(text: str) -> None:
@@ -99,7 +105,7 @@ def main() -> None:
     tag = uuid.uuid4().hex[:10]
     base = load_settings()
     admin_dsn = base.pg.conninfo(dbname="postgres")
-    names = {k: f"bench_replay_{k}_{tag}" for k in ("live", "topic", "archive")}
+    names = {k: f"bench_replay_{k}_{tag}" for k in ("live", "topic", "archive", "live2")}
     settings = load_settings(
         topic_prefix=f"bench{tag}", consumer_group=f"bench-{tag}", metrics_port=0,
         batch_size=args.batch_size, batch_wait_ms=100,
@@ -124,6 +130,9 @@ def main() -> None:
         export_records(settings, workdir, ranges, value_subject="product_scraped")
         export_s = time.perf_counter() - started
         results["archive"] = timed_archive_replay(_with_db(settings, names["archive"]), workdir)
+        # the live loop once more, last, under a group of its own: the load moves during a run,
+        # so the replays are compared with the live rate measured before and after them
+        results["live2"] = timed_live(_with_db(settings.replace(consumer_group=f"bench-{tag}-2"), names["live2"]))
         size = sum(p.stat().st_size for p in workdir.glob("*.avro"))
         for key, (seconds, n) in results.items():
             if n != args.events:
@@ -146,12 +155,13 @@ def main() -> None:
 def report(args: argparse.Namespace, settings: Settings, results: dict[str, tuple[float, int]], export_s: float,
            size: int, load_at_start: tuple[float, float, float]) -> str:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
-    live_rate = args.events / results["live"][0]
+    live_rate = (args.events / results["live"][0] + args.events / results["live2"][0]) / 2
     rows = [
-        ("live", "`scrape` consumer loop (`insights consume scrape`), Kafka -> empty database"),
+        ("live", "`scrape` consumer loop (`insights consume scrape`), Kafka -> empty database (first)"),
         ("topic", "`insights replay events scrape` (whole topic), Kafka -> empty database"),
         ("stored", "`insights replay events scrape` (whole topic) into the live run's database (every row there already)"),
         ("archive", "`insights replay events scrape --from-archive`, archive files -> empty database"),
+        ("live2", "`scrape` consumer loop again, Kafka -> empty database (last)"),
     ]
     lines = "\n".join(
         f"| {what} | {results[k][0]:.2f} s | **{args.events / results[k][0]:,.0f} events/s** | "
@@ -166,10 +176,13 @@ Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{rev}` with
 Machine: {machine_facts(settings.pg.conninfo())}; load average at the start
 {' / '.join(f'{x:.2f}' for x in load_at_start)} (1 / 5 / 15 min). The cores are shared with Kafka,
 PostgreSQL and other sessions' work; the four runs are sequential in one process, so they
-share whatever load there was.
+share whatever load there was. Every rate is from the loop's first batch to its last
+commit (connecting, joining the group and loading offsets left out, for all alike).
 
 {args.events:,} generated ProductScraped events, {args.partitions} partitions, batches of {args.batch_size}.
 Target: every replay at least the live rate (ratio >= 1.0).
+
+Ratios are to the mean of the two live runs ({live_rate:,.0f} events/s).
 
 | what | time | rate | ratio to live |
 |---|---|---|---|
