@@ -175,7 +175,7 @@ Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit `{rev}` with
 
 Machine: {machine_facts(settings.pg.conninfo())}; load average at the start
 {' / '.join(f'{x:.2f}' for x in load_at_start)} (1 / 5 / 15 min). The cores are shared with Kafka,
-PostgreSQL and other sessions' work; the four runs are sequential in one process, so they
+PostgreSQL and other sessions' work; the five runs are sequential in one process, so they
 share whatever load there was. Every rate is from the loop's first batch to its last
 commit (connecting, joining the group and loading offsets left out, for all alike).
 
