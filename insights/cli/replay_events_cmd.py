@@ -177,8 +177,14 @@ def replay_archive(
     """``replay events --from-archive``: into the sink (progress under the replay's group), or
     re-published to ``to_topic``."""
     files = archived_records(directory, topics or None)
+    if not topics:
+        # only the sink's kind of event: an archive may hold several topics, and topic names
+        # differ between environments, so the value subject recorded at export decides
+        subject = sinks.get(sink).make().subject
+        files = [e for e in files if e.get("value_subject") == subject]
     if not files:
-        raise ConfigError(f"{directory} holds no archived records" + (f" of {', '.join(topics)}" if topics else ""))
+        raise ConfigError(f"{directory} holds no archived records" + (
+            f" of {', '.join(topics)}" if topics else f" of {sink}'s events (name the archived topic with --topic)"))
     total = sum(e["count"] for e in files)
     if dry_run:
         table = Table("file", "topic", "partition", "from offset", "to offset", "events")

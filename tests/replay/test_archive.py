@@ -92,10 +92,15 @@ def test_export_then_replay_into_a_new_database(settings, topics, pg, seed_rule,
         for rule in pg.execute("SELECT id, name, rule_type, target_type, target_id, conditions FROM alert_rules").fetchall():
             new.execute("INSERT INTO alert_rules (id, name, rule_type, target_type, target_id, conditions) "
                         "VALUES (%s, %s, %s, %s, %s, %s)", (*rule[:5], json.dumps(rule[5])))
-        for sink in ("scrape", "alerts"):
+        dry = _ok(run_cli("replay", "events", "scrape", "--from-archive", str(archive), "--topic", topics.scrape,
+                          "--dry-run", env=new_env))
+        assert "would replay 300 archived event(s) into scrape" in dry
+        assert count(new, "SELECT count(*) FROM products") == 0
+        for sink, n in (("scrape", 300), ("alerts", 50)):
             out = _ok(run_cli("replay", "events", sink, "--from-archive", str(archive), env=new_env,
                               INSIGHTS_BATCH_SIZE="64"))
-            assert "complete" in out
+            # each sink took its own events only (the archive holds both topics)
+            assert f": {n} read, {n} stored" in out and "0 dead-lettered" in out and "complete" in out
         for name in EVENT_TABLES:
             cols = _own_columns(pg, name)
             assert _rows(new, name, cols) == _rows(pg, name, cols), name
