@@ -141,7 +141,10 @@ def test_interrupted_replay_resumes_where_it_stopped(settings, topics, pg):
     # no loss, nothing uncommitted: one snapshot per record below the stored progress
     assert count(pg, "SELECT count(*) FROM product_snapshots") == first
 
-    again = _ok(run_cli("replay", "events", "scrape", "--name", "half", env=env))
+    assert "replay: half: " in err  # progress as log lines when stderr is not a terminal
+    done = run_cli("replay", "events", "scrape", "--name", "half", env=env)
+    again = _ok(done)
+    assert "events/s" in done.stderr and "done in" in done.stderr
     assert f"resuming at {first:,} of 3,000" in again
     assert f"{3000 - first:,} read" in again  # continued, not restarted
     assert count(pg, "SELECT count(*) FROM product_snapshots") == 3000
