@@ -39,7 +39,7 @@ from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from streams.faults import ErrorClass
 from streams.kafka import admin_client, consumer_config, producer_config
 from streams.pg import connect
-from streams.replay import H_REPLAY_FROM, _replay_headers, replayer_group
+from streams.replay import _replay_headers, replayer_group
 from streams.topics import dlq_name
 
 TIMEOUT_S = 30.0
@@ -460,4 +460,4 @@ def purge_before(settings: Settings, topic: str, *, before_time: datetime | None
     return report
 
 
-__all__ = ["H_REPLAY_FROM", "DlqError", "Filters", "purge_before", "replay_dead_letters", "show", "summarize"]
+__all__ = ["DlqError", "Filters", "purge_before", "replay_dead_letters", "show", "summarize"]
