@@ -18,7 +18,9 @@ import pytest
 from psycopg import sql
 
 from consumers.registry import build_loop
+from streams.producer import EventProducer
 from streams.replay_events import replay_group
+from streams.serde import RecordContext, make_serializer
 from tests.cli.helpers import run_cli
 from tests.consumers.conftest import count, produce, run_until_idle
 from tests.consumers.events import alert, scrape
@@ -202,3 +204,25 @@ def test_a_truncated_month_comes_back_from_a_time_range(settings, topics, pg):
     assert only_in(pg, whole.format(cols_sql, table("product_snapshots", "before")),
                    whole.format(cols_sql, table("product_snapshots"))) == []
     assert count(pg, "SELECT count(*) FROM product_snapshots") == 540
+
+
+def test_offset_and_partition_ranges(settings, topics, pg):
+    # 10 records per partition, each partition chosen explicitly
+    serialize = make_serializer(settings, "product_scraped")
+    with EventProducer(settings) as producer:
+        for p in range(3):
+            for seq in range(10):
+                event = scrape(100 + p, seq)
+                producer.produce_event(topics.scrape, event.asin, serialize(event, RecordContext(topics.scrape)),
+                                       partition=p)
+    env = child_env(settings)
+    args = ["replay", "events", "scrape", "--name", "some", "--partitions", "0,2",
+            "--from-offset", "0:2", "--to-offset", "0:5", "--to-offset", "2:4"]
+    dry = _ok(run_cli(*args, "--dry-run", env=env))
+    assert "would read 7 event(s)" in dry  # partition 0: offsets 2-4; partition 2: 0-3; partition 1 left out
+    out = _ok(run_cli(*args, env=env))
+    assert "7 read, 7 stored" in out
+    assert count(pg, "SELECT count(*) FROM product_snapshots") == 7
+    assert _offsets(pg, replay_group(settings, "some")) == {(topics.scrape, 0): 5, (topics.scrape, 2): 4}
+    bad = run_cli("replay", "events", "scrape", "--name", "x", "--from-offset", "7", env=env)
+    assert bad.returncode == 2 and "PARTITION:OFFSET" in bad.stderr
