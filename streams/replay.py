@@ -394,6 +394,31 @@ def _targets(
     return {p: (found[p] if found[p] >= 0 else ends[p]) for p in range(count)}
 
 
+def _relative_targets(
+    admin: AdminClient,
+    topic: str,
+    count: int,
+    db_before: Mapping[int, int],
+    kafka_before: Mapping[int, int | None],
+    shift_by: int | None,
+    to_latest: bool,
+) -> dict[int, int]:
+    """Targets of --shift-by, --to-earliest (``shift_by`` None, ``to_latest`` False) and --to-latest."""
+    ends = end_offsets(admin, topic, count)
+    starts = _offsets(admin, [TopicPartition(topic, p) for p in range(count)], OffsetSpec.earliest(), TIMEOUT_S)
+    targets: dict[int, int] = {}
+    for p in range(count):
+        start, end = starts[(topic, p)], ends[p]
+        if shift_by is None:
+            targets[p] = end if to_latest else start
+            continue
+        # where the group stands: PostgreSQL's row is what the consumers seek to
+        current = db_before.get(p, kafka_before.get(p))
+        base = start if current is None else current
+        targets[p] = min(max(base + shift_by, start), end)
+    return targets
+
+
 def _kafka_committed(admin: AdminClient, group: str, topic: str, count: int) -> dict[int, int | None]:
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])]
     result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(timeout=TIMEOUT_S)
@@ -422,21 +447,34 @@ def reset_group(
     *,
     to_time: datetime | None = None,
     to_offset: int | None = None,
+    shift_by: int | None = None,
+    to_earliest: bool = False,
+    to_latest: bool = False,
     dry_run: bool = False,
 ) -> ResetReport:
-    """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
-    if (to_time is None) == (to_offset is None):
-        raise ReplayError("give exactly one of --to-time and --to-offset")
+    """Point ``group`` at a new offset on every partition of ``topic`` (see the module doc).
+
+    Exactly one target: ``to_time``, ``to_offset``, ``shift_by`` (relative to where the group
+    stands: its consumer_offsets row, else Kafka's committed offset, else the log start; as
+    ``kafka-consumer-groups --shift-by``), ``to_earliest`` or ``to_latest``. Every target is
+    clamped into what the log holds.
+    """
+    chosen = [to_time is not None, to_offset is not None, shift_by is not None, to_earliest, to_latest]
+    if sum(chosen) != 1:
+        raise ReplayError("give exactly one of --to-time, --to-offset, --shift-by, --to-earliest and --to-latest")
     admin = admin_client(settings.kafka)
     count = _partitions(admin, topic)
     members = _active_members(admin, group)
     if members:
         raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
-    targets = _targets(admin, topic, count, to_time, to_offset)
     kafka_before = _kafka_committed(admin, group, topic, count)
     # not autocommit: the offsets commit only once Kafka accepted the new ones (see below)
     with connect(settings.pg, "replay-reset", autocommit=False) as conn:
         db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
+        if to_time is not None or to_offset is not None:
+            targets = _targets(admin, topic, count, to_time, to_offset)
+        else:
+            targets = _relative_targets(admin, topic, count, db_before, kafka_before, shift_by, to_latest)
         report = ResetReport(
             group,
             topic,

@@ -95,11 +95,15 @@ def reset(
     topic: str = typer.Option(..., "--topic", "-t", help="topic whose offsets to move"),
     to_time: str | None = typer.Option(None, "--to-time", help="first record at or after this ISO time (with zone)"),
     to_offset: int | None = typer.Option(None, "--to-offset", help="this offset on every partition (clamped to the log)"),
+    shift_by: int | None = typer.Option(None, "--shift-by", help="move each partition by N (negative: back), clamped to the log"),
+    to_earliest: bool = typer.Option(False, "--to-earliest", help="the first offset each partition still holds"),
+    to_latest: bool = typer.Option(False, "--to-latest", help="the end of each partition (skip everything so far)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show the current and target offsets; change nothing"),
 ) -> None:
     """Rewind a stopped consumer group: Kafka committed offsets and the consumer_offsets table both."""
     report = reset_group(
-        settings_of(ctx), group, topic, to_time=_time(to_time), to_offset=to_offset, dry_run=dry_run
+        settings_of(ctx), group, topic, to_time=_time(to_time), to_offset=to_offset, shift_by=shift_by,
+        to_earliest=to_earliest, to_latest=to_latest, dry_run=dry_run,
     )
     table = Table("partition", "kafka committed", "consumer_offsets", "target")
     for p in report.partitions:

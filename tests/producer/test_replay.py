@@ -225,3 +225,38 @@ def test_replay_cli_says_how_many_it_skipped_and_how_to_include_them(settings, t
     assert f"0 record(s) left in {dlq_name(topic)}" in done.stdout
     bad = run_cli("replay", "dlq", "--topic", topic, "--include-class", "nonsense", env=env)
     assert bad.returncode == 1 and "unknown error class nonsense" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_reset_shift_by_earliest_and_latest(settings, make_topic, consumer_group, pg):
+    topic = make_topic(partitions=2)
+    _produce(settings, topic, 20, partitions=2)  # 10 per partition
+    pg.execute(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES (%s, %s, 0, 8), (%s, %s, 1, 2)",
+        (consumer_group, topic, consumer_group, topic),
+    )
+
+    def stored():
+        return [r[0] for r in pg.execute(
+            "SELECT next_offset FROM consumer_offsets WHERE consumer_group = %s AND topic = %s ORDER BY partition",
+            (consumer_group, topic),
+        ).fetchall()]
+
+    back = reset_group(settings, consumer_group, topic, shift_by=-5)
+    assert [p.target for p in back.partitions] == [3, 0]  # 8-5, and 2-5 clamped to the log start
+    assert stored() == [3, 0]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, shift_by=4).partitions] == [7, 4]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, shift_by=100).partitions] == [10, 10]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, to_earliest=True).partitions] == [0, 0]
+    assert stored() == [0, 0]
+    latest = reset_group(settings, consumer_group, topic, to_latest=True, dry_run=True)
+    assert [p.target for p in latest.partitions] == [10, 10] and stored() == [0, 0]
+    reset_group(settings, consumer_group, topic, to_latest=True)
+    assert stored() == [10, 10]
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": consumer_group}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in committed] == [10, 10]
+    with pytest.raises(ReplayError, match="exactly one"):
+        reset_group(settings, consumer_group, topic, to_latest=True, shift_by=1)
