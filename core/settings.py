@@ -244,6 +244,12 @@ class CdcSettings(BaseSettings):
     heartbeat_interval_s: float = Field(10.0, gt=0, le=3600)
     status_interval_s: float = Field(1.0, gt=0, le=60, description="how often the slot position is confirmed")
     standby_retry_s: float = Field(2.0, gt=0, le=300, description="hot standby: how often to try the slot")
+    reconnect_max_s: float = Field(
+        10.0, gt=0, le=600, description="a lost stream is reconnected with backoff up to this many seconds apart"
+    )
+    stream_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="no message from the server for this long (after asking): the stream is lost"
+    )
 
 
 class StackSettings(BaseSettings):

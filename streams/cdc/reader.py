@@ -39,6 +39,8 @@ from streams.cdc.envelope import (
     truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
+from streams.cdc.healing import Outage, stream_lost
+from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
 from streams.cdc.pgoutput import (
     INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
@@ -50,6 +52,7 @@ from streams.cdc.transport import (
 )
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
+from streams.retry import Backoff
 from streams.service.health import Health
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
@@ -58,6 +61,12 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
 GAUGE_INTERVAL_S = 5.0
+#: the first reconnection waits about this long; then twice as long each time, up to ``cdc.reconnect_max_s``
+RECONNECT_FIRST_S = 0.5
+
+
+class _Stopping(Exception):
+    """The stop event was set while the reader waited for room in Kafka's queue."""
 
 
 class _Acks:
@@ -127,6 +136,15 @@ class CdcReader:
         self._m_changes: dict[tuple[str, str], Any] = {}
         self._received = 0
         self._last_sent_flush = -1
+        #: change events Kafka acknowledged
+        self.delivered = 0
+        # --- self-healing
+        self.outage = Outage(log, self.cdc.reconnect_max_s)
+        self._stream_conn: ReplicationConnection | None = None
+        self._paused_since: float | None = None
+        self._next_paused_status = 0.0
+        self._pause_told = False
+        self._set_up = False
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -150,38 +168,76 @@ class CdcReader:
     def run(self, standby_notice: Callable[[str], None] | None = None) -> int:
         """Stream until the stop event is set; wait as a hot standby while another process holds the slot.
 
-        Returns the last confirmed LSN. Everything acknowledged by Kafka is confirmed before return.
+        A lost stream (the walsender terminated, PostgreSQL restarting, a network cut, the
+        broker away: :func:`.healing.stream_lost`) is reconnected with capped backoff and
+        resumes from the newest position the reader knows is safe; anything else (a lost or
+        missing slot, a wrong password, a missing publication) ends it. Returns the last
+        confirmed LSN. Everything acknowledged by Kafka is confirmed before return.
         """
-        self.setup()
+        delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
+        start = 0
         while not self.stop.is_set():
             try:
-                return self._stream()
+                if not self._set_up:
+                    self.setup()
+                    self._set_up = True
+                return self._stream(start)
             except SlotInUseError as exc:
                 self.health.ok("postgres")  # it answered: the slot is busy, which is a standby's normal
                 self.health.beat()
-                if standby_notice:
+                if standby_notice and not self.outage.ongoing:
                     standby_notice(str(exc))
+                start = self._forget_stream()
                 self.stop.wait(self.cdc.standby_retry_s)
+            except _Stopping:
+                break
+            except Exception as exc:
+                if not stream_lost(exc):
+                    raise
+                start = self._forget_stream()
+                self.outage.lost(exc, format_lsn(start))
+                self.health.beat()
+                self.stop.wait(next(delays))
+            else:  # pragma: no cover - _stream returns or raises
+                break
+            if not self.outage.ongoing:
+                delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
         return self.tracker.confirmed
 
-    def _stream(self) -> int:
+    def _forget_stream(self) -> int:
+        """After a lost stream: drop the open transaction (it comes again) and say where to resume."""
+        self._begin = None
+        self._txn_source = None
+        self._insert_targets.clear()
+        self._received = 0
+        self._last_sent_flush = -1
+        self._poll(0)
+        return self.tracker.resume()
+
+    def _stream(self, start: int = 0) -> int:
         try:
             side = slots.connect(self.settings.pg, "cdc-heartbeat")
         except CdcError as exc:
             self.health.failing("postgres", str(exc))
             raise
         try:
+            if self.outage.ongoing:
+                # reconnected, maybe to a promoted standby: never stream from a slot that is not ours
+                slots.require_slot_unless_new(side, self.slot, self.cdc.publication)
+                slots.check_not_lost(side, self.slot)
             stream = ReplicationConnection.open(self.settings.pg, "cdc-stream")
-        except CdcError as exc:
+        except (CdcError, psycopg.Error) as exc:
             side.close()
             self.health.failing("postgres", str(exc))
             raise
+        self._stream_conn = stream
         try:
             try:
-                stream.start(self.slot, self.cdc.publication)
+                stream.start(self.slot, self.cdc.publication, start)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
+            self.outage.regained(format_lsn(start))
             self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
@@ -191,6 +247,7 @@ class CdcReader:
             self.health.failing("postgres", str(exc))
             raise
         finally:
+            self._stream_conn = None
             stream.close()
             side.close()
 
@@ -200,6 +257,8 @@ class CdcReader:
         next_status = now + cdc.status_interval_s
         next_heartbeat = now + cdc.heartbeat_interval_s
         next_gauge = now
+        last_heard = now
+        asked = False
         while not self.stop.is_set():
             health.beat()
             wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
@@ -208,7 +267,9 @@ class CdcReader:
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
-            health.ok("postgres")
+            heard = data is not None
+            if heard:
+                health.ok("postgres")
             reply = False
             handled = 0
             while data is not None:
@@ -223,6 +284,18 @@ class CdcReader:
             if self._failure is not None:
                 raise CdcError(f"Kafka did not accept a change event: {self._failure}")
             now = time.monotonic()
+            if heard:
+                last_heard, asked = now, False
+            elif now - last_heard > cdc.stream_timeout_s / 2:
+                # a silent server: a cut network can keep the socket open for hours. Ask for
+                # a keepalive; no answer within the timeout means the stream is lost.
+                if now - last_heard > cdc.stream_timeout_s:
+                    raise ReplicationError(
+                        f"no message from the server for {now - last_heard:.0f} s: connection lost"
+                    )
+                if not asked:
+                    stream.send_status(max(self._received, self.tracker.confirmed), self.tracker.confirmed, reply=True)
+                    asked = True
             if reply or now >= next_status:
                 self._send_status(stream, force=reply)
                 next_status = now + cdc.status_interval_s
@@ -410,6 +483,7 @@ class CdcReader:
         grouped = Counter(acks)
         acks.clear()
         for ack, count in grouped.items():
+            self.delivered += count
             tracker.acked(ack.seq, count)
             ack.counter.inc(count)
             seconds = now - ack.commit_unix_s
@@ -460,10 +534,48 @@ class CdcReader:
                     self.producer.produce(topic, value, key, on_delivery=cb)
                 else:
                     self.producer.produce(topic, value, key, partition=partition, on_delivery=cb)
+                if self._paused_since is not None:
+                    self._resumed()
                 return
             except BufferError:
-                # the local queue is full (a huge transaction): let deliveries drain it
-                self._poll(0.05)
+                # the local queue is full (a huge transaction, or the broker away): stop
+                # reading, and so decoding, until deliveries make room; memory stays bounded
+                self._pause()
+
+    def _pause(self) -> None:
+        """Wait for room in the producer's queue; the slot keeps everything meanwhile."""
+        now = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = now
+            self._next_paused_status = now
+        elif now - self._paused_since > 5 and not self._pause_told:
+            # a full queue for seconds is an outage, not a big transaction: say it once
+            self._pause_told = True
+            log.warning(
+                "Kafka's queue is full (%d changes waiting for the broker): reading paused", self.tracker.in_flight,
+                extra={"in_flight": self.tracker.in_flight},
+            )
+        if self.stop.is_set():
+            raise _Stopping()
+        self.health.beat()
+        self._poll(0.05)
+        stream = self._stream_conn
+        if stream is not None and now >= self._next_paused_status:
+            # the walsender waits for our replies: without them it ends the stream after
+            # wal_sender_timeout, and the reader would reconnect for nothing
+            self._next_paused_status = now + self.cdc.status_interval_s
+            try:
+                self._send_status(stream, force=True)
+            except ReplicationError:
+                pass  # the loop notices on its next read
+
+    def _resumed(self) -> None:
+        if self._pause_told:
+            log.info(
+                "Kafka accepts changes again after %.1f s: reading resumed", time.monotonic() - (self._paused_since or 0),
+            )
+        self._paused_since = None
+        self._pause_told = False
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
