@@ -35,8 +35,8 @@ from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
-    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, make_encoder, source_txn,
-    truncate_event,
+    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder,
+    needs_primary_key, source_txn, truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
 from streams.cdc.healing import Outage, stream_lost
@@ -141,6 +141,7 @@ class CdcReader:
         # --- self-healing
         self.outage = Outage(log, self.cdc.reconnect_max_s)
         self._stream_conn: ReplicationConnection | None = None
+        self._side: psycopg.Connection[Any] | None = None  # heartbeats, gauges, catalog look-ups
         self._paused_since: float | None = None
         self._next_paused_status = 0.0
         self._pause_told = False
@@ -230,7 +231,7 @@ class CdcReader:
             side.close()
             self.health.failing("postgres", str(exc))
             raise
-        self._stream_conn = stream
+        self._stream_conn, self._side = stream, side
         try:
             try:
                 stream.start(self.slot, self.cdc.publication, start)
@@ -247,7 +248,7 @@ class CdcReader:
             self.health.failing("postgres", str(exc))
             raise
         finally:
-            self._stream_conn = None
+            self._stream_conn = self._side = None
             stream.close()
             side.close()
 
@@ -427,6 +428,11 @@ class CdcReader:
         return True
 
     def _relation(self, message: Relation | TypeMessage) -> None:
+        if isinstance(message, Relation):
+            # the record key: primary key, identity index, or every column (envelope.keyed)
+            side = self._side
+            primary = slots.primary_key(side, message.oid) if side is not None and needs_primary_key(message) else None
+            message = keyed(message, primary)
         if self.cache.update(message):
             self.schema_changes += 1
             log.info("schema change of %s.%s", message.namespace, message.name)

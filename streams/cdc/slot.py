@@ -165,12 +165,13 @@ def check_not_lost(conn: psycopg.Connection[Any], slot: str) -> None:
 def table_relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Relation:
     """A table as a Relation message would describe it (the key: its primary key columns)."""
     row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
         (schema, table),
     ).fetchone()
     if row is None:
         raise CdcError(f"no table {schema}.{table}")
-    oid = row[0]
+    oid, identity = row
     cols = conn.execute(
         """
         SELECT a.attname, a.atttypid, a.atttypmod,
@@ -182,4 +183,20 @@ def table_relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Re
         """,
         (oid,),
     ).fetchall()
-    return Relation(oid, schema, table, "d", tuple(Column(n, t, m, k) for n, t, m, k in cols))
+    return Relation(oid, schema, table, identity, tuple(Column(n, t, m, k) for n, t, m, k in cols))
+
+
+def primary_key(conn: psycopg.Connection[Any], oid: int) -> tuple[str, ...]:
+    """The primary key columns of the table ``oid``, in key order; empty without one."""
+    rows = conn.execute(
+        """
+        SELECT a.attname
+          FROM pg_index i
+          JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = %s AND i.indisprimary
+         ORDER BY k.n
+        """,
+        (oid,),
+    ).fetchall()
+    return tuple(r[0] for r in rows)

@@ -29,7 +29,7 @@ from rich.progress import Progress
 from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.cdc import slot as slots
-from streams.cdc.envelope import RelationCodec, SourceInfo, make_encoder, read_body, read_event, source_txn
+from streams.cdc.envelope import RelationCodec, SourceInfo, keyed, make_encoder, read_body, read_event, source_txn
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
@@ -114,7 +114,8 @@ def run_snapshot(
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:
                 for table in tables:
-                    relation = slots.table_relation(conn, schema, table)
+                    found = slots.table_relation(conn, schema, table)
+                    relation = keyed(found, found.key_columns)  # the key streamed changes get
                     codec = RelationCodec(relation, converter, snapshot=True)
                     topic = cdc_topic_name(settings, table, schema)
                     task = progress.add_task(f"{schema}.{table}", total=None)
