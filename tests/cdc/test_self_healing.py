@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -299,3 +300,47 @@ def test_reader_pauses_through_a_broker_restart_and_delivers_everything(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("reading paused" in m for m in messages) == 1, messages
     assert sum("reading resumed" in m for m in messages) == 1, messages
+
+
+# --- a network cut (a proxy that stops forwarding, sockets left open) ------------------------------
+@pytest.mark.integration
+def test_reader_survives_a_network_cut(
+    cdc_settings: Settings, cdc_schema: str, pg: psycopg.Connection[Any], events: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(cdc_settings.pg.dsn)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tests.cdc.cut_proxy", parts.get("host") or "127.0.0.1", str(parts.get("port") or 5432)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proxy.stdout is not None
+    port = int(proxy.stdout.readline())
+    settings = cdc_settings.replace(
+        pg_dsn=make_conninfo(**{**parts, "host": "127.0.0.1", "port": str(port)}),
+        cdc_stream_timeout_s=3.0, cdc_heartbeat_interval_s=30.0, **{k: v for k, v in HEALING.items()
+                                                                    if k != "cdc_heartbeat_interval_s"},
+    )
+    caplog.set_level(logging.INFO, logger="streams.cdc")
+    try:
+        with running_reader(settings) as reader:
+            wait_for(lambda: _walsender(pg, settings.cdc.slot_name) is not None, what="the reader to stream")
+            total = _insert(pg, cdc_schema, 1, 200)
+            wait_for(lambda: reader.delivered >= 200, what="the first rows")
+            proxy.send_signal(signal.SIGUSR1)
+            total += _insert(pg, cdc_schema, 1000, 1199)  # committed while the network is down
+            wait_for(lambda: reader.outage.ongoing, timeout=30, what="the reader to notice the cut")
+            proxy.send_signal(signal.SIGUSR2)
+            # the server's side of the cut connection lingers until wal_sender_timeout; end it
+            pg.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s",
+                       (settings.cdc.slot_name,))
+            wait_for(lambda: not reader.outage.ongoing, timeout=60, what="the reader to reconnect")
+            total += _insert(pg, cdc_schema, 2000, 2099)
+            _assert_every_change_once(events("products").read_distinct_keys(total, timeout=60), total)
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("lost the replication stream") for m in messages) == 1, messages
+    assert any("no message from the server" in m for m in messages), messages
+    assert sum(m.startswith("regained the replication stream") for m in messages) == 1, messages
