@@ -247,6 +247,9 @@ class CdcSettings(BaseSettings):
     reconnect_max_s: float = Field(
         10.0, gt=0, le=600, description="a lost stream is reconnected with backoff up to this many seconds apart"
     )
+    incremental_chunk_size: int = Field(
+        1024, ge=1, le=1_000_000, description="incremental snapshots: rows per chunk (between two watermarks)"
+    )
     stream_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="no message from the server for this long (after asking): the stream is lost"
     )

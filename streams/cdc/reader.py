@@ -36,10 +36,11 @@ from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
     ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder,
-    needs_primary_key, source_txn, truncate_event,
+    needs_primary_key, read_body, read_event, source_txn, truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
 from streams.cdc.healing import Outage, stream_lost
+from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Window
 from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
 from streams.cdc.pgoutput import (
@@ -47,7 +48,7 @@ from streams.cdc.pgoutput import (
     TypeMessage, Update, decode, relation_oid,
 )
 from streams.cdc.transport import (
-    PAYLOAD_OFFSET, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
+    PAYLOAD_OFFSET, SESSION_OPTIONS, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
     parse_copy_message, pg_us_to_unix, xlog_positions,
 )
 from streams.cdc.values import ValueConverter
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
 GAUGE_INTERVAL_S = 5.0
+#: how often the signal table is read for incremental snapshot requests
+SIGNAL_INTERVAL_S = 1.0
 #: the first reconnection waits about this long; then twice as long each time, up to ``cdc.reconnect_max_s``
 RECONNECT_FIRST_S = 0.5
 
@@ -146,6 +149,13 @@ class CdcReader:
         self._next_paused_status = 0.0
         self._pause_told = False
         self._set_up = False
+        # --- incremental snapshots (DBLog watermarks); the window's table OID while one is open
+        self.incremental = IncrementalSnapshots(
+            settings.pg, self.cdc.schema_name, self.slot, self.cdc.incremental_chunk_size,
+            key_of=lambda relation: RelationCodec(relation, self.converter, snapshot=True),
+            session_options=SESSION_OPTIONS,
+        )
+        self._window_oid = -1
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -207,6 +217,8 @@ class CdcReader:
 
     def _forget_stream(self) -> int:
         """After a lost stream: drop the open transaction (it comes again) and say where to resume."""
+        self.incremental.reset()
+        self._window_oid = -1
         self._begin = None
         self._txn_source = None
         self._insert_targets.clear()
@@ -260,6 +272,7 @@ class CdcReader:
         next_gauge = now
         last_heard = now
         asked = False
+        next_signals = now
         while not self.stop.is_set():
             health.beat()
             wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
@@ -307,6 +320,12 @@ class CdcReader:
                 self._update_gauges(side)
                 self._probe_kafka()
                 next_gauge = now + GAUGE_INTERVAL_S
+            if now >= next_signals:
+                self.incremental.poll()
+                next_signals = now + SIGNAL_INTERVAL_S
+            incremental = self.incremental
+            if incremental.tables and incremental.window is None and len(incremental.pending) < 4:
+                incremental.open_window()
 
     def _drain(self) -> None:
         deadline = time.monotonic() + 60
@@ -329,6 +348,8 @@ class CdcReader:
             stream.send_status(max(self._received, flushed), flushed)
             if flushed != self._last_sent_flush:
                 self.metrics.confirmed_lsn.set(flushed)
+                if self.incremental.pending:
+                    self.incremental.confirmed(flushed)
                 if self.on_confirm:
                     self.on_confirm(flushed)
             self._last_sent_flush = flushed
@@ -393,6 +414,8 @@ class CdcReader:
                 self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
         elif isinstance(message, Commit):
             self.tracker.commit(self._txn_seq, message.end_lsn)
+            if self.incremental.pending:
+                self.incremental.committed(self._txn_seq, message.end_lsn)
             self._begin = None
             self._txn_source = None
             self.metrics.transactions.inc()
@@ -403,8 +426,12 @@ class CdcReader:
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
                 self._produce(relation, truncate_event(relation, src))
+                if oid == self._window_oid and self.incremental.window is not None:
+                    self.incremental.window.rows.clear()  # the chunk's rows are gone
         elif isinstance(message, LogicalMessage):
-            pass  # heartbeats: their transaction's Commit is what lets the slot advance
+            # heartbeats: their transaction's Commit is what lets the slot advance
+            if message.prefix == WATERMARK_PREFIX:
+                self._watermark(message, frame.wal_start)
         return False
 
     def _insert_from_frame(self, data: bytes) -> bool:
@@ -420,6 +447,8 @@ class CdcReader:
             return False
         if wal_end > self._received:
             self._received = wal_end
+        if oid == self._window_oid:
+            self._in_window(written[0])
         target = self._insert_targets.get(oid)
         if target is None:
             relation = codec.relation
@@ -452,11 +481,48 @@ class CdcReader:
         relation = self.cache.get(message.relation_oid)
         if self._header is None or self._txn_source is None:  # no framing we can write: the reference path
             for event in change_events(self.converter, relation, message, self._source(wal_start)):
+                if relation.oid == self._window_oid:
+                    self._in_window(event.key)
                 self._produce(relation, event)
             return
         codec = self._codecs[relation.oid]
+        window = relation.oid == self._window_oid
         for op, key, body in change_bodies(codec, message, wal_start, self._txn_source):
+            if window:
+                self._in_window(key)
             self._send_event(relation, op, key, self._header + body)
+
+    # --- incremental snapshots ------------------------------------------------------------
+    def _in_window(self, key: bytes | None) -> None:
+        """A change inside a chunk's window: the streamed change wins over the chunk's row."""
+        window = self.incremental.window
+        if window is not None and window.open:
+            window.discard(key)
+
+    def _watermark(self, message: LogicalMessage, wal_start: int) -> None:
+        found = self.incremental.watermark(message.content)
+        if found is None:
+            return
+        kind, window = found
+        if kind == "low":
+            self._window_oid = window.table.relation.oid
+            return
+        self._window_oid = -1
+        self._publish_window(window, wal_start)
+
+    def _publish_window(self, window: Window, wal_start: int) -> None:
+        """The chunk's rows left at its high watermark, as read events at that position."""
+        relation = window.codec.relation
+        if self._header is not None and self._txn_source is not None:
+            for values in window.rows.values():
+                key, body = read_body(window.codec, values, wal_start, self._txn_source)
+                self._send_event(relation, "r", key, self._header + body)
+        else:
+            src = self._source(wal_start)
+            src = SourceInfo(src.lsn, src.commit_lsn, src.xid, src.commit_time_us, snapshot=True)
+            for values in window.rows.values():
+                self._produce(relation, read_event(self.converter, relation, values, src))
+        self.incremental.published(window, self._txn_seq)
 
     def _topic(self, relation: Relation) -> str:
         topic = self._topics.get(relation.oid)

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from core.settings import PostgresSettings
 from streams.cdc.errors import CdcError, SlotLostError, SlotMissingError
 from streams.cdc.pgoutput import Column, Relation
+from streams.cdc.transport import NETWORK_TIMEOUTS
 from streams.pg.connect import connect as pg_connect
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
@@ -21,7 +22,9 @@ HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
 def connect(pg: PostgresSettings, purpose: str = "cdc") -> psycopg.Connection[Any]:
     """An autocommit connection for slot and publication work, named ``insights-<purpose>``."""
     try:
-        return pg_connect(pg, purpose)
+        # keepalives: a query on a connection whose peer vanished fails in about half a
+        # minute instead of waiting for the kernel's default of two hours and more
+        return pg_connect(pg, purpose, **NETWORK_TIMEOUTS)
     except psycopg.OperationalError as exc:
         raise CdcError(f"cannot connect to PostgreSQL: {exc}") from None
 

@@ -93,6 +93,11 @@ def standby_status(written: int, flushed: int, applied: int, now_unix_us: int, r
 
 
 # --- the replication socket --------------------------------------------------------------------
+#: libpq parameters of every CDC connection: a peer that vanished (network cut, host lost)
+#: is an error within about 30 s, not a socket silent for the kernel's two hours and more
+NETWORK_TIMEOUTS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                    "tcp_user_timeout": 30_000}
+
 # the walsender prints tuple values with these settings; values.py relies on them
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres"
 
@@ -139,13 +144,7 @@ class ReplicationConnection:
                 options=SESSION_OPTIONS,
                 application_name=application_name(purpose),
                 connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
-                # a peer that vanished (network cut, host lost) shows as an error within
-                # about half a minute instead of a socket that stays silent for hours
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
-                tcp_user_timeout=30_000,
+                **NETWORK_TIMEOUTS,
             )
         )
 

@@ -1,9 +1,13 @@
-"""A TCP proxy whose network can be cut, run as its own process (``python -m tests.cdc.cut_proxy HOST PORT``).
+"""A TCP proxy that can cut the replication connections it carries, as its own process.
+
+``python -m tests.cdc.cut_proxy HOST PORT`` prints the port it listens on. SIGUSR1 cuts:
+every byte of a *replication* connection (its startup packet names ``replication``) is
+dropped both ways while its sockets stay open, as a stateful firewall does with a
+connection it forgot, and new replication connections are closed; SIGUSR2 heals. Other
+connections (the reader's heartbeat and snapshot sessions, the test's own) go on.
 
 Its own process because libpq's blocking connect (``pq.PGconn.connect``, the replication
 connection's) holds the GIL: a proxy thread in the test process could not forward its bytes.
-Prints the port it listens on. SIGUSR1 cuts the network: every byte is dropped both ways,
-sockets stay open (as behind a dead router) and new connections are refused; SIGUSR2 heals it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,21 @@ import threading
 cut = threading.Event()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+class _Link:
+    def __init__(self) -> None:
+        self.replication = False
+        self.seen = b""  # the client's first bytes, until the startup packet is recognised
+
+
+def _pump(src: socket.socket, dst: socket.socket, link: _Link, from_client: bool) -> None:
     try:
         while data := src.recv(65536):
-            if not cut.is_set():
+            if from_client and not link.replication and len(link.seen) < 4096:
+                link.seen += data
+                link.replication = b"replication\x00" in link.seen
+                if link.replication and cut.is_set():
+                    break  # a new replication connection while cut: refused
+            if not (link.replication and cut.is_set()):
                 dst.sendall(data)
     except OSError:
         pass
@@ -39,12 +54,10 @@ def main() -> None:
     print(listener.getsockname()[1], flush=True)
     while True:
         client, _ = listener.accept()
-        if cut.is_set():
-            client.close()
-            continue
         upstream = socket.create_connection(target)
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+        link = _Link()
+        threading.Thread(target=_pump, args=(client, upstream, link, True), daemon=True).start()
+        threading.Thread(target=_pump, args=(upstream, client, link, False), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ def test_reader_pauses_through_a_broker_restart_and_delivers_everything(
     assert sum("reading resumed" in m for m in messages) == 1, messages
 
 
-# --- a network cut (a proxy that stops forwarding, sockets left open) ------------------------------
+# --- a network cut: the replication connection's packets dropped, its socket left open --------------
 @pytest.mark.integration
 def test_reader_survives_a_network_cut(
     cdc_settings: Settings, cdc_schema: str, pg: psycopg.Connection[Any], events: Any, caplog: pytest.LogCaptureFixture
