@@ -64,15 +64,38 @@ def drop(
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    reader: str | None = typer.Option(
+        None, "--reader", metavar="URL",
+        help="the reader's metrics endpoint (default http://127.0.0.1:<INSIGHTS_METRICS_PORT>/metrics)",
+    ),
+) -> None:
+    """Show the slot (confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size)
+    and the reader's own view from its metrics endpoint (connected, positions, lag, last event time)."""
+    from streams.cdc.metrics import read_view  # lazy: CLI start-up of the other commands
+
     settings = settings_of(ctx)
     with slots.connect(settings.pg) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
         raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
+    url = reader or f"http://127.0.0.1:{settings.service.metrics_port}/metrics"
+    view: dict[str, object]
+    try:
+        seen = read_view(url, settings.cdc.slot_name)
+        view = {**seen.as_dict(), "answering": True}
+        for name in ("received_lsn", "confirmed_lsn"):
+            value = view[name]
+            view[name] = format_lsn(value) if isinstance(value, int) else value
+        for name in ("last_event_commit_time", "last_event_delivered"):
+            value = view[name]
+            view[name] = _iso(value) if isinstance(value, float) else value
+    except (OSError, LookupError, ValueError) as exc:
+        view = {"url": url, "answering": False, "why": " ".join(str(exc).split())}
     if as_json:
-        console.print_json(json.dumps(found.as_dict()))
+        console.print_json(json.dumps({**found.as_dict(), "reader": view}))
     else:
         table = Table(title=f"slot {found.slot}")
         table.add_column("field")
@@ -80,6 +103,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         for name, value in found.as_dict().items():
             table.add_row(name, "" if value is None else str(value))
         console.print(table)
+        mine = Table(title="reader (its /metrics)")
+        mine.add_column("field")
+        mine.add_column("value")
+        for name, value in view.items():
+            mine.add_row(name, "" if value is None else str(value))
+        console.print(mine)
     if found.wal_status == "lost":
         raise CdcError(f"slot {found.slot!r} is lost: see docs/cdc.md#lost-slot-recovery")
 
@@ -108,6 +137,12 @@ def run(
         )
         confirmed = reader.run(standby_notice=_StandbyNotice())
     log.info("stopped; confirmed %s", format_lsn(confirmed), extra={"confirmed_lsn": format_lsn(confirmed)})
+
+
+def _iso(unix_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix_s, timezone.utc).isoformat(timespec="milliseconds")
 
 
 class _StandbyNotice:

@@ -206,6 +206,8 @@ class CdcReader:
                 if not stream_lost(exc):
                     raise
                 start = self._forget_stream()
+                if not self.outage.ongoing:
+                    self.metrics.reconnects.inc()
                 self.outage.lost(exc, format_lsn(start))
                 self.health.beat()
                 self.stop.wait(next(delays))
@@ -251,6 +253,7 @@ class CdcReader:
                 self._raise_if_lost(side, exc)
                 raise
             self.outage.regained(format_lsn(start))
+            self.metrics.connected.set(1)
             self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
@@ -260,6 +263,7 @@ class CdcReader:
             self.health.failing("postgres", str(exc))
             raise
         finally:
+            self.metrics.connected.set(0)
             self._stream_conn = self._side = None
             stream.close()
             side.close()
@@ -344,6 +348,7 @@ class CdcReader:
 
     def _send_status(self, stream: ReplicationConnection, force: bool) -> None:
         flushed = self.tracker.confirmed
+        self.metrics.received_lsn.set(self._received)
         if force or flushed != self._last_sent_flush:
             stream.send_status(max(self._received, flushed), flushed)
             if flushed != self._last_sent_flush:
@@ -554,6 +559,8 @@ class CdcReader:
         tracker, latency, sample = self.tracker, self.metrics.commit_to_publish, self.on_latency
         grouped = Counter(acks)
         acks.clear()
+        self.metrics.last_event_at.set(now)
+        self.metrics.last_event_time.set(max(ack.commit_unix_s for ack in grouped))
         for ack, count in grouped.items():
             self.delivered += count
             tracker.acked(ack.seq, count)
@@ -620,6 +627,7 @@ class CdcReader:
         if self._paused_since is None:
             self._paused_since = now
             self._next_paused_status = now
+            self.metrics.paused.set(1)
         elif now - self._paused_since > 5 and not self._pause_told:
             # a full queue for seconds is an outage, not a big transaction: say it once
             self._pause_told = True
@@ -648,6 +656,7 @@ class CdcReader:
             )
         self._paused_since = None
         self._pause_told = False
+        self.metrics.paused.set(0)
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)
