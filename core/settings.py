@@ -247,6 +247,15 @@ class CdcSettings(BaseSettings):
     reconnect_max_s: float = Field(
         10.0, gt=0, le=600, description="a lost stream is reconnected with backoff up to this many seconds apart"
     )
+    include_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, the only columns published (JSON; key columns always are)"
+    )
+    exclude_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, columns never published (JSON; not key columns)"
+    )
+    mask_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, columns published as the SHA-256 of their text (JSON)"
+    )
     incremental_chunk_size: int = Field(
         1024, ge=1, le=1_000_000, description="incremental snapshots: rows per chunk (between two watermarks)"
     )

@@ -44,7 +44,7 @@ from core.settings import Settings
 from streams.cdc import avro
 from streams.cdc.codegen import compile_writers, relation_source
 from streams.cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
-from streams.cdc.values import EnvelopeValue, ValueConverter
+from streams.cdc.values import MASKED, EnvelopeValue, ValueConverter, mask_text
 from streams.serde import make_deserializer, make_serializer
 
 SUBJECT = "cdc_change"
@@ -84,6 +84,13 @@ def keyed(relation: Relation, primary_key: Sequence[str] | None = None) -> Relat
         for c in relation.columns
     )
     return relation if columns == relation.columns else dataclasses.replace(relation, columns=columns)
+
+
+def masking(relation: Relation, names: Sequence[str] | None) -> Relation:
+    """``relation`` whose columns ``names`` are published masked: the SHA-256 (hex) of their text
+    instead of their value, in rows and keys alike (equal values stay equal, for joins)."""
+    masked = frozenset(names or ()) & {c.name for c in relation.columns}
+    return relation if masked == relation.masked else dataclasses.replace(relation, masked=masked)
 
 
 def needs_primary_key(relation: Relation) -> bool:
@@ -184,7 +191,12 @@ def _key_values(converter: ValueConverter, relation: Relation, values: TupleData
     for i in relation.key_indexes:
         raw = values[i]
         missing = raw is None or raw is UNCHANGED_TOAST
-        out[columns[i].name] = None if missing else converter.to_envelope(columns[i].type_oid, raw)  # type: ignore[arg-type]
+        if missing:
+            out[columns[i].name] = None
+        elif columns[i].name in relation.masked:
+            out[columns[i].name] = mask_text(raw)  # type: ignore[arg-type]
+        else:
+            out[columns[i].name] = converter.to_envelope(columns[i].type_oid, raw)  # type: ignore[arg-type]
     return out
 
 
@@ -290,7 +302,7 @@ class RelationCodec:
     def __init__(self, relation: Relation, converter: ValueConverter, snapshot: bool = False) -> None:
         self.relation = relation
         columns = relation.columns
-        self.writers = [converter.writer(c.type_oid) for c in columns]
+        self.writers = [MASKED if c.name in relation.masked else converter.writer(c.type_oid) for c in columns]
         self.names = [avro.string(c.name) for c in columns]
         self.key_indexes = relation.key_indexes
         #: ``{"a":`` then ``,"b":``: what precedes each key column's JSON in the record key

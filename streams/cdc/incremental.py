@@ -186,6 +186,8 @@ class IncrementalSnapshots:
     chunk_size: int
     key_of: Any  # relation -> its RelationCodec for read events (keys and bodies as the stream's)
     session_options: str
+    include: dict[str, list[str]] = field(default_factory=dict)  # the publication's column lists
+    exclude: dict[str, list[str]] = field(default_factory=dict)
     conn: psycopg.Connection[Any] | None = None
     tables: dict[str, _Table] = field(default_factory=dict)
     window: Window | None = None
@@ -255,7 +257,9 @@ class IncrementalSnapshots:
             ).fetchall()
         for name, last_key, rows_done in running:
             if name not in self.tables:
-                relation = slots.table_relation(conn, self.schema, name)
+                relation = slots.published_relation(
+                    conn, self.schema, name, self.include.get(name), self.exclude.get(name)
+                )
                 found = keyed(relation, relation.key_columns)
                 self.tables[name] = _Table(name, found, last_key, int(rows_done), _key_types(conn, found))
 

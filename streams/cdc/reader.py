@@ -35,7 +35,7 @@ from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
-    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder,
+    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder, masking,
     needs_primary_key, read_body, read_event, source_txn, truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
@@ -152,7 +152,11 @@ class CdcReader:
         # --- incremental snapshots (DBLog watermarks); the window's table OID while one is open
         self.incremental = IncrementalSnapshots(
             settings.pg, self.cdc.schema_name, self.slot, self.cdc.incremental_chunk_size,
-            key_of=lambda relation: RelationCodec(relation, self.converter, snapshot=True),
+            key_of=lambda relation: RelationCodec(
+                masking(relation, self.cdc.mask_columns.get(relation.name)), self.converter, snapshot=True
+            ),
+            include=self.cdc.include_columns,
+            exclude=self.cdc.exclude_columns,
             session_options=SESSION_OPTIONS,
         )
         self._window_oid = -1
@@ -164,7 +168,10 @@ class CdcReader:
             with slots.connect(self.settings.pg, "cdc-setup") as conn:
                 # a publication without its slot: lost in a failover, never silently re-created
                 slots.require_slot_unless_new(conn, self.slot, self.cdc.publication)
-                slots.ensure_publication(conn, self.cdc.publication, self.cdc.schema_name, self.tables)
+                slots.ensure_publication(
+                    conn, self.cdc.publication, self.cdc.schema_name, self.tables,
+                    self.cdc.include_columns, self.cdc.exclude_columns,
+                )
                 slots.ensure_slot(conn, self.slot)
                 slots.check_not_lost(conn, self.slot)
         except CdcError as exc:
@@ -466,7 +473,7 @@ class CdcReader:
             # the record key: primary key, identity index, or every column (envelope.keyed)
             side = self._side
             primary = slots.primary_key(side, message.oid) if side is not None and needs_primary_key(message) else None
-            message = keyed(message, primary)
+            message = masking(keyed(message, primary), self.cdc.mask_columns.get(message.name))
         if self.cache.update(message):
             self.schema_changes += 1
             log.info("schema change of %s.%s", message.namespace, message.name)

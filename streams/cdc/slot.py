@@ -29,13 +29,28 @@ def connect(pg: PostgresSettings, purpose: str = "cdc") -> psycopg.Connection[An
         raise CdcError(f"cannot connect to PostgreSQL: {exc}") from None
 
 
-def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, tables: tuple[str, ...]) -> bool:
-    """Create the publication (via partition root) or bring its table list in line; True if created."""
-    table_list = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
-    row = conn.execute(
-        "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)
-    ).fetchone()
+def ensure_publication(
+    conn: psycopg.Connection[Any],
+    name: str,
+    schema: str,
+    tables: tuple[str, ...],
+    include: dict[str, list[str]] | None = None,
+    exclude: dict[str, list[str]] | None = None,
+) -> bool:
+    """Create the publication (via partition root) or bring its tables and columns in line; True if created.
+
+    ``include``/``exclude`` (per table) become the publication's column lists (PostgreSQL 15):
+    a column left out is never sent by the server, so it costs the reader nothing. A table's
+    primary key columns are always published (they are the record key).
+    """
     try:
+        columns = {t: published_columns(conn, schema, t, (include or {}).get(t), (exclude or {}).get(t)) for t in tables}
+        table_list = sql.SQL(", ").join(
+            sql.Identifier(schema, t) if columns[t] is None
+            else sql.SQL("{} ({})").format(sql.Identifier(schema, t), sql.SQL(", ").join(map(sql.Identifier, columns[t])))
+            for t in tables
+        )
+        row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
         if row is None:
             conn.execute(
                 sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
@@ -44,13 +59,14 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
             )
             return True
         current = {
-            r[0]
+            r[0]: list(r[1] or [])
             for r in conn.execute(
-                "SELECT tablename FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s",
+                "SELECT tablename, attnames FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s",
                 (name, schema),
             )
         }
-        if current != set(tables):
+        wanted = {t: columns[t] or all_columns(conn, schema, t) for t in tables}
+        if set(current) != set(tables) or any(sorted(current[t]) != sorted(wanted[t]) for t in tables):
             conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), table_list))
         if not row[0]:
             conn.execute(
@@ -59,6 +75,45 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
     except psycopg.errors.UndefinedTable as exc:
         raise CdcError(f"cannot publish: {exc.diag.message_primary}") from None
     return False
+
+
+def all_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    return [c.name for c in table_relation(conn, schema, table).columns]
+
+
+def published_relation(
+    conn: psycopg.Connection[Any], schema: str, table: str, include: list[str] | None, exclude: list[str] | None
+) -> Relation:
+    """:func:`table_relation` with only the columns the publication sends (what a Relation message has)."""
+    relation = table_relation(conn, schema, table)
+    chosen = published_columns(conn, schema, table, include, exclude)
+    if chosen is None:
+        return relation
+    return Relation(relation.oid, schema, table, relation.replica_identity,
+                    tuple(c for c in relation.columns if c.name in chosen))
+
+
+def published_columns(
+    conn: psycopg.Connection[Any], schema: str, table: str, include: list[str] | None, exclude: list[str] | None
+) -> list[str] | None:
+    """The column list of ``table`` in the publication; None: every column (no list)."""
+    if not include and not exclude:
+        return None
+    try:
+        relation = table_relation(conn, schema, table)
+    except CdcError:
+        raise psycopg.errors.UndefinedTable(f'relation "{schema}.{table}" does not exist') from None
+    names = [c.name for c in relation.columns]
+    unknown = sorted((set(include or []) | set(exclude or [])) - set(names))
+    if unknown:
+        raise CdcError(f"cdc column lists name columns {schema}.{table} does not have: {', '.join(unknown)}")
+    keys = set(relation.key_columns)
+    dropped = keys & set(exclude or [])
+    if dropped:
+        raise CdcError(f"cannot exclude key column(s) {', '.join(sorted(dropped))} of {schema}.{table}: "
+                       "they are the record key")
+    chosen = [n for n in names if (not include or n in include or n in keys) and n not in set(exclude or [])]
+    return chosen
 
 
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
