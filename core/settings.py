@@ -256,6 +256,9 @@ class CdcSettings(BaseSettings):
     mask_columns: dict[str, list[str]] = Field(
         default_factory=dict, description="per table, columns published as the SHA-256 of their text (JSON)"
     )
+    transaction_topic: bool = Field(
+        False, description="publish BEGIN/END of each transaction with event counts to <prefix>.cdc.transactions"
+    )
     incremental_chunk_size: int = Field(
         1024, ge=1, le=1_000_000, description="incremental snapshots: rows per chunk (between two watermarks)"
     )

@@ -48,6 +48,10 @@ class CdcMetrics:
             "insights_cdc_confirmed_lsn", "Last WAL position confirmed to the slot", ["slot"], registry=registry
         ).labels(slot)
 
+        self.transaction_records = Counter(
+            "insights_cdc_transaction_records_total", "BEGIN/END records delivered to the transaction topic",
+            ["slot"], registry=registry,
+        ).labels(slot)
         # the reader's own view, which `insights cdc status` reads from /metrics
         self.connected = Gauge(
             "insights_cdc_connected", "1 while the reader streams from the slot, 0 while it waits or reconnects",

@@ -20,6 +20,7 @@ builds below itself gets only its concern (the replication connection and slot q
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -55,7 +56,7 @@ from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.retry import Backoff
 from streams.service.health import Health
-from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics, cdc_transactions_topic
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class CdcReader:
             session_options=SESSION_OPTIONS,
         )
         self._window_oid = -1
+        # --- transaction metadata (cdc_transaction_topic): events per table of the open transaction
+        self._txn_counts: dict[str, int] | None = {} if self.cdc.transaction_topic else None
+        self._txn_topic = cdc_transactions_topic(settings).name
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -179,6 +183,8 @@ class CdcReader:
             raise
         self.health.ok("postgres")
         specs = cdc_topics(self.settings, self.tables, self.cdc.schema_name)
+        if self._txn_counts is not None:
+            specs.append(cdc_transactions_topic(self.settings))
         ensure_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
@@ -226,6 +232,8 @@ class CdcReader:
 
     def _forget_stream(self) -> int:
         """After a lost stream: drop the open transaction (it comes again) and say where to resume."""
+        if self._txn_counts:
+            self._txn_counts.clear()  # its BEGIN is sent again with it
         self.incremental.reset()
         self._window_oid = -1
         self._begin = None
@@ -425,6 +433,8 @@ class CdcReader:
             if len(self._callbacks) > 4096:
                 self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
         elif isinstance(message, Commit):
+            if self._txn_counts:
+                self._transaction_end(message)
             self.tracker.commit(self._txn_seq, message.end_lsn)
             if self.incremental.pending:
                 self.incremental.committed(self._txn_seq, message.end_lsn)
@@ -461,6 +471,8 @@ class CdcReader:
             self._received = wal_end
         if oid == self._window_oid:
             self._in_window(written[0])
+        if self._txn_counts is not None:
+            self._count(codec.relation)
         target = self._insert_targets.get(oid)
         if target is None:
             relation = codec.relation
@@ -503,6 +515,54 @@ class CdcReader:
             if window:
                 self._in_window(key)
             self._send_event(relation, op, key, self._header + body)
+
+    # --- transaction metadata ---------------------------------------------------------------
+    def _count(self, relation: Relation) -> None:
+        counts = self._txn_counts
+        assert counts is not None
+        if not counts:
+            self._transaction_record({"status": "BEGIN"})  # lazily: transactions without changes have none
+        name = f"{relation.namespace}.{relation.name}"
+        counts[name] = counts.get(name, 0) + 1
+
+    def _transaction_end(self, commit: Commit) -> None:
+        counts = self._txn_counts
+        assert counts is not None
+        self._transaction_record({
+            "status": "END",
+            "end_lsn": commit.end_lsn,
+            "event_count": sum(counts.values()),
+            "data_collections": [{"data_collection": t, "event_count": n} for t, n in counts.items()],
+        })
+        counts.clear()
+
+    def _transaction_record(self, fields: dict[str, Any]) -> None:
+        begin = self._begin
+        if begin is None:
+            return
+        value = {"xid": begin.xid, "commit_lsn": begin.final_lsn,
+                 "commit_time": pg_us_to_unix(begin.commit_time_us), **fields}
+        self._send(self._txn_topic, json.dumps(value, separators=(",", ":")).encode(),
+                   json.dumps({"xid": begin.xid}).encode(), self._meta_callback(), None)
+
+    def _meta_callback(self) -> Callable[[Any, Any], None]:
+        """Delivery of a metadata record: tracked with its transaction, counted as no change."""
+        seq, commit_unix_s = self._txn_seq, self._commit_unix_s
+        cache_key = (seq, "", "tx", commit_unix_s)
+        delivered = self._callbacks.get(cache_key)
+        if delivered is None:
+            ack = _Acks(seq, self.metrics.transaction_records, commit_unix_s)
+            append = self._acks.append
+
+            def delivered(err: KafkaError | None, _msg: Any) -> None:
+                if err is None:
+                    append(ack)
+                elif self._failure is None:
+                    self._failure = err
+                    self.health.failing("kafka", str(err))
+
+            self._callbacks[cache_key] = delivered
+        return delivered
 
     # --- incremental snapshots ------------------------------------------------------------
     def _in_window(self, key: bytes | None) -> None:
@@ -568,7 +628,12 @@ class CdcReader:
         acks.clear()
         self.metrics.last_event_at.set(now)
         self.metrics.last_event_time.set(max(ack.commit_unix_s for ack in grouped))
+        meta = self.metrics.transaction_records
         for ack, count in grouped.items():
+            if ack.counter is meta:  # transaction metadata: no change, no latency sample
+                tracker.acked(ack.seq, count)
+                meta.inc(count)
+                continue
             self.delivered += count
             tracker.acked(ack.seq, count)
             ack.counter.inc(count)
@@ -602,6 +667,8 @@ class CdcReader:
         return delivered
 
     def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes) -> None:
+        if self._txn_counts is not None:
+            self._count(relation)
         topic = self._topic(relation)
         delivered = self._callback(relation, op)
         if op == "t":
