@@ -26,8 +26,9 @@ from streams.faults import is_transient
 
 # SQLSTATE classes of a stream that may come back: 08 connection exception, 57P operator
 # intervention (admin/crash shutdown, cannot connect now), 53 insufficient resources
-# (too many connections), 58 system error.
-_TRANSIENT_SQLSTATES = ("08", "57P", "53", "58")
+# (too many connections), 58 system error, 25006 read-only transaction (the server was
+# demoted: a multi-host DSN finds the new primary on reconnection).
+_TRANSIENT_SQLSTATES = ("08", "57P", "53", "58", "25006")
 
 # libpq's words (no SQLSTATE before a session exists) for a server that is away, not wrong.
 # Checked after _PERMANENT_TEXT: "connection to server at ... failed: FATAL: password
@@ -55,6 +56,7 @@ _TRANSIENT_TEXT = (
     "no message from the server",
     "could not translate host name",
     "is the server running",
+    "session is read-only",  # a multi-host DSN while the standby is not promoted yet
 )
 
 # ... and for a configuration that waiting does not fix.

@@ -222,12 +222,10 @@ class CdcReader:
                 if not self.outage.ongoing:
                     self.metrics.reconnects.inc()
                 self.outage.lost(exc, format_lsn(start))
+                if self.outage.attempts == 1:  # a new outage starts from the shortest wait
+                    delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
                 self.health.beat()
                 self.stop.wait(next(delays))
-            else:  # pragma: no cover - _stream returns or raises
-                break
-            if not self.outage.ongoing:
-                delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
         return self.tracker.confirmed
 
     def _forget_stream(self) -> int:
@@ -343,8 +341,8 @@ class CdcReader:
                 self.incremental.poll()
                 next_signals = now + SIGNAL_INTERVAL_S
             incremental = self.incremental
-            if incremental.tables and incremental.window is None and len(incremental.pending) < 4:
-                incremental.open_window()
+            if incremental.tables and incremental.window is None:
+                incremental.open_window()  # the next chunk as soon as the last one's high watermark passed
 
     def _drain(self) -> None:
         deadline = time.monotonic() + 60
