@@ -160,7 +160,7 @@ class _StandbyNotice:
 @app.command()
 def snapshot(
     ctx: typer.Context,
-    tables_arg: list[str] = typer.Argument(None, metavar="[TABLE]...", help="tables to snapshot (same as -t)"),
+    tables_arg: list[str] = typer.Argument(None, metavar="TABLE", help="tables to snapshot (same as -t)"),
     table: list[str] = typer.Option(None, "--table", "-t", help="table to snapshot (repeatable); default: cdc_tables"),
     recreate_slot: bool = typer.Option(
         False, "--recreate-slot", help="drop an existing slot first (the reader must be stopped)"
