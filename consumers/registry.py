@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from consumers import alerts, scrape, summaries
+from consumers import alerts, rules, scrape, summaries
 from consumers.spec import SinkSpec
 from core.errors import ConfigError
 from core.settings import Settings
@@ -20,7 +20,7 @@ from streams.consumer import ConsumerLoop, Source
 from streams.serde import RecordContext, make_deserializer
 from streams.service.health import Health
 
-SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC)}
+SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC, rules.SPEC)}
 
 
 def names() -> list[str]:
@@ -50,7 +50,7 @@ def build_loop(
     ``policy``...); ``group`` defaults to ``INSIGHTS_CONSUMER_GROUP``.
     """
     spec = get(name)
-    sink = spec.make()
+    sink = spec.build(settings, registry)
     own_dlqs = spec.own_dlq_topics
     source = Source(
         topics=tuple(spec.topics(settings)),

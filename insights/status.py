@@ -42,6 +42,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from consumers.rules.store import invalid_rules
 from core.errors import InsightsError, ServiceUnavailableError
 from core.settings import Settings, StatusSettings
 from insights.db.errors import MigrationError
@@ -521,6 +522,21 @@ def _summaries(settings: Settings, conn: psycopg.Connection[Any]) -> Check | Non
                  f"{overdue} of {total} overdue for the sweep, the oldest by {duration(stale)}{hint}", metrics)
 
 
+def _rules(conn: psycopg.Connection[Any]) -> Check | None:
+    """Active alert rules the engine skips because they do not validate (inserted by SQL)."""
+    if not conn.execute("SELECT to_regclass('rules.firings') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        return None
+    active = conn.execute("SELECT count(*) FROM alert_rules WHERE is_active IS TRUE").fetchone()[0]  # type: ignore[index]
+    invalid = invalid_rules(conn)
+    metrics: dict[str, Metric] = {"active": active, "invalid": len(invalid)}
+    if not invalid:
+        return Check("rules", "alert_rules", "ok", f"{active} active rule(s), all valid", metrics)
+    (rule_id, _version), why = min(invalid.items())
+    return Check("rules", "alert_rules", "warn",
+                 f"{len(invalid)} of {active} active rule(s) do not validate and are skipped (rule {rule_id}: {why}); "
+                 "fix or disable them: insights rules show/disable", metrics)
+
+
 _COVERAGE = """
 SELECT c.parent::text, p.period, c.is_default,
        extract(epoch FROM c.lower_bound)::float8, extract(epoch FROM c.upper_bound)::float8,
@@ -768,6 +784,7 @@ def gather(settings: Settings) -> Report:
             checks += _guarded("cdc", settings.cdc.slot_name, lambda: _cdc_slot(settings, conn))
             if migrated:
                 checks += _guarded("summaries", "product_summary", lambda: _summaries(settings, conn))
+                checks += _guarded("rules", "alert_rules", lambda: _rules(conn))
                 checks += _guarded("partitions", "-", lambda: _partitions(settings, conn))
                 try:
                     stored = _stored_offsets_routed(settings, conn, timeout)
@@ -790,7 +807,7 @@ def gather(settings: Settings) -> Report:
         checks += _guarded("dlq", "-", lambda: _dlqs(settings, kafka))
         if stored is not None:
             checks += _guarded("consumers", "-", lambda: _consumers(settings, kafka, stored))
-    order = ["postgres", "database", "kafka", "topics", "dlq", "consumers", "cdc", "summaries", "partitions",
+    order = ["postgres", "database", "kafka", "topics", "dlq", "consumers", "cdc", "summaries", "rules", "partitions",
              "replicas", "backups", "schedule"]
     checks.sort(key=lambda c: order.index(c.area) if c.area in order else len(order))
     return Report(tuple(checks), thresholds(settings.status))
