@@ -41,7 +41,7 @@ def plan(cache: Cache, around: Iterable[Neighbours], known: Iterable[Firing]) ->
         if n.prev is not None:
             pairs[(n.cur.asin, n.cur.scraped_at)] = (n.prev, n.cur, n.next)
         if n.next is not None:
-            pairs.setdefault((n.next.asin, n.next.scraped_at), (n.cur, n.next, None))
+            pairs.setdefault((n.next.asin, n.next.scraped_at), (n.cur, n.next, n.after_next))
     fired_at: dict[tuple[int, int, str, datetime], Firing] = {}
     times: dict[tuple[int, str], list[datetime]] = {}
     for f in known:

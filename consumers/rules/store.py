@@ -84,7 +84,8 @@ NEIGHBOURS = f"""
 SELECT k.asin, k.at,
        cur.present, cur.price, cur.rating, cur.bsr_data, cur.availability_status,
        prev.scraped_at, prev.price, prev.rating, prev.bsr_data, prev.availability_status,
-       nxt.scraped_at, nxt.price, nxt.rating, nxt.bsr_data, nxt.availability_status
+       nxt.scraped_at, nxt.price, nxt.rating, nxt.bsr_data, nxt.availability_status,
+       nn.scraped_at, nn.price, nn.rating, nn.bsr_data, nn.availability_status
 FROM unnest(%(asins)s::text[], %(ats)s::timestamptz[]) AS k(asin, at)
 LEFT JOIN LATERAL (
     SELECT true AS present, {_COLS} FROM product_snapshots s WHERE s.asin = k.asin AND s.scraped_at = k.at
@@ -97,6 +98,10 @@ LEFT JOIN LATERAL (
     SELECT scraped_at, {_COLS} FROM product_snapshots s WHERE s.asin = k.asin AND s.scraped_at > k.at
     ORDER BY s.scraped_at LIMIT 1
 ) nxt ON true
+LEFT JOIN LATERAL (
+    SELECT scraped_at, {_COLS} FROM product_snapshots s WHERE s.asin = k.asin AND s.scraped_at > nxt.scraped_at
+    ORDER BY s.scraped_at LIMIT 1
+) nn ON true
 """
 
 
@@ -113,10 +118,13 @@ class Neighbours:
     cur: Snap
     prev: Snap | None
     next: Snap | None
+    #: the successor of ``next`` (what ``next`` is compared with when ``cur`` came late)
+    after_next: Snap | None = None
 
 
 def neighbours(conn: psycopg.Connection, keys: Sequence[tuple[str, datetime]]) -> list[Neighbours]:
-    """Each snapshot that still exists, with its predecessor and successor by scraped_at."""
+    """Each snapshot that still exists, with its predecessor, successor and the successor's
+    successor by scraped_at."""
     if not keys:
         return []
     rows = conn.execute(NEIGHBOURS, {"asins": [k[0] for k in keys], "ats": [k[1] for k in keys]}).fetchall()
@@ -127,7 +135,7 @@ def neighbours(conn: psycopg.Connection, keys: Sequence[tuple[str, datetime]]) -
             continue  # deleted (or moved) since: its final form has its own change
         cur = _snap(asin, at, *r[3:7])
         assert cur is not None
-        out.append(Neighbours(cur, _snap(asin, *r[7:12]), _snap(asin, *r[12:17])))
+        out.append(Neighbours(cur, _snap(asin, *r[7:12]), _snap(asin, *r[12:17]), _snap(asin, *r[17:22])))
     return out
 
 
