@@ -144,9 +144,13 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"])
-        where = f"{prefix}{where}" if where else prefix.rstrip(".") or "rule"
         message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        if where:
+            parts.append(f"{prefix}{where}: {message}")
+        elif prefix:  # a check across fields of the conditions
+            parts.append(f"{prefix.rstrip('.')}: {message}")
+        else:  # a check across the rule's fields names its field itself
+            parts.append(message)
     return "; ".join(parts)
 
 
