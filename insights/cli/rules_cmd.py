@@ -90,7 +90,7 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="in
         console, ["id", "name", "type", "target", "active", "version", "fired", "valid"],
         [[str(r["id"]), r["name"], r["rule_type"], f"{r['target_type']}:{r['target_id']}", str(r["is_active"]),
           str(r["version"]), str(r["trigger_count"] or 0), _validity(r)] for r in rows],
-        title="alert rules",
+        elide_column=1, title="alert rules",
     )
 
 
@@ -171,5 +171,6 @@ def test(
         last = cur.scraped_at
         rows.append([cur.scraped_at.isoformat(), str(fired.old_value), str(fired.new_value),
                      "" if fired.change_percentage is None else f"{fired.change_percentage}%"])
-    print_table(console, ["scraped_at", "from", "to", "change"], rows,
-                title=f"rule {rule_id} over {len(snaps)} snapshots of {asin}: {len(rows)} firing(s)")
+    if rows:
+        print_table(console, ["scraped_at", "from", "to", "change"], rows, elide_column=0)
+    console.print(f"rule {rule_id} over {len(snaps)} snapshots of {asin}: {len(rows)} firing(s)", highlight=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 from psycopg.types.json import Jsonb
 
 from consumers.registry import build_loop
@@ -88,10 +89,11 @@ def _run_until(loop: ConsumerLoop, done: Any, timeout: float, what: str) -> Cons
     return loop
 
 
-def consume_rules(settings: Settings, group: str | None = None, timeout: float = 120.0) -> ConsumerLoop:
+def consume_rules(settings: Settings, group: str | None = None, timeout: float = 120.0,
+                  registry: CollectorRegistry | None = None) -> ConsumerLoop:
     """Run the rule engine until its stored offsets reach the current ends of its topics."""
     group = group or settings.consumer.group
-    loop = build_loop(settings, "rules", group=group)
+    loop = build_loop(settings, "rules", group=group, registry=registry)
     with psycopg.connect(settings.pg.conninfo(), autocommit=True) as conn:
         return _run_until(loop, lambda: caught_up(settings, conn, group), timeout, "rule engine")
 
