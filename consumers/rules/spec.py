@@ -21,7 +21,7 @@ def _needs_settings() -> RulesSink:
 
 SPEC = SinkSpec(
     name="rules",
-    help="the alert-rule engine: CDC of snapshots, rules and groups into AlertTriggered events",
+    help="alert rules evaluated on the CDC of snapshots, published as AlertTriggered",
     make=_needs_settings,
     make_for=RulesSink,
     topics=rules_source_topics,
