@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from consumers.summaries import store
+from consumers.summaries import price_daily, store
 from consumers.summaries.changes import Change, parse_change
 from consumers.summaries.fold import fold
 
@@ -30,9 +30,16 @@ class SummariesSink:
         return {}  # the summaries tables are not partitioned
 
     def write(self, conn: psycopg.Connection, items: Sequence[Change]) -> Mapping[str, int]:
+        # the days a snapshot leaves (deleted, or moved to another ASIN) are read before the
+        # state moves; the days it joins come from the changes themselves
+        days = price_daily.touched_before(conn, items)
         applied = store.apply(conn, fold(items))
         # windows that moved since their row was computed ride along with the batch, so a
         # busy stream keeps them right without the sweep (which covers quiet periods)
         touched = applied.touched | set(store.expired(conn))
         written, deleted = store.recompute(conn, touched)
-        return {**applied.rows, "summaries.product_summary": written + deleted}
+        if any(c.table == "product_snapshots" and c.is_truncate for c in items):
+            daily = price_daily.rebuild(conn)
+        else:
+            daily = price_daily.recompute(conn, days | price_daily.touched_by(items))
+        return {**applied.rows, "summaries.product_summary": written + deleted, "summaries.price_daily": daily}
