@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from consumers import alerts, rules, scrape, summaries
+from consumers import alerts, competitive, rules, scrape, summaries
 from consumers.spec import SinkSpec
 from core.errors import ConfigError
 from core.settings import Settings
@@ -20,7 +20,7 @@ from streams.consumer import ConsumerLoop, Source
 from streams.serde import RecordContext, make_deserializer
 from streams.service.health import Health
 
-SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC, rules.SPEC)}
+SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC, rules.SPEC, competitive.SPEC)}
 
 
 def names() -> list[str]:

@@ -175,6 +175,18 @@ def summaries_dlq_topics(settings: Settings, replication_factor: int = 1) -> lis
     ]
 
 
+#: the tables the competitive positions (consumers/competitive) follow: current prices and
+#: ranks from the snapshots, and the groups with their members
+COMPETITIVE_SOURCE_TABLES: tuple[str, ...] = (
+    "product_snapshots", "competitive_groups", "competitive_group_members",
+)
+
+
+def competitive_source_topics(settings: Settings) -> list[str]:
+    """The CDC topics the competitive-positions sink subscribes to."""
+    return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in COMPETITIVE_SOURCE_TABLES]
+
+
 def rules_source_topics(settings: Settings) -> list[str]:
     """The CDC topics the alert-rule engine subscribes to, in :data:`RULES_SOURCE_TABLES` order."""
     return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in RULES_SOURCE_TABLES]

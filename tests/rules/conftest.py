@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -59,8 +59,9 @@ def stored_offsets(conn: psycopg.Connection, group: str) -> dict[tuple[str, int]
     }
 
 
-def caught_up(settings: Settings, conn: psycopg.Connection, group: str) -> bool:
-    targets = {k: v for k, v in end_offsets(settings, rules_source_topics(settings)).items() if v > 0}
+def caught_up(settings: Settings, conn: psycopg.Connection, group: str,
+              topics: Callable[[Settings], list[str]] = rules_source_topics) -> bool:
+    targets = {k: v for k, v in end_offsets(settings, topics(settings)).items() if v > 0}
     stored = stored_offsets(conn, group)
     return all(stored.get(k, 0) >= v for k, v in targets.items())
 
@@ -96,6 +97,15 @@ def consume_rules(settings: Settings, group: str | None = None, timeout: float =
     loop = build_loop(settings, "rules", group=group, registry=registry)
     with psycopg.connect(settings.pg.conninfo(), autocommit=True) as conn:
         return _run_until(loop, lambda: caught_up(settings, conn, group), timeout, "rule engine")
+
+
+def consume_sink(settings: Settings, sink: str, topics: Callable[[Settings], list[str]], group: str | None = None,
+                 timeout: float = 120.0) -> ConsumerLoop:
+    """Run sink ``sink`` until its stored offsets reach the current ends of ``topics``."""
+    group = group or f"{settings.consumer.group}-{sink}"
+    loop = build_loop(settings, sink, group=group)
+    with psycopg.connect(settings.pg.conninfo(), autocommit=True) as conn:
+        return _run_until(loop, lambda: caught_up(settings, conn, group, topics), timeout, sink)
 
 
 def store_alerts(settings: Settings, timeout: float = 120.0) -> ConsumerLoop:
