@@ -59,7 +59,11 @@ def build_loop(
         missing_hint=spec.missing_hint,
         before_consuming=(lambda: ensure_topics(settings, own_dlqs(settings))) if own_dlqs else None,
     )
-    return ConsumerLoop(
+    loop = ConsumerLoop(
         sink, source, kafka=settings.kafka, pg=settings.pg, batching=settings.consumer,
         group=group, stop=stop, registry=registry, health=health, **options,
     )
+    freshness = getattr(sink, "freshness", None)
+    if freshness is not None:  # a downstream sink records what it applied under its group
+        freshness.group = loop.group
+    return loop

@@ -17,9 +17,11 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry
 from psycopg.types.json import Jsonb
 
 from consumers.competitive import sql
+from consumers.freshness import Freshness
 from consumers.spec import SinkSpec
 from core.errors import RecordError
 from core.settings import Settings
@@ -31,6 +33,14 @@ class GroupChange:
     #: "asin": groups with this product; "all": every group; "none"
     kind: str
     asin: str = ""
+    commit_time_us: int = 0
+    scraped_at: datetime | None = None
+
+
+def _commit_us(value: Any) -> int:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return int(value.replace(microsecond=0).timestamp()) * 1_000_000 + value.microsecond
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def parse_change(record: dict[str, Any]) -> GroupChange:
@@ -40,17 +50,23 @@ def parse_change(record: dict[str, Any]) -> GroupChange:
     table, op = source.get("table"), record.get("op")
     if op not in ("c", "u", "d", "r", "t"):
         raise RecordError(f"CDC event: unknown op {op!r}")
+    commit_us = _commit_us(source.get("commit_time"))
     if table in ("competitive_groups", "competitive_group_members"):
-        return GroupChange("all")
+        return GroupChange("all", commit_time_us=commit_us)
     if table != "product_snapshots":
         raise RecordError(f"CDC event: table {table!r} is not one the competitive positions consume")
     if op in ("d", "t"):
-        return GroupChange("all")  # a delete carries only (id, scraped_at): whose current price moved is unknown
+        return GroupChange("all", commit_time_us=commit_us)  # a delete carries only (id, scraped_at): whose current price moved is unknown
     row = record.get("after")
     asin = row.get("asin") if isinstance(row, dict) else None
     if not isinstance(asin, str) or not asin:
         raise RecordError("CDC event: product_snapshots.asin must be a non-empty string")
-    return GroupChange("asin", asin)
+    at = row.get("scraped_at") if isinstance(row, dict) else None
+    try:
+        scraped_at = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        raise RecordError(f"CDC event: product_snapshots.scraped_at is not an ISO timestamp: {at[:40]!r}") from None
+    return GroupChange("asin", asin, commit_us, scraped_at)
 
 
 def _num(value: Any) -> Any:
@@ -82,6 +98,9 @@ class CompetitiveSink:
     name = "competitive"
     subject = "cdc_change"
 
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.freshness = Freshness("competitive", registry)
+
     def prepare(self, record: dict[str, Any]) -> GroupChange:
         return parse_change(record)
 
@@ -90,6 +109,8 @@ class CompetitiveSink:
         return {"competitive_analyses": [datetime.now(UTC)]} if items else {}
 
     def write(self, conn: psycopg.Connection, items: Sequence[GroupChange]) -> Mapping[str, int]:
+        self.freshness.record(conn, (i.commit_time_us for i in items),
+                              [i.scraped_at for i in items if i.scraped_at is not None])
         if any(i.kind == "all" for i in items):
             groups = [r[0] for r in conn.execute(sql.ALL_GROUPS).fetchall()]
         else:
@@ -130,4 +151,5 @@ SPEC = SinkSpec(
     topics=competitive_source_topics,
     missing_hint="run `insights cdc setup` first",
     own_dlq_topics=own_topics,
+    make_for=lambda _settings, registry: CompetitiveSink(registry),
 )

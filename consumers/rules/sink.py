@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from consumers.freshness import Freshness
 from consumers.rules import store
 from consumers.rules.changes import RuleChange, parse_change
 from consumers.rules.conditions import ALERT_TYPE, fired_json
@@ -62,7 +63,9 @@ class RulesSink:
         self.serialize = make_serializer(settings, "alert_triggered")
         self.context = RecordContext(self.topic)
         self.producer = EventProducer(settings)
-        self.metrics = RulesMetrics(registry if registry is not None else CollectorRegistry())
+        registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RulesMetrics(registry)
+        self.freshness = Freshness("rules", registry)
         self.cache: store.Cache | None = None
         self._reported: set[tuple[int, int]] = set()
 
@@ -85,6 +88,8 @@ class RulesSink:
     def write(self, conn: psycopg.Connection, items: Sequence[RuleChange]) -> Mapping[str, int]:
         # the cache is rebuilt inside the batch's transaction, so a rule change and a
         # snapshot of one batch are evaluated together with the rule as committed
+        self.freshness.record(conn, (i.commit_time_us for i in items),
+                              [i.scraped_at for i in items if i.scraped_at is not None])
         if self.cache is None or any(i.kind == "cache" for i in items):
             self.cache = self._reload(conn)
         cache = self.cache

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry
 
+from consumers.freshness import Freshness
 from consumers.summaries import price_daily, store
 from consumers.summaries.changes import Change, parse_change
 from consumers.summaries.fold import fold
@@ -22,6 +24,9 @@ from consumers.summaries.fold import fold
 class SummariesSink:
     name = "summaries"
     subject = "cdc_change"
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.freshness = Freshness("summaries", registry)
 
     def prepare(self, record: dict[str, Any]) -> Change:
         return parse_change(record)
@@ -32,6 +37,8 @@ class SummariesSink:
     def write(self, conn: psycopg.Connection, items: Sequence[Change]) -> Mapping[str, int]:
         # the days a snapshot leaves (deleted, or moved to another ASIN) are read before the
         # state moves; the days it joins come from the changes themselves
+        self.freshness.record(conn, (c.commit_time_us for c in items),
+                              [c.key[1] for c in items if c.table == "product_snapshots" and c.values is not None])
         days = price_daily.touched_before(conn, items)
         applied = store.apply(conn, fold(items))
         # windows that moved since their row was computed ride along with the batch, so a

@@ -66,6 +66,12 @@ def test_a_produced_price_drop_becomes_one_stored_alert_and_invalid_rules_are_re
     assert registry.get_sample_value("insights_rules_invalid") == 1
     assert (registry.get_sample_value("insights_rules_invalid_skipped_total") or 0) >= 1
     assert registry.get_sample_value("insights_rules_fired_total", {"rule_type": "price_change"}) == 1
+    # freshness: the newest commit applied, and the scrape-to-applied lag of its snapshots
+    assert registry.get_sample_value("insights_downstream_applied_commit_timestamp_seconds", {"consumer": "rules"}) > 0
+    assert registry.get_sample_value("insights_downstream_scrape_to_applied_seconds_count", {"consumer": "rules"}) == 3
+    fresh = pg.execute("SELECT consumer_group, now() - applied_commit_at < interval '5 minutes', newest_scraped_at "
+                       "FROM downstream_freshness WHERE consumer = 'rules'").fetchone()
+    assert fresh == (f"{rules_settings.consumer.group}", True, scrape(1, 2).scraped_at)
     check = rules_status(pg)
     assert check is not None and check.state == "warn" and check.metrics["invalid"] == 1
     assert f"rule {broken}: conditions.percent" in check.reason
