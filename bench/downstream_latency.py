@@ -107,12 +107,19 @@ class Poller(threading.Thread):
         self.stop = threading.Event()
         self.summary: list[tuple[float, float]] = []  # (scraped_at, seen)
         self.alerts: list[tuple[float, float]] = []
+        self.stored: list[tuple[float, float]] = []  # the newest snapshot stored (attributes the delay)
 
     def run(self) -> None:
         seen_updated: dict[str, datetime] = {}
         last_id = 0
+        newest_stored = None
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self.stop.wait(self.interval):
+                stored = conn.execute("SELECT max(scraped_at) FROM product_snapshots "
+                                      "WHERE scraped_at > now() - interval '10 minutes'").fetchone()[0]
+                if stored is not None and stored != newest_stored:
+                    newest_stored = stored
+                    self.stored.append((stored.timestamp(), time.time()))
                 for asin, updated in conn.execute(
                     "SELECT asin, last_updated FROM summaries.product_summary WHERE last_updated > now() - interval '10 minutes'"
                 ).fetchall():
@@ -191,6 +198,7 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--history", type=int, default=100, help="preloaded snapshots per product")
     parser.add_argument("--poll-ms", type=float, default=20.0)
+    parser.add_argument("--batch-wait-ms", type=int, default=50, help="INSIGHTS_BATCH_WAIT_MS of the consumers")
     parser.add_argument("--write", action="store_true", help="replace the ## Downstream latency section of BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -201,7 +209,7 @@ def main() -> None:
     db = f"bench_downstream_{tag}"
     settings = load_settings(
         pg_dsn=psycopg.conninfo.make_conninfo(base.pg.dsn, dbname=db), topic_prefix=f"bench{tag}",
-        consumer_group=f"bench-{tag}", metrics_port=0, batch_wait_ms=20,
+        consumer_group=f"bench-{tag}", metrics_port=0, batch_wait_ms=args.batch_wait_ms,
         cdc_slot_name=f"bench_{tag}", cdc_publication=f"bench_{tag}",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHTS_")}
@@ -234,9 +242,11 @@ def main() -> None:
         cutoff = started + args.warmup
         summary = [(seen - at) * 1000 for at, seen in poller.summary if at >= cutoff]
         alerts = [(seen - at) * 1000 for at, seen in poller.alerts if at >= cutoff]
+        stored = [(seen - at) * 1000 for at, seen in poller.stored if at >= cutoff]
         refresh = refresh_seconds(dsn)
         lines = []
-        for name, values in (("scrape -> summary row updated", summary), ("scrape -> alert stored", alerts)):
+        for name, values in (("scrape -> summary row updated", summary), ("scrape -> alert stored", alerts),
+                             ("(for reference) scrape -> snapshot row stored", stored)):
             line = (f"{name}: n={len(values)}, p50 {quantile(values, 0.5):.0f} ms, p99 {quantile(values, 0.99):.0f} ms, "
                     f"max {max(values, default=float('nan')):.0f} ms")
             print(line, flush=True)
@@ -285,7 +295,7 @@ alert its rule fires stored in `alerts`, through the whole pipeline as separate 
 (`insights cdc run`, `consume scrape`, `summaries`, `rules`, `alerts`), at a sustained produced
 rate, beside `REFRESH MATERIALIZED VIEW CONCURRENTLY product_summary_view` on the same data.
 
-Command: `PYTHONPATH=. .venv/bin/python bench/downstream_latency.py --rate {args.rate:.0f} --seconds {args.seconds:.0f} --write`
+Command: `PYTHONPATH=. .venv/bin/python bench/downstream_latency.py --rate {args.rate:.0f} --seconds {args.seconds:.0f} --products {args.products} --history {args.history} --batch-wait-ms {args.batch_wait_ms} --write`
 
 - Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine_facts(dsn)}.
 - Load average at start {load_at_start[0]:.2f} / {load_at_start[1]:.2f} / {load_at_start[2]:.2f}, after the run
