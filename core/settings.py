@@ -308,9 +308,13 @@ class StatusSettings(BaseSettings):
     summaries_stale_fail_s: float = Field(3600.0, gt=0)
     partitions_ahead_warn_days: float = Field(7.0, ge=0, description="partitions should exist this far ahead")
     partitions_ahead_fail_days: float = Field(1.0, ge=0)
+    freshness_warn_s: float = Field(
+        60.0, gt=0, description="a downstream consumer with changes waiting whose newest applied commit is this old"
+    )
+    freshness_fail_s: float = Field(600.0, gt=0)
 
     @field_validator("lag_records_fail", "lag_seconds_fail", "dlq_depth_fail", "slot_retained_fail",
-                     "summaries_stale_fail_s")
+                     "summaries_stale_fail_s", "freshness_fail_s")
     @classmethod
     def _fail_not_below_warn(cls, value: Any, info: ValidationInfo) -> Any:
         # a fail threshold under its warn threshold would skip the warning entirely
