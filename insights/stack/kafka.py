@@ -80,6 +80,16 @@ unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 log.segment.bytes=268435456
+# the local stack shares two cores with PostgreSQL and a dozen Python processes: a
+# controller event can wait seconds for a CPU there. Kafka's defaults (fetch timeout
+# 2 s, election 1 s, broker session 9 s) assume dedicated machines, and on a starved
+# one the quorum keeps re-electing and fencing live brokers. Longer timeouts cost a
+# slower failover when a node really dies (about 15 s instead of 9 s until its
+# partitions move), which is what a shared machine can honestly offer.
+controller.quorum.fetch.timeout.ms=10000
+controller.quorum.election.timeout.ms=5000
+broker.session.timeout.ms=15000
+broker.heartbeat.interval.ms=3000
 # leadership goes back to the preferred replicas after a restart (default 300 s: a
 # rolling restart would leave every leader on the last node up for minutes)
 leader.imbalance.check.interval.seconds=10

@@ -1,0 +1,101 @@
+"""Brokers fail under load; the data comes out exactly once (issue 16, item 3).
+
+Each test runs production's processes against the package's three-node cluster
+(replication 3, ``min.insync.replicas`` 2) while a producer keeps sending, does one
+thing to the brokers, and then checks: every event stored once, nothing lost, the
+poison records exactly once in the DLQ, no process died or was restarted by hand.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from core.settings import Settings
+from insights.stack.kafka import LocalKafka
+from tests.cluster.conftest import wait_fully_replicated
+from tests.cluster.load import Ingest, leaders, wait
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: the consumers' session timeout (tests/consumers/procs.consumer_env)
+SESSION_TIMEOUT_S = 6.0
+
+
+def test_sigkill_of_the_broker_leading_most_scrape_partitions_loses_and_duplicates_nothing(
+    cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
+) -> None:
+    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True, scrapes=60, rate=150).start()
+    try:
+        ingest.wait_stored(ingest.total // 5, timeout=180)
+        by_broker = collections.Counter(leaders(ingest.settings, ingest.topic).values())
+        victim, led = by_broker.most_common(1)[0]
+        cluster.stop_node(victim, kill=True)
+        killed_at = time.monotonic()
+        at_kill = ingest.stored()
+        assert not ingest.producer_done.is_set(), "the producer finished before the kill; raise the event count"
+        # leadership moves once the controller fences the dead broker (broker.session.timeout.ms)
+        wait(lambda: victim not in leaders(ingest.settings, ingest.topic).values(), 90, "the leaders to move")
+        moved_after = time.monotonic() - killed_at
+        # and ingest goes on with two brokers of three
+        ingest.wait_stored(at_kill + ingest.total // 10, timeout=120)
+        cluster.start_node(victim, wait=240)
+        ingest.finish()
+    finally:
+        ingest.stop_all()
+    assert led >= 2  # six partitions on three brokers: the victim led at least its share
+    print(f"\nleadership moved {moved_after:.1f}s after the SIGKILL")
+    wait_fully_replicated(cluster.bootstrap)
+
+
+def test_rolling_restart_of_all_three_brokers_under_load(
+    cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
+) -> None:
+    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True, scrapes=100, rate=100).start()
+    try:
+        ingest.wait_stored(ingest.total // 10, timeout=180)
+        for node in cluster.nodes:
+            before = ingest.stored()
+            cluster.stop_node(node.node_id)  # SIGTERM: a controlled shutdown moves its leaders first
+            cluster.start_node(node.node_id, wait=240)
+            # the next broker goes only once this one has caught up, as an operator would
+            wait_fully_replicated(cluster.bootstrap)
+            ingest.assert_running()
+            if not ingest.producer_done.is_set():
+                assert ingest.stored() > before, f"nothing was stored while node {node.node_id} restarted"
+        ingest.finish()
+    finally:
+        ingest.stop_all()
+
+
+def coordinator_of(settings: Settings, group: str) -> int:
+    admin = AdminClient(settings.kafka.client_config())
+    description = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    return int(description.coordinator.id)
+
+
+def test_a_broker_down_longer_than_the_session_timeout_then_back(
+    cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
+) -> None:
+    ingest = Ingest(settings, pg_dsn, tmp_path, scrapes=60, rate=150).start()
+    try:
+        ingest.wait_stored(ingest.total // 5, timeout=180)
+        # the group's coordinator: its loss makes every member look for a new one
+        victim = coordinator_of(ingest.settings, ingest.group)
+        cluster.stop_node(victim, kill=True)
+        down_since = time.monotonic()
+        at_kill = ingest.stored()
+        ingest.wait_stored(at_kill + 1, timeout=120)
+        # stay down well past the consumers' session timeout before coming back
+        time.sleep(max(0.0, 2.5 * SESSION_TIMEOUT_S - (time.monotonic() - down_since)))
+        assert victim != coordinator_of(ingest.settings, ingest.group), "the coordinator did not move"
+        ingest.assert_running()
+        cluster.start_node(victim, wait=240)
+        ingest.finish()
+    finally:
+        ingest.stop_all()
+    wait_fully_replicated(cluster.bootstrap)
