@@ -463,7 +463,7 @@ class LocalKafka:
         def ready() -> bool:
             for node in self.nodes:
                 if not node.running_pid():
-                    raise StackError(f"Kafka node {node.node_id} exited; see {node.log}")
+                    raise StackError(f"Kafka node {node.node_id} exited{last_error(node.log)}; see {node.log}")
                 seen = self._brokers_seen(node.address, 1.0)
                 if seen is None or not expected <= seen:
                     return False
@@ -530,6 +530,16 @@ class LocalKafka:
                 ["--status", "--replication"],
             )
         return parse_quorum(status.stdout, replication.stdout)
+
+
+def last_error(log: Path) -> str:
+    """``: <the last ERROR line>`` of a broker log, to say why a node died in one line."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if " ERROR " in line or "Exception" in line]
+    return f": {errors[-1].strip()[:300]}" if errors else ""
 
 
 def kill_orphans(root: Path) -> None:
