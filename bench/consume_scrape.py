@@ -39,12 +39,12 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
-from consumers.scrape import ScrapeSink
+from consumers.registry import build_loop
 from core.paths import REPO_ROOT
 from insights.db.migrations import migrate
 from insights.generate import Market, scrape_record
 from core.settings import Settings, load_settings
-from streams.consumer import ConsumerLoop
+from streams.pg.partitions import ensure_partitions_for
 from streams.serde import RecordContext, make_serializer
 from streams.topics import dlq_name
 
@@ -94,24 +94,6 @@ def produce_events(settings: Settings, topic: str, events: int, products: int) -
     return time.perf_counter() - started
 
 
-class TimedLoop(ConsumerLoop):
-    """The production loop, with the time of its first batch and last commit recorded."""
-
-    first: float | None = None
-    last: float | None = None
-
-    def process(self, messages: list[Any]) -> Any:
-        if self.first is None:
-            self.first = time.perf_counter()
-        return super().process(messages)
-
-    def _write_batch(self, *args: Any) -> Any:
-        # with the pipeline, a batch is done when its write commits, not when it is handed over
-        result = super()._write_batch(*args)
-        self.last = time.perf_counter()
-        return result
-
-
 def server_copy(source_dsn: str, target_dsn: str, workdir: Path) -> tuple[float, dict[str, int]]:
     """Export the stored rows to files (server side), then time COPY FROM them into ``target``."""
     counts: dict[str, int] = {}
@@ -124,8 +106,6 @@ def server_copy(source_dsn: str, target_dsn: str, workdir: Path) -> tuple[float,
         stamps = [row[0] for row in src.execute("SELECT DISTINCT date_trunc('day', scraped_at) FROM product_snapshots")]
     with psycopg.connect(target_dsn, autocommit=True) as dst:
         # the same partitions the consumer created, made before the clock starts
-        from insights.db.partitions import ensure_partitions_for
-
         ensure_partitions_for(dst, "product_snapshots", stamps)
         started = time.perf_counter()
         with dst.transaction():
@@ -198,15 +178,17 @@ def main() -> None:
         produce_s = produce_events(settings, topic, args.events, args.products)
         print(f"produced {args.events} events in {produce_s:.1f}s", flush=True)
 
-        loop = TimedLoop(settings, ScrapeSink(), idle_exit_after=3.0)
+        # the production loop; it records the time of its first batch and its last commit
+        loop = build_loop(settings, "scrape", idle_exit_after=3.0)
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
         totals = loop.run()
         if profiler:
             profiler.disable()
-        assert loop.first is not None and loop.last is not None
-        consume_s = loop.last - loop.first
+        first, last = loop.first_batch_at, loop.writer.last_commit_at
+        assert first is not None and last is not None
+        consume_s = last - first
         if totals.consumed != args.events or totals.dead_letters:
             raise SystemExit(f"consumer saw {totals.consumed} events, {totals.dead_letters} dead letters")
         events_per_s = args.events / consume_s

@@ -4,4 +4,6 @@ The layers, bottom up: ``core`` (settings, errors, event models), ``streams`` (K
 PostgreSQL plumbing), ``consumers`` (the sinks), and this package. See docs/architecture.md.
 """
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

@@ -23,10 +23,16 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
+from psycopg.types.json import Jsonb
 
 from core.errors import InsightsError
 from core.settings import Settings
+from insights.db import migrations
+from insights.generate import alerts as alert_generator
+from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
+from streams.admin import admin_client, end_offsets, ensure_topics
+from streams.topics import declared_topics, event_topics
 
 
 class DemoError(InsightsError):
@@ -97,15 +103,10 @@ class DemoRun:
         return ", ".join(f"{k} {v}" for k, v in result.items())
 
     def migrate(self) -> str:
-        from insights.db.migrations import migrate
-
-        applied = migrate(self.settings.pg.conninfo())
+        applied = migrations.migrate(self.settings.pg.conninfo())
         return f"{len(applied)} migrations applied" if applied else "schema up to date"
 
     def topics(self) -> str:
-        from streams.admin import ensure_topics
-        from streams.topics import declared_topics
-
         specs = declared_topics(self.settings)
         report = ensure_topics(self.settings, specs)
         drift = f", drift on {report.drifted}" if report.drifted else ""
@@ -117,11 +118,7 @@ class DemoRun:
         return "publication and slot ready; reader streaming in the background"
 
     def alert_rules(self) -> str:
-        from psycopg.types.json import Jsonb
-
-        from insights.generate.alerts import alert_rules
-
-        rules = alert_rules(12)
+        rules = alert_generator.alert_rules(12)
         with self._conn() as conn:
             for rule in rules:
                 conn.execute(
@@ -139,8 +136,6 @@ class DemoRun:
         return f"{len(rules)} rules present"
 
     def produce(self) -> str:
-        from insights.generate.run import Plan, publish
-
         scrape = publish(
             self.settings,
             Plan("scrape", products=self.products, events=self.scrapes, seed=7, duplicates=0.05, out_of_order=0.1),
@@ -223,9 +218,6 @@ class DemoRun:
         return ", ".join(parts)
 
     def dead_letters(self) -> str:
-        from streams.admin import admin_client, end_offsets
-        from streams.topics import event_topics
-
         admin = admin_client(self.settings)
         dlqs = [s for s in event_topics(self.settings) if s.name.endswith(".dlq")]
         counts = {s.name: sum(end_offsets(admin, s.name, s.partitions).values()) for s in dlqs}

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import psycopg
 
 from core.settings import Settings
+from insights.db.migrations import migrate
+from streams.admin import admin_client, describe_topics, end_offsets
+from streams.cdc.slot import slot_status
+from streams.topics import declared_topics
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,6 @@ def _guard(area: str, check: Callable[[], list[Check]]) -> list[Check]:
 
 
 def database(settings: Settings) -> list[Check]:
-    from insights.db.migrations import migrate
-
     pending = migrate(settings.pg.conninfo(), dry_run=True)
     return [
         Check(
@@ -47,9 +49,6 @@ def database(settings: Settings) -> list[Check]:
 
 
 def topics(settings: Settings) -> list[Check]:
-    from streams.admin import describe_topics
-    from streams.topics import declared_topics
-
     rows = []
     for desc in describe_topics(settings, declared_topics(settings)):
         messages = sum(desc.live.end_offsets.values()) if desc.live else 0
@@ -66,8 +65,6 @@ def topics(settings: Settings) -> list[Check]:
 
 def consumers(settings: Settings) -> list[Check]:
     """Lag per group and topic, from the offsets the consumers store in PostgreSQL."""
-    from streams.admin import admin_client, end_offsets
-
     with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
         stored = conn.execute(
             "SELECT consumer_group, topic, partition, next_offset, now() - updated_at "
@@ -93,8 +90,6 @@ def consumers(settings: Settings) -> list[Check]:
 
 
 def cdc(settings: Settings) -> list[Check]:
-    from streams.cdc.slot import slot_status
-
     with psycopg.connect(settings.pg.conninfo(), connect_timeout=5) as conn:
         found = slot_status(conn, settings.cdc.slot_name)
     if found is None:

@@ -18,8 +18,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from core.settings import Settings
+from core.settings import KafkaSettings
 from streams.faults import ErrorClass
+from streams.kafka import producer_config
 from streams.topics import dlq_name
 
 #: reasons are for humans; keep headers small
@@ -70,20 +71,11 @@ def headers_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str
 class DeadLetterQueue:
     """A producer to ``<topic>.dlq`` that confirms delivery before the consumer commits."""
 
-    def __init__(self, settings: Settings, group: str) -> None:
+    def __init__(self, kafka: KafkaSettings, group: str) -> None:
         self.group = group
         self._failures: list[KafkaError] = []
-        self._producer = Producer(
-            settings.kafka.client_config(
-                **{
-                    # idempotence: a retried produce does not duplicate the dead letter
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "client.id": f"{group}-dlq",
-                }
-            )
-        )
+        # the "dlq" profile is idempotent: a retried produce does not duplicate the dead letter
+        self._producer = Producer(producer_config(kafka, "dlq", **{"client.id": f"{group}-dlq"}))
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
@@ -103,6 +95,12 @@ class DeadLetterQueue:
             except BufferError:
                 # local queue full: let deliveries drain, then try again
                 self._producer.poll(0.5)
+
+    def deliver(self, letters: Sequence[DeadLetter]) -> None:
+        """Send ``letters`` and wait until every one is acknowledged (raises, transient, if not)."""
+        for letter in letters:
+            self.send(letter)
+        self.flush()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until every dead letter is acknowledged; raise (transient) if not."""

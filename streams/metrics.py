@@ -1,31 +1,32 @@
-"""Prometheus metrics and a health endpoint for one consumer process.
+"""Prometheus metrics of a consumer, and a small ``/metrics`` + ``/healthz`` server.
 
-Each process owns a registry (not the global default) so that several loops in one
-test process do not collide. ``/metrics`` serves the Prometheus text format and
-``/healthz`` answers 200 while the loop makes progress and 503 once it has not
-finished an iteration for ``stuck_after`` seconds (a hung poll, a database that
-stays away, a deadlock in our own code: whatever the cause, the orchestrator should
-know).
+The registry comes from whoever runs the process (one per process, not the global
+default, so that several loops in one test process do not collide); a loop built
+without one gets its own. ``/metrics`` serves the Prometheus text format and
+``/healthz`` answers from :class:`streams.service.Health`: 200 while the loop makes
+progress and its dependencies answer, 503 with the reasons otherwise (a hung poll, a
+database that stays away, a deadlock in our own code: whatever the cause, the
+orchestrator should know).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from streams.service.health import Health
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class ConsumerMetrics:
-    def __init__(self, sink: str, group: str, stuck_after: float = 60.0) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, sink: str, group: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         labels = {"sink": sink, "group": group}
-        self.stuck_after = stuck_after
-        self._last_beat = time.monotonic()
         self.messages = Counter(
             "insights_consumer_messages", "Kafka records consumed", ["topic"], registry=self.registry
         )
@@ -62,16 +63,23 @@ class ConsumerMetrics:
         self.info = Gauge("insights_consumer_info", "static labels of this process", list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
 
-    # --- liveness ------------------------------------------------------------------
-    def beat(self) -> None:
-        """The loop finished an iteration (a batch, or an empty poll)."""
-        self._last_beat = time.monotonic()
+    def record_lag(self, consumer: Consumer, committed: list[TopicPartition]) -> None:
+        """Lag of each partition just committed, from the high watermark the client has cached."""
+        for tp in committed:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                self.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
-    def seconds_since_beat(self) -> float:
-        return time.monotonic() - self._last_beat
-
-    def healthy(self) -> bool:
-        return self.seconds_since_beat() < self.stuck_after
+    def forget_lag(self, partitions: list[TopicPartition]) -> None:
+        """Partitions this process no longer owns: their lag is someone else's to report."""
+        for tp in partitions:
+            try:
+                self.lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -80,8 +88,8 @@ class ConsumerMetrics:
 class MetricsServer:
     """``/metrics`` and ``/healthz`` on a daemon thread; port 0 picks a free port."""
 
-    def __init__(self, metrics: ConsumerMetrics, port: int, host: str = "0.0.0.0") -> None:
-        handler = _handler_for(metrics)
+    def __init__(self, registry: CollectorRegistry, health: Health, port: int, host: str = "0.0.0.0") -> None:
+        handler = _handler_for(registry, health)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
@@ -99,18 +107,17 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler_for(metrics: ConsumerMetrics) -> type[BaseHTTPRequestHandler]:
+def _handler_for(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.startswith("/metrics"):
-                self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path.startswith("/healthz"):
-                idle = metrics.seconds_since_beat()
-                if metrics.healthy():
-                    self._reply(200, f"ok: last iteration {idle:.1f}s ago\n".encode(), "text/plain")
+                report = health.report()
+                if report.healthy:
+                    self._reply(200, b"ok\n", "text/plain")
                 else:
-                    body = f"stuck: no loop iteration for {idle:.1f}s (limit {metrics.stuck_after:.0f}s)\n"
-                    self._reply(503, body.encode(), "text/plain")
+                    self._reply(503, ("\n".join(report.reasons) + "\n").encode(), "text/plain")
             else:
                 self._reply(404, b"not found\n", "text/plain")
 

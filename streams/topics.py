@@ -1,9 +1,19 @@
-"""Topics as code: every topic the system uses, declared once.
+"""Topics as code: every topic the system uses, declared once, here.
 
 A :class:`TopicSpec` says what a topic should look like (partitions, replication,
 retention, cleanup policy) and which Avro subject its values follow. ``insights
 topics create`` makes missing ones; it reports drift of live topics and changes
 nothing silently.
+
+The declarations, all in this module so that ``declared_topics`` cannot miss one:
+
+* the event topics and their dead-letter queues (:func:`event_topics`);
+* one CDC topic per streamed table (:func:`cdc_topics`);
+* the dead-letter queues of the summaries sink, one per CDC topic it reads
+  (:func:`summaries_dlq_topics`).
+
+This module imports nothing of ``streams`` (only ``core``): the CDC reader, the
+consumers and the topic admin all import it, never the other way round.
 """
 
 from __future__ import annotations
@@ -23,6 +33,20 @@ CDC_TABLES: tuple[str, ...] = (
     "competitive_groups",
     "competitive_group_members",
 )
+
+#: CDC topics: six partitions (the key spreads rows; per-row order holds because a key
+#: always maps to one partition) and seven days of ``delete`` retention, long enough to
+#: replay after a consumer's outage; a consumer that falls further behind rebuilds from
+#: ``insights cdc snapshot``. Not compacted: a truncate event has no key and compaction
+#: needs one.
+CDC_PARTITIONS = 6
+CDC_RETENTION_MS = 7 * DAY_MS
+
+#: dead letters stay long enough for a human to look after a weekend
+DLQ_RETENTION_MS = 30 * DAY_MS
+
+#: the source tables a product summary is made of: the summaries sink reads their CDC topics
+SUMMARIES_SOURCE_TABLES: tuple[str, ...] = ("products", "product_snapshots", "alerts")
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,11 @@ def cdc_topic_name(settings: Settings, table: str, schema: str = "public") -> st
     return f"{settings.kafka.topic_prefix}.cdc.{schema}.{table}"
 
 
+def cdc_tables(settings: Settings) -> tuple[str, ...]:
+    """The tables the CDC reader publishes: ``INSIGHTS_CDC_TABLES``, or :data:`CDC_TABLES`."""
+    return tuple(settings.cdc.tables) or CDC_TABLES
+
+
 def event_topics(settings: Settings, partitions: int = 6, replication_factor: int = 1) -> list[TopicSpec]:
     """The two event topics the scrapers and the alerting service write, and their DLQs."""
     scrape = TopicSpec(
@@ -106,8 +135,7 @@ def event_topics(settings: Settings, partitions: int = 6, replication_factor: in
             name=dlq_name(spec.name),
             partitions=1,
             replication_factor=replication_factor,
-            # long enough for a human to look after a weekend
-            retention_ms=30 * DAY_MS,
+            retention_ms=DLQ_RETENTION_MS,
             key_doc="the original record's key",
             doc=f"Records of {spec.name} that could not be stored; headers say why.",
         )
@@ -116,13 +144,54 @@ def event_topics(settings: Settings, partitions: int = 6, replication_factor: in
     return [scrape, alerts, *dlqs]
 
 
+def cdc_topics(
+    settings: Settings,
+    tables: tuple[str, ...] | list[str],
+    schema: str = "public",
+    partitions: int = CDC_PARTITIONS,
+    replication_factor: int = 1,
+) -> list[TopicSpec]:
+    """One topic per streamed table, ``<prefix>.cdc.<schema>.<table>``."""
+    return [
+        TopicSpec(
+            key=f"cdc.{schema}.{table}",
+            name=cdc_topic_name(settings, table, schema),
+            partitions=partitions,
+            replication_factor=replication_factor,
+            retention_ms=CDC_RETENTION_MS,
+            value_subject="cdc_change",
+            key_doc="JSON object of the row's primary key columns (UTF-8); none for truncate events",
+            doc=f"Committed changes of {schema}.{table} from logical replication (at-least-once).",
+        )
+        for table in tables
+    ]
+
+
+def summaries_source_topics(settings: Settings) -> list[str]:
+    """The CDC topics the summaries sink subscribes to, in :data:`SUMMARIES_SOURCE_TABLES` order."""
+    return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in SUMMARIES_SOURCE_TABLES]
+
+
+def summaries_dlq_topics(settings: Settings, replication_factor: int = 1) -> list[TopicSpec]:
+    """``<cdc topic>.dlq`` for each CDC topic the summaries sink reads."""
+    return [
+        TopicSpec(
+            key=f"summaries.{table}.dlq",
+            name=dlq_name(topic),
+            partitions=1,
+            replication_factor=replication_factor,
+            retention_ms=DLQ_RETENTION_MS,
+            key_doc="the original record's key",
+            doc=f"CDC events of {topic} the summaries consumer could not use; headers say why.",
+        )
+        for table, topic in zip(SUMMARIES_SOURCE_TABLES, summaries_source_topics(settings), strict=True)
+    ]
+
+
 def declared_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic the system declares: what ``insights topics`` manages.
-
-    The CDC topics are declared next to the reader (``streams.cdc.topics``) and
-    included here, one per streamed table.
-    """
-    from streams.cdc.slot import cdc_tables  # the CDC package imports this module
-    from streams.cdc.topics import cdc_topics
-
-    return event_topics(settings) + cdc_topics(settings, cdc_tables(settings))
+    """Every topic the system declares: what ``insights topics`` manages and checks for drift."""
+    return [
+        *event_topics(settings),
+        *cdc_topics(settings, cdc_tables(settings), settings.cdc.schema_name),
+        *summaries_dlq_topics(settings),
+    ]

@@ -1,5 +1,5 @@
 """The alerts sink: AlertTriggered events into alerts, with exact alert_rules counters."""
 
-from consumers.alerts.sink import AlertsSink
+from consumers.alerts.sink import SPEC, AlertsSink
 
-__all__ = ["AlertsSink"]
+__all__ = ["SPEC", "AlertsSink"]

@@ -11,6 +11,7 @@ import psycopg
 from consumers.alerts import sql
 from consumers.alerts.mapping import ALERT_COLUMNS, ALERT_TYPES, merge, prepare
 from consumers.copy import copy_rows
+from consumers.spec import SinkSpec, topic_for_subject
 
 _TRIGGERED_AT = ALERT_COLUMNS.index("triggered_at")
 
@@ -34,3 +35,11 @@ class AlertsSink:
             found = cur.fetchone()
         inserted, rules = found if found else (0, 0)
         return {"alerts": int(inserted), "alert_rules": int(rules)}
+
+
+SPEC = SinkSpec(
+    name="alerts",
+    help="AlertTriggered events into alerts, keeping alert_rules' counters exact",
+    make=AlertsSink,
+    topics=lambda settings: [topic_for_subject(settings, AlertsSink.subject)],
+)

@@ -1,5 +1,5 @@
 """The scrape sink: ProductScraped events into products, product_snapshots, product_features."""
 
-from consumers.scrape.sink import ScrapeSink
+from consumers.scrape.sink import SPEC, ScrapeSink
 
-__all__ = ["ScrapeSink"]
+__all__ = ["SPEC", "ScrapeSink"]

@@ -11,6 +11,7 @@ import psycopg
 from consumers.copy import copy_rows, use_fast_json
 from consumers.scrape import sql
 from consumers.scrape.mapping import ScrapeRows, merge, prepare
+from consumers.spec import SinkSpec, topic_for_subject
 
 
 class ScrapeSink:
@@ -42,3 +43,11 @@ class ScrapeSink:
                 cur.execute(sql.UPSERT_FEATURES)
                 written["product_features"] = cur.rowcount
         return written
+
+
+SPEC = SinkSpec(
+    name="scrape",
+    help="ProductScraped events into products, product_snapshots and product_features",
+    make=ScrapeSink,
+    topics=lambda settings: [topic_for_subject(settings, ScrapeSink.subject)],
+)

@@ -8,13 +8,12 @@ from datetime import timedelta
 import psycopg
 from rich.console import Console
 
+from consumers.summaries.store import sweep
 from core.settings import Settings
 
 
 def sweep_once(settings: Settings, console: Console, chunk: int, tombstone_ttl: timedelta,
                retention_months: dict[str, int] | None = None) -> None:
-    from consumers.summaries.store import sweep
-
     with psycopg.connect(settings.pg.conninfo(), autocommit=True, application_name="insights-summaries-sweep") as conn:
         with console.status("recomputing summaries whose 30-day window moved"):
             result = sweep(conn, chunk=chunk, tombstone_ttl=tombstone_ttl, retention_months=retention_months)

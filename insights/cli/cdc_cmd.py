@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -15,6 +16,7 @@ from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import format_lsn
+from streams.topics import cdc_tables
 
 app = typer.Typer(help="CDC reader: logical replication (pgoutput) -> Avro change events on Kafka.", no_args_is_help=True)
 
@@ -31,13 +33,13 @@ def setup(
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
 ) -> None:
     """Create the publication (publish_via_partition_root) and the pgoutput slot if missing, and the topics."""
-    from streams.cdc.reader import CdcReader
+    from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
     CdcReader(settings).setup()
     console.print(
         f"publication {settings.cdc.publication} and slot {settings.cdc.slot_name} ready for "
-        f"{', '.join(slots.cdc_tables(settings))}"
+        f"{', '.join(cdc_tables(settings))}"
     )
 
 
@@ -62,8 +64,6 @@ def drop(
 @app.command()
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
-    import json
-
     settings = settings_of(ctx)
     with slots.connect(settings) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
@@ -88,9 +88,9 @@ def run(
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
 ) -> None:
     """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot."""
-    from prometheus_client import start_http_server
+    from prometheus_client import start_http_server  # lazy: CLI start-up of the other commands
 
-    from streams.cdc.reader import CdcReader
+    from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
     logging.basicConfig(level=settings.service.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,10 +118,10 @@ def snapshot(
     ),
 ) -> None:
     """Emit the current rows as read events (op r) from the snapshot the slot's creation exports."""
-    from streams.cdc.snapshot import run_snapshot
+    from streams.cdc.snapshot import run_snapshot  # lazy: CLI start-up of the other commands
 
     settings = settings_of(ctx)
-    tables = tuple(table) if table else slots.cdc_tables(settings)
+    tables = tuple(table) if table else cdc_tables(settings)
     result = run_snapshot(settings, tables, recreate_slot=recreate_slot, console=err_console)
     console.print(
         f"snapshot at {result.consistent_point}: "

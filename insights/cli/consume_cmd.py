@@ -1,4 +1,4 @@
-"""``insights consume scrape | alerts | summaries``: run one consumer process of a sink.
+"""``insights consume <sink>``: run one consumer process of a sink (the names: ``consumers.registry``).
 
 Start N processes with the same consumer group to share the topic's partitions; each
 serves Prometheus metrics and ``/healthz`` on ``INSIGHTS_METRICS_PORT`` (0 = off).
@@ -7,49 +7,37 @@ SIGTERM or Ctrl-C finishes the batch in hand, commits it and leaves the group.
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from enum import Enum
-from typing import Any
 
 import typer
+from prometheus_client import CollectorRegistry
 
+from consumers import registry as sinks
 from insights.cli.context import console, settings_of
-from core.settings import Settings
+from streams.consumer.logs import configure_logging
+from streams.metrics import MetricsServer
+from streams.service.health import Health
+
+#: the registered sinks, as the choices of the command's argument
+SinkName = Enum("SinkName", {name: name for name in sinks.names()}, type=str)  # type: ignore[misc]
+
+SINK_HELP = "; ".join(f"{spec.name}: {spec.help}" for spec in sinks.SINKS.values())
 
 
-class Sink(str, Enum):
-    scrape = "scrape"
-    alerts = "alerts"
-    summaries = "summaries"
-
-
-SINK_HELP = (
-    "scrape: ProductScraped events into products, product_snapshots and product_features; "
-    "alerts: AlertTriggered events into alerts, keeping alert_rules' counters exact; "
-    "summaries: the CDC topics of products, product_snapshots and alerts into summaries.product_summary"
-)
-
-
-def build_loop(settings: Settings, sink: Sink, **options: Any) -> Any:
-    """The shared consumer loop around one sink (summaries subscribes to three CDC topics)."""
-    from streams.consumer import ConsumerLoop
-
-    group = options.pop("group") or f"{settings.consumer.group}.{sink.value}"
-    if sink is Sink.summaries:
-        from consumers.summaries.consumer import SummariesLoop
-
-        return SummariesLoop(settings, group=group, **options)
-    if sink is Sink.scrape:
-        from consumers.scrape import ScrapeSink
-
-        return ConsumerLoop(settings, ScrapeSink(), group=group, **options)
-    from consumers.alerts import AlertsSink
-
-    return ConsumerLoop(settings, AlertsSink(), group=group, **options)
+def _stop_on_signals(stop: threading.Event) -> None:
+    # Until the service runner owns this: SIGTERM/SIGINT only ask the loop to stop, so
+    # the batch in hand is committed and the group left before the process exits.
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
 
 
 def consume(
     ctx: typer.Context,
-    sink: Sink = typer.Argument(..., help=SINK_HELP, show_default=False),
+    sink: SinkName = typer.Argument(..., help=SINK_HELP, show_default=False),  # type: ignore[valid-type]
     group: str | None = typer.Option(
         None, "--group", help="consumer group (default INSIGHTS_CONSUMER_GROUP + '.<sink>')"
     ),
@@ -66,23 +54,33 @@ def consume(
         None, "--exit-when-idle", help="exit after this many seconds without records (batch jobs)"
     ),
 ) -> None:
-    """Run one consumer process of a sink (scrape, alerts or summaries) until SIGTERM."""
-    from streams.consumer.logs import configure_logging
-
+    """Run one consumer process of a sink until SIGTERM."""
     settings = settings_of(ctx)
     configure_logging(settings.service.log_level, settings.service.log_json)
-    loop = build_loop(
+    name = sink.value
+    stop, registry, health = threading.Event(), CollectorRegistry(auto_describe=True), Health(stuck_after=stuck_after)
+    loop = sinks.build_loop(
         settings,
-        sink,
-        group=group,
-        metrics_port=metrics_port,
+        name,
+        group=group or f"{settings.consumer.group}.{name}",
+        stop=stop,
+        registry=registry,
+        health=health,
         auto_offset_reset=auto_offset_reset,
-        stuck_after=stuck_after,
         idle_exit_after=exit_when_idle,
     )
-    totals = loop.run()
+    _stop_on_signals(stop)
+    port = settings.service.metrics_port if metrics_port is None else metrics_port
+    server = MetricsServer(registry, health, port).start() if port else None
+    if server is not None:
+        logging.getLogger("insights.consumer").info("metrics endpoint up", extra={"port": server.port})
+    try:
+        totals = loop.run()
+    finally:
+        if server is not None:
+            server.stop()
     console.print(
-        f"{sink.value}: stopped cleanly: {totals.stored} stored, {totals.skipped} already stored, "
+        f"{name}: stopped cleanly: {totals.stored} stored, {totals.skipped} already stored, "
         f"{totals.dead_letters} dead-lettered",
         highlight=False,
     )

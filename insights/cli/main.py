@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 
 from insights.cli import produce_cmd, replay_cmd, stack_cmd, topics_cmd
@@ -60,8 +61,6 @@ def run() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors
-        import click
-
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)

@@ -126,7 +126,7 @@ def docs(
     directory: Path | None = DirOption,
 ) -> None:
     """Generate the AsyncAPI 3 document of the event topics from streams/topics.py and the schemas."""
-    text = render_asyncapi(_store(ctx, directory))
+    text = render_asyncapi(_store(ctx, directory), settings_of(ctx))
     current = output.read_text(encoding="utf-8") if output.exists() else None
     if check_only:
         if current != text:

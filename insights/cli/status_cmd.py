@@ -15,7 +15,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """One look at the whole pipeline; exit 1 when something needs attention."""
-    from insights.status import gather
+    from insights.status import gather  # lazy: CLI start-up of the other commands
 
     rows = gather(settings_of(ctx))
     if as_json:

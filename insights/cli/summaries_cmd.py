@@ -42,7 +42,7 @@ def sweep(
     forgets rows the source's partition retention dropped (silent in the CDC stream) and
     purges old delete markers.
     """
-    from consumers.summaries.run import sweep_forever, sweep_once
+    from consumers.summaries.run import sweep_forever, sweep_once  # lazy: CLI start-up of the other commands
 
     settings = settings_of(ctx)
     ttl = timedelta(days=tombstone_days)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from core.errors import InsightsError
+# raised by streams.pg too (partitions on demand): declared there, one class each
+from streams.pg.errors import DatabaseError, PartitionError
 
-
-class DatabaseError(InsightsError):
-    """PostgreSQL refused or failed something the database layer asked of it."""
+__all__ = ["DatabaseError", "MigrationError", "PartitionError"]
 
 
 class MigrationError(DatabaseError):
     """ddl/ and the database disagree (a changed or missing migration, a bad file name)."""
-
-
-class PartitionError(DatabaseError):
-    """A partition could not be created, split or pruned."""

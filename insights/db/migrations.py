@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from core.paths import DDL_DIR, REPO_ROOT
+from insights.db import partitions
 from insights.db.errors import MigrationError
 
 
@@ -138,7 +139,5 @@ def migrate(conninfo: str, *, dry_run: bool = False, ddl_dir: Path | None = None
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
         # ready for consumers: the partitions around now exist (a no-op when they do)
-        from insights.db.partitions import ensure
-
-        ensure(conn)
+        partitions.ensure(conn)
     return [m.name for m in pending]

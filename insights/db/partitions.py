@@ -8,8 +8,8 @@ them in short transactions of their own and prunes by bounds.
 
 No row is ever lost or rejected for want of a partition:
 
-* consumers call :func:`ensure_partitions_for` before their batch transaction, so their rows
-  land in a proper partition even for 2019 or 2031;
+* consumers call :func:`ensure_partitions_for` (``streams.pg.partitions``) before their
+  batch transaction, so their rows land in a proper partition even for 2019 or 2031;
 * any other writer's out-of-range row lands in the table's DEFAULT partition, and
   :func:`ensure` (``insights db partitions ensure``, also run by ``migrate`` and ``maintain``)
   moves such rows into the partitions they belong to, inside one transaction.
@@ -18,7 +18,6 @@ No row is ever lost or rejected for want of a partition:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,9 +27,16 @@ from psycopg import sql
 
 from insights.db.errors import PartitionError
 
-#: how long a partition change may wait for the table lock before trying again
-LOCK_TIMEOUT = "5s"
-LOCK_ATTEMPTS = 5
+# on-demand creation is what the consumers need, so it lives below them in streams.pg
+from streams.pg.partitions import (
+    LOCK_ATTEMPTS,
+    LOCK_TIMEOUT,
+    ensure_partitions_for,
+    in_own_transaction,
+    one_line,
+)
+
+__all__ = ["ensure", "ensure_partitions_for", "policies", "prune", "status"]
 
 
 @dataclass(frozen=True)
@@ -66,52 +72,6 @@ def policies(conn: psycopg.Connection) -> list[Policy]:
     return [Policy(*row) for row in rows]
 
 
-def _utc_days(timestamps: Iterable[datetime]) -> list[datetime]:
-    """One representative per UTC day: both periods are whole days, so this loses nothing
-    and keeps a 5000-row batch to a handful of values."""
-    days: set[datetime] = set()
-    for ts in timestamps:
-        if ts.tzinfo is None:
-            raise PartitionError(f"timestamp {ts.isoformat()} has no time zone; partitions are UTC")
-        days.add(ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
-    return sorted(days)
-
-
-def _in_own_transaction(conn: psycopg.Connection, query: sql.Composable | str, params: tuple) -> list[str]:
-    """Run a partition function in a short transaction, retrying when the table lock is busy."""
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-                return [row[0] for row in conn.execute(query, params).fetchall()]  # type: ignore[arg-type]
-        except pg_errors.LockNotAvailable:
-            if attempt == LOCK_ATTEMPTS:
-                raise PartitionError(
-                    f"table lock not granted within {LOCK_TIMEOUT} after {attempt} attempts"
-                ) from None
-            time.sleep(0.2 * attempt)
-        except psycopg.Error as exc:
-            raise PartitionError(_one_line(exc)) from exc
-    raise AssertionError("unreachable")
-
-
-def ensure_partitions_for(conn: psycopg.Connection, table: str, timestamps: Iterable[datetime]) -> list[str]:
-    """Create the partitions of ``table`` that rows dated ``timestamps`` need; return their names.
-
-    Call it in its own short transaction before the batch transaction (with an idle
-    connection this function opens and commits one). Cheap when nothing is missing; safe when
-    several processes ask for the same partition at once.
-    """
-    days = _utc_days(timestamps)
-    if not days:
-        return []
-    return _in_own_transaction(
-        conn,
-        "SELECT p::text FROM ensure_partitions(%s::regclass, %s::timestamptz[]) AS p",
-        (table, days),
-    )
-
-
 def ensure(
     conn: psycopg.Connection,
     *,
@@ -124,10 +84,10 @@ def ensure(
     created: list[str] = []
     for policy in policies(conn):
         ahead = months_ahead if policy.period == "month" else days_ahead
-        created += _in_own_transaction(
+        created += in_own_transaction(
             conn, "SELECT p::text FROM split_default_partition(%s::regclass) AS p", (policy.parent,)
         )
-        created += _in_own_transaction(
+        created += in_own_transaction(
             conn,
             "SELECT p::text FROM premake_partitions(%s::regclass, coalesce(%s::timestamptz, now()), %s::int) AS p",
             (policy.parent, now, ahead),
@@ -188,7 +148,7 @@ def _run_locked(conn: psycopg.Connection, statements: list[sql.Composed], *, wha
                 raise PartitionError(f"{what}: table lock not granted after {attempt} attempts") from None
             time.sleep(0.2 * attempt)
         except psycopg.Error as exc:
-            raise PartitionError(f"{what}: {_one_line(exc)}") from exc
+            raise PartitionError(f"{what}: {one_line(exc)}") from exc
 
 
 STATUS = """
@@ -215,8 +175,3 @@ def status(conn: psycopg.Connection) -> list[PartitionInfo]:
             ).fetchone()[0]  # type: ignore[index]
         infos.append(PartitionInfo(parent, partition, is_default, lower, upper, int(estimate)))
     return infos
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,9 +1,8 @@
 """Encoding the envelope: the one place that knows how change events become bytes.
 
-The project's shared serde (``streams.serde``) resolves subjects under ``schemas/avro/``;
-when it is installed it is used, so CDC events are framed like every other event.
-Until then (or without it) the envelope is written as plain Avro binary with fastavro
-against ``schemas/avro/cdc_change/v<version>.avsc``.
+The project's shared serde (``streams.serde``) resolves subjects under ``schemas/avro/``
+and frames CDC events like every other event; the fast path writes the same bytes (the
+serde's header, then the body) and is checked against the serde on a probe.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import fastavro
 
 from core.settings import Settings
 from streams.cdc.avro_body import encode_body
+from streams.serde import make_deserializer, make_serializer
 
 SUBJECT = "cdc_change"
 VERSION = 1
@@ -30,16 +30,6 @@ Decoder = Callable[[bytes], dict[str, Any]]
 def envelope_schema(settings: Settings) -> dict[str, Any]:
     path = SCHEMAS_DIR / SUBJECT / f"v{VERSION}.avsc"
     return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
-
-
-def _shared_serde() -> Any | None:
-    try:
-        import streams.serde as serde
-    except ImportError:
-        return None
-    if hasattr(serde, "make_serializer") and hasattr(serde, "make_deserializer"):
-        return serde
-    return None
 
 
 PROBE: dict[str, Any] = {
@@ -63,16 +53,12 @@ def make_encoder(settings: Settings) -> Encoder:
         write(buf, schema, value)
         return buf.getvalue()
 
-    serde = _shared_serde()
-    framed: Encoder = generic
-    header = b""
-    if serde is not None:
-        serialize = serde.make_serializer(settings, SUBJECT, VERSION)
-        framed = lambda value: serialize(value, None)  # noqa: E731
-        whole, body = framed(PROBE), generic(PROBE)
-        if not whole.endswith(body):
-            return framed  # a framing we do not understand: the generic path, slower but right
-        header = whole[: len(whole) - len(body)]
+    serialize = make_serializer(settings, SUBJECT, VERSION)
+    framed: Encoder = lambda value: serialize(value, None)  # noqa: E731
+    whole, body = framed(PROBE), generic(PROBE)
+    if not whole.endswith(body):
+        return framed  # a framing we do not understand: the generic path, slower but right
+    header = whole[: len(whole) - len(body)]
     if header + encode_body(PROBE) != framed(PROBE):
         return framed
 
@@ -85,9 +71,5 @@ def make_encoder(settings: Settings) -> Encoder:
 
 
 def make_decoder(settings: Settings) -> Decoder:
-    serde = _shared_serde()
-    if serde is not None:
-        deserialize = serde.make_deserializer(settings, SUBJECT)
-        return lambda data: deserialize(data, None)
-    schema = envelope_schema(settings)
-    return lambda data: fastavro.schemaless_reader(io.BytesIO(data), schema)
+    deserialize = make_deserializer(settings, SUBJECT)
+    return lambda data: deserialize(data, None)

@@ -38,10 +38,10 @@ from streams.cdc.pgoutput import (
 from streams.cdc.positions import AckTracker
 from streams.cdc.rowcodec import RelationCodec, change_bodies, source_txn
 from streams.cdc.protocol import Keepalive, parse_copy_message, pg_us_to_unix
-from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection, ReplicationError
 from streams.cdc.values import ValueConverter
-from streams.topics import cdc_topic_name
+from streams.admin import ensure_topics
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class CdcReader:
     ) -> None:
         self.settings = settings
         self.slot = settings.cdc.slot_name
-        self.tables = slots.cdc_tables(settings)
+        self.tables = cdc_tables(settings)
         self.producer = producer or Producer(producer_config(settings))
         self.encode = encoder or make_encoder(settings)
         # the framing of the fast encoder: envelopes are then written straight from tuple text
@@ -149,7 +149,7 @@ class CdcReader:
             slots.ensure_slot(conn, self.slot)
             slots.check_not_lost(conn, self.slot)
         specs = cdc_topics(self.settings, self.tables, self.settings.cdc.schema_name)
-        ensure_cdc_topics(self.settings, specs)
+        ensure_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
     # --- running -----------------------------------------------------------------------
@@ -348,7 +348,7 @@ class CdcReader:
             topic = cdc_topic_name(self.settings, relation.name, relation.namespace)
             if topic not in self._known_topics:
                 # a table added to the publication behind our back: give it a topic first
-                ensure_cdc_topics(self.settings, cdc_topics(self.settings, [relation.name], relation.namespace))
+                ensure_topics(self.settings, cdc_topics(self.settings, [relation.name], relation.namespace))
                 self._known_topics.add(topic)
             self._topics[relation.oid] = topic
         return topic

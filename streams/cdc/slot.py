@@ -11,13 +11,8 @@ from psycopg.rows import dict_row
 
 from core.settings import Settings
 from streams.cdc.errors import CdcError, SlotLostError
-from streams.topics import CDC_TABLES
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
-
-
-def cdc_tables(settings: Settings) -> tuple[str, ...]:
-    return tuple(settings.cdc.tables) or CDC_TABLES
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:

@@ -34,10 +34,10 @@ from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.pgoutput import Column, Relation
 from streams.cdc.reader import producer_config
-from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
 from streams.cdc.values import ValueConverter
-from streams.topics import cdc_topic_name
+from streams.admin import ensure_topics
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 
 class _RawText(Loader):
@@ -86,7 +86,7 @@ def run_snapshot(
 ) -> SnapshotResult:
     schema = settings.cdc.schema_name
     with slots.connect(settings) as conn:
-        slots.ensure_publication(conn, settings.cdc.publication, schema, slots.cdc_tables(settings))
+        slots.ensure_publication(conn, settings.cdc.publication, schema, cdc_tables(settings))
         if slots.slot_exists(conn, settings.cdc.slot_name):
             if not recreate_slot:
                 raise CdcError(
@@ -94,7 +94,7 @@ def run_snapshot(
                     "streaming resumes exactly where the snapshot ends; stop the reader and pass --recreate-slot"
                 )
             slots.drop(conn, settings.cdc.slot_name, "")
-    ensure_cdc_topics(settings, cdc_topics(settings, tables, schema))
+    ensure_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings))
     encode = make_encoder(settings)
     converter = ValueConverter()

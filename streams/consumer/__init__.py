@@ -1,7 +1,10 @@
-"""The consumer loop shared by every sink (see ``loop`` for the algorithm)."""
+"""The consumer loop shared by every sink: ``loop`` -> ``writer`` -> ``transaction`` (see ``loop``)."""
 
-from streams.consumer.loop import BatchResult, ConsumerError, ConsumerLoop
+from streams.consumer.loop import ConsumerError, ConsumerLoop
 from streams.consumer.policy import Action, Decision, default_policy
-from streams.consumer.sink import Item, Sink
+from streams.consumer.sink import Item, Sink, Source
+from streams.consumer.transaction import BatchResult
 
-__all__ = ["Action", "BatchResult", "ConsumerError", "ConsumerLoop", "Decision", "Item", "Sink", "default_policy"]
+__all__ = [
+    "Action", "BatchResult", "ConsumerError", "ConsumerLoop", "Decision", "Item", "Sink", "Source", "default_policy",
+]

@@ -13,7 +13,7 @@ a sink owns only two things, kept apart on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -21,6 +21,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 
 R = TypeVar("R")
+
+#: ``(value bytes, context) -> decoded record``
+Decoder = Callable[[bytes, Any], dict[str, Any]]
 
 
 class Sink(Protocol[R]):
@@ -53,3 +56,21 @@ class Item(Generic[R]):
     key: bytes | None
     value: bytes | None
     rows: R
+
+
+def _no_context(topic: str, partition: int, offset: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one loop reads: its topics (one consumer group, one batch across them) and how."""
+
+    topics: tuple[str, ...]
+    decoder: Decoder
+    #: ``(topic, partition, offset) -> the decoder's context``
+    context: Callable[[str, int, int], Any] = _no_context
+    #: what to tell the operator when a topic does not exist
+    missing_hint: str = "create it with `insights topics create`"
+    #: run once the topics are known to exist, before the first record (e.g. create DLQ topics)
+    before_consuming: Callable[[], None] | None = None

@@ -3,6 +3,9 @@
 Channel addresses carry the topic prefix as a ``{prefix}`` parameter, so the document is
 the same whatever ``INSIGHTS_TOPIC_PREFIX`` a machine uses. Every version of a subject
 is a message of its channel: a topic carries all of them while producers upgrade.
+
+The caller passes its settings (the CLI reads them once at its entry point); only the
+topic prefix is replaced, by the placeholder, so the output does not depend on them.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from insights import __version__
-from core.settings import load_settings
+from core import __version__
+from core.settings import Settings
 from streams.serde.store import SchemaStore
 from streams.topics import event_topics
 
@@ -26,8 +29,8 @@ def _message_id(subject: str, version: int) -> str:
     return f"{subject}_v{version}"
 
 
-def build_asyncapi(store: SchemaStore) -> dict[str, Any]:
-    settings = load_settings(topic_prefix=_PLACEHOLDER)
+def build_asyncapi(store: SchemaStore, settings: Settings) -> dict[str, Any]:
+    settings = settings.replace(topic_prefix=_PLACEHOLDER)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
@@ -115,5 +118,5 @@ def build_asyncapi(store: SchemaStore) -> dict[str, Any]:
     }
 
 
-def render_asyncapi(store: SchemaStore) -> str:
-    return HEADER + yaml.safe_dump(build_asyncapi(store), sort_keys=False, allow_unicode=True, width=100)
+def render_asyncapi(store: SchemaStore, settings: Settings) -> str:
+    return HEADER + yaml.safe_dump(build_asyncapi(store, settings), sort_keys=False, allow_unicode=True, width=100)

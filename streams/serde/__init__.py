@@ -31,6 +31,7 @@ from streams.serde.errors import (
 )
 from streams.serde.registry import registry_client
 from streams.serde.store import SchemaStore, load_store
+from streams.topics import event_topics
 
 
 def _registry(settings: Settings, registry: SchemaRegistryClient | None) -> SchemaRegistryClient | None:
@@ -43,8 +44,6 @@ def _registry(settings: Settings, registry: SchemaRegistryClient | None) -> Sche
 
 def _default_topic(settings: Settings, subject: str) -> str | None:
     """The topic whose values follow ``subject``, used when a caller passes no context."""
-    from streams.topics import event_topics
-
     for spec in event_topics(settings):
         if spec.value_subject == subject:
             return spec.name

@@ -9,10 +9,14 @@ from typing import Any
 
 import psycopg
 import pytest
+
+# the contract's asserts are in a helper module: show their operands when they fail
+pytest.register_assert_rewrite("tests.consumers.sink_contract")
 from confluent_kafka import Consumer, Producer
 
 from core.settings import Settings
-from streams.consumer import ConsumerLoop, Sink
+from consumers.registry import build_loop
+from streams.consumer import ConsumerLoop
 from streams.dlq import headers_dict
 from streams.serde import RecordContext, make_serializer
 from streams.topics import dlq_name, event_topics
@@ -82,10 +86,11 @@ def produce(
 
 
 def run_until_idle(
-    settings: Settings, sink: Sink[Any], *, idle: float = 4.0, timeout: float = 120.0, **kwargs: Any
+    settings: Settings, sink: str, *, idle: float = 4.0, timeout: float = 120.0, **kwargs: Any
 ) -> ConsumerLoop:
-    """Run a loop in a thread until it saw no records for ``idle`` seconds (re-raises its error)."""
-    loop = ConsumerLoop(settings, sink, group=settings.consumer.group, idle_exit_after=idle, **kwargs)
+    """Run the loop of sink ``sink`` in a thread until it saw no records for ``idle`` seconds
+    (re-raises its error)."""
+    loop = build_loop(settings, sink, group=settings.consumer.group, idle_exit_after=idle, **kwargs)
     failure: list[BaseException] = []
 
     def target() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from consumers.alerts import AlertsSink
-from consumers.scrape import ScrapeSink
 from core.settings import Settings
 from tests.consumers.conftest import Topics, count, produce, run_until_idle
 from tests.consumers.events import alert, asin, scrape, shuffled
@@ -26,7 +24,7 @@ def test_scrape_duplicates_and_shuffled_order_end_in_the_newest_state(
     # the scrapes arrive out of order, and duplicates land in different batches
     produce(settings, topics.scrape, "product_scraped", shuffled(events + events))
     small_batches = settings.replace(batch_size=37)
-    loop = run_until_idle(small_batches, ScrapeSink())
+    loop = run_until_idle(small_batches, "scrape")
 
     assert count(pg, "SELECT count(*) FROM products") == PRODUCTS
     assert count(pg, "SELECT count(*) FROM product_snapshots") == PRODUCTS * SCRAPES
@@ -56,11 +54,11 @@ def test_replaying_the_topic_in_a_new_group_changes_nothing(
 ) -> None:
     events = [scrape(n, seq) for n in range(10) for seq in range(3)]
     produce(settings, topics.scrape, "product_scraped", events)
-    run_until_idle(settings, ScrapeSink())
+    run_until_idle(settings, "scrape")
     before = pg.execute("SELECT asin, title, last_scraped_at, updated_at FROM products ORDER BY asin").fetchall()
     # a second group reads everything again: every write must be a no-op
     again = settings.replace(consumer_group=settings.consumer.group + "-replay")
-    loop = run_until_idle(again, ScrapeSink())
+    loop = run_until_idle(again, "scrape")
     assert loop.totals.consumed == 30
     assert pg.execute("SELECT asin, title, last_scraped_at, updated_at FROM products ORDER BY asin").fetchall() == before
     assert count(pg, "SELECT count(*) FROM product_snapshots") == 30
@@ -72,11 +70,11 @@ def test_alerts_redelivered_are_stored_and_counted_once(
     seed_rule(1)
     seed_rule(2)
     produce(settings, topics.scrape, "product_scraped", [scrape(n, 0) for n in range(3)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     alerts = [alert(1 + (seq % 2), n, seq, target=asin(n)) for n in range(3) for seq in range(6)]
     alerts.append(alert(None, 9, 1))  # a group alert with no rule: stored, counts nothing
     produce(settings, topics.alerts, "alert_triggered", shuffled(alerts + alerts + alerts[:5]))
-    loop = run_until_idle(settings.replace(batch_size=7), AlertsSink())
+    loop = run_until_idle(settings.replace(batch_size=7), "alerts")
 
     assert count(pg, "SELECT count(*) FROM alerts") == len(alerts)
     counts = dict(pg.execute("SELECT id, trigger_count FROM alert_rules ORDER BY id").fetchall())

@@ -7,8 +7,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from consumers.alerts import AlertsSink
-from consumers.scrape import ScrapeSink
 from core.settings import Settings
 from streams.serde import RecordContext, make_serializer
 from streams.dlq import H_ERROR_CLASS, H_GROUP, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
@@ -38,7 +36,7 @@ def test_poison_scrapes_go_to_the_dlq_with_reasons_and_good_ones_are_stored(
             stream.append(poison.pop(0))
     stream.extend(poison)
     produce(settings, topics.scrape, "product_scraped", stream, key=lambda e: b"B000000100")
-    loop = run_until_idle(settings, ScrapeSink())
+    loop = run_until_idle(settings, "scrape")
 
     assert count(pg, "SELECT count(*) FROM product_snapshots") == len(good)
     assert count(pg, "SELECT count(*) FROM products") == 20
@@ -65,13 +63,13 @@ def test_alert_for_an_unknown_rule_is_isolated_by_bisection(
 ) -> None:
     seed_rule(1)
     produce(settings, topics.scrape, "product_scraped", [scrape(n, 0) for n in range(4)])
-    run_until_idle(settings, ScrapeSink(), idle=2)
+    run_until_idle(settings, "scrape", idle=2)
     good = [alert(1, n, seq, target=asin(n)) for n in range(4) for seq in range(10)]
     unknown_rule = [alert(999, 50, 1, target=asin(1)), alert(998, 51, 2, target=asin(2))]
     unknown_product = [alert(1, 52, 3, target="ZZZZZZZZZZ")]
     stream = good[:13] + unknown_rule[:1] + good[13:30] + unknown_product + good[30:] + unknown_rule[1:]
     produce(settings, topics.alerts, "alert_triggered", stream)
-    loop = run_until_idle(settings, AlertsSink())
+    loop = run_until_idle(settings, "alerts")
 
     assert count(pg, "SELECT count(*) FROM alerts") == len(good)
     assert count(pg, "SELECT trigger_count FROM alert_rules WHERE id = 1") == len(good)

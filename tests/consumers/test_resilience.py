@@ -17,8 +17,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumers.alerts import AlertsSink
-from consumers.scrape import ScrapeSink
 from core.settings import Settings
 from insights.stack.pgbouncer import LocalPgBouncer, PgBouncerTarget
 from tests.consumers.conftest import Topics, count, produce, run_until_idle
@@ -73,7 +71,7 @@ def test_postgres_restart_while_consuming_loses_and_duplicates_nothing(
     feeding.start()
     result: dict[str, object] = {}
     consuming = threading.Thread(
-        target=lambda: result.setdefault("loop", run_until_idle(cfg, ScrapeSink(), idle=8, timeout=240)), daemon=True
+        target=lambda: result.setdefault("loop", run_until_idle(cfg, "scrape", idle=8, timeout=240)), daemon=True
     )
     consuming.start()
     deadline = time.monotonic() + 60
@@ -109,8 +107,8 @@ def test_consumers_work_through_pgbouncer_in_transaction_pooling_mode(
     alerts = [alert(1, n, s, target=asin(n)) for n in range(30) for s in range(2)]
     produce(via, topics.scrape, "product_scraped", scrapes + scrapes[:20])
     produce(via, topics.alerts, "alert_triggered", alerts + alerts[:10])
-    scrape_loop = run_until_idle(via, ScrapeSink(), idle=3)
-    alerts_loop = run_until_idle(via, AlertsSink(), idle=3)
+    scrape_loop = run_until_idle(via, "scrape", idle=3)
+    alerts_loop = run_until_idle(via, "alerts", idle=3)
 
     assert count_fresh(cluster_db, "SELECT count(*) FROM product_snapshots") == len(scrapes)
     assert count_fresh(cluster_db, "SELECT count(*) FROM alerts") == len(alerts)

@@ -20,6 +20,7 @@ from streams.consumer.policy import Action, default_policy
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, DeadLetter, dlq_headers, headers_dict
 from streams.faults import ErrorClass, is_transient
 from streams.metrics import ConsumerMetrics, MetricsServer
+from streams.service.health import Health
 from streams.retry import Backoff, retry_transient
 from tests.consumers.events import alert, asin, scrape, shuffled
 
@@ -126,18 +127,20 @@ def test_dlq_headers_carry_the_origin_and_reason() -> None:
 
 
 def test_health_endpoint_fails_when_the_loop_is_stuck() -> None:
-    metrics = ConsumerMetrics("scrape", "g", stuck_after=0.3)
-    server = MetricsServer(metrics, 0, host="127.0.0.1").start()
+    metrics = ConsumerMetrics("scrape", "g")
+    health = Health(stuck_after=0.3)
+    server = MetricsServer(metrics.registry, health, 0, host="127.0.0.1").start()
     base = f"http://127.0.0.1:{server.port}"
     try:
-        metrics.beat()
+        health.beat()
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as reply:
             assert reply.status == 200
         time.sleep(0.5)
         with pytest.raises(urllib.error.HTTPError) as stuck:
             urllib.request.urlopen(f"{base}/healthz", timeout=5)
         assert stuck.value.code == 503
-        metrics.beat()
+        assert b"stuck" in stuck.value.read()
+        health.beat()
         metrics.rows.labels("products").inc(3)
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
             body = reply.read().decode()

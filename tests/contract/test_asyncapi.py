@@ -16,7 +16,16 @@ DOC = REPO_ROOT / "schemas" / "asyncapi.yaml"
 
 
 def test_the_committed_document_is_current() -> None:
-    assert DOC.read_text(encoding="utf-8") == render_asyncapi(repo_store()), "run `insights schemas docs`"
+    rendered = render_asyncapi(repo_store(), load_settings())
+    assert DOC.read_text(encoding="utf-8") == rendered, "run `insights schemas docs`"
+
+
+def test_the_document_does_not_depend_on_the_callers_topic_prefix() -> None:
+    # the caller passes its settings; the prefix becomes the {prefix} parameter either way
+    one = render_asyncapi(repo_store(), load_settings(topic_prefix="one"))
+    other = render_asyncapi(repo_store(), load_settings(topic_prefix="other.env"))
+    assert one == other
+    assert "one." not in one and "other.env" not in other
 
 
 def test_cli_docs_check_agrees() -> None:
@@ -30,7 +39,7 @@ def test_cli_docs_check_fails_on_a_stale_file(tmp_path) -> None:
     result = CliRunner().invoke(app, ["schemas", "docs", "--check", "--output", str(stale)])
     assert result.exit_code == 1
     assert CliRunner().invoke(app, ["schemas", "docs", "--output", str(stale)]).exit_code == 0
-    assert stale.read_text() == render_asyncapi(repo_store())
+    assert stale.read_text() == render_asyncapi(repo_store(), load_settings())
 
 
 def test_document_covers_every_topic_and_version_with_resolvable_refs() -> None:

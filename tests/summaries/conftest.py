@@ -21,10 +21,12 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from consumers.summaries import SummariesLoop, source_topics
+from consumers.registry import build_loop
 from core.settings import Settings
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.reader import CdcReader
+from streams.consumer import ConsumerLoop
+from streams.topics import summaries_source_topics
 from tests.cdc.conftest import drop_slot_when_free, running_reader
 
 SOURCE_TABLES = ["products", "product_snapshots", "alerts"]
@@ -105,11 +107,11 @@ def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], 
         consumer.close()
 
 
-def consume_all(settings: Settings, group: str | None = None, timeout: float = 60.0) -> SummariesLoop:
+def consume_all(settings: Settings, group: str | None = None, timeout: float = 60.0) -> ConsumerLoop:
     """Run the summaries consumer until its stored offsets reach the topics' current ends."""
     group = group or settings.consumer.group
-    targets = {k: v for k, v in end_offsets(settings, source_topics(settings)).items() if v > 0}
-    loop = SummariesLoop(settings, group=group)
+    targets = {k: v for k, v in end_offsets(settings, summaries_source_topics(settings)).items() if v > 0}
+    loop = build_loop(settings, "summaries", group=group)
     failure: list[BaseException] = []
 
     def target() -> None:

@@ -17,10 +17,10 @@ import pytest
 from confluent_kafka import Producer
 
 from core.settings import Settings
+from streams.admin import ensure_topics
 from streams.cdc.codec import make_encoder
-from streams.cdc.topics import cdc_topics, ensure_cdc_topics
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, headers_dict
-from streams.topics import cdc_topic_name, dlq_name
+from streams.topics import cdc_topic_name, cdc_topics, dlq_name
 from tests.summaries.conftest import consume_all, everything
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def dead_letters(settings: Settings, table: str, expect: int) -> list[dict[str, 
 def test_a_stale_redelivery_never_resurrects_a_row_and_bad_records_are_dead_lettered(
     cdc_settings: Settings, pg: psycopg.Connection
 ) -> None:
-    ensure_cdc_topics(cdc_settings, cdc_topics(cdc_settings, ["products", "product_snapshots", "alerts"]))
+    ensure_topics(cdc_settings, cdc_topics(cdc_settings, ["products", "product_snapshots", "alerts"]))
     key1 = b'{"id":1,"scraped_at":"2099-01-01T00:00:00+00:00"}'
     created = event("product_snapshots", "c", 100, 2, after=snapshot_row(1, T1, "10.00"))
     send(cdc_settings, "products", [
@@ -111,7 +111,7 @@ def test_sweep_forgets_what_the_source_partition_retention_drops(cdc_settings: S
                                                                  pg_dsn: str) -> None:
     from consumers.summaries.store import RETENTION_MONTHS, sweep
 
-    ensure_cdc_topics(cdc_settings, cdc_topics(cdc_settings, ["products", "product_snapshots", "alerts"]))
+    ensure_topics(cdc_settings, cdc_topics(cdc_settings, ["products", "product_snapshots", "alerts"]))
     old = (datetime.now(UTC) - timedelta(days=430)).isoformat()  # 14 months: before the 12-month horizon
     older_alert = (datetime.now(UTC) - timedelta(days=220)).isoformat()  # 7 months: before the 6-month horizon
     send(cdc_settings, "products", [(b"p", event("products", "c", 10, 1, after={
