@@ -16,6 +16,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
+from streams.admin import describe_topics
+from streams.topics import event_topics
 from insights.stack.kafka import LocalKafka
 from tests.cluster.conftest import wait_fully_replicated
 from tests.cluster.load import Ingest, leaders, probe_config, wait
@@ -42,15 +44,19 @@ def test_sigkill_of_the_broker_leading_most_scrape_partitions_loses_and_duplicat
         # leadership moves once the controller fences the dead broker (broker.session.timeout.ms)
         wait(lambda: victim not in leaders(ingest.settings, ingest.topic).values(), 90, "the leaders to move")
         moved_after = time.monotonic() - killed_at
+        # and `topics describe` says so: the victim's replicas are out of sync everywhere
+        drift = topic_drift(ingest.settings, ingest.topic)
+        assert "under_replicated" in drift and "offline" not in drift, drift
         # and ingest goes on with two brokers of three
         ingest.wait_stored(at_kill + 600, timeout=120)
         cluster.start_node(victim, wait=240)
+        wait_fully_replicated(cluster.bootstrap)
+        assert topic_drift(ingest.settings, ingest.topic) == {}, "the topic did not heal once the broker was back"
         ingest.finish()
     finally:
         ingest.stop_all()
     assert led >= 2  # six partitions on three brokers: the victim led at least its share
     print(f"\nleadership moved {moved_after:.1f}s after the SIGKILL")
-    wait_fully_replicated(cluster.bootstrap)
 
 
 def test_rolling_restart_of_all_three_brokers_under_load(
@@ -70,6 +76,13 @@ def test_rolling_restart_of_all_three_brokers_under_load(
         ingest.finish()
     finally:
         ingest.stop_all()
+
+
+def topic_drift(settings: Settings, topic: str) -> dict[str, str]:
+    """What ``insights topics describe`` reports as drift for ``topic``: kind -> details."""
+    spec = next(s for s in event_topics(settings, partitions=6) if s.name == topic)
+    (described,) = describe_topics(settings, [spec])
+    return {d.kind: str(d) for d in described.drift}
 
 
 def coordinator_of(settings: Settings, group: str) -> int:
