@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
@@ -43,6 +43,16 @@ SUMMARY_TABLES = ["products", "product_snapshots", "alerts"]
 QUIET = logging.getLogger("tests.cluster.probe")
 QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
+
+
+#: what a probe sees while a leader moves; asked again
+MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
 
 
 def probe_config(settings: Settings, **extra: object) -> dict[str, object]:
@@ -308,13 +318,25 @@ def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
             producer.poll(0.2)
 
 
-def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+def end_offsets(settings: Settings, topics: list[str], timeout: float = 120) -> dict[tuple[str, int], int]:
+    """High watermarks; retried while leaders move (a restarted broker takes its partitions back)."""
     consumer = Consumer(probe_config(settings, **{"group.id": f"probe-{uuid.uuid4().hex}"}))
+    deadline = time.monotonic() + timeout
     try:
         out: dict[tuple[str, int], int] = {}
         for topic in topics:
             for partition in consumer.list_topics(topic, timeout=20).topics[topic].partitions:
-                out[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=20)[1]
+                while True:
+                    try:
+                        tp = TopicPartition(topic, partition)
+                        out[(topic, partition)] = consumer.get_watermark_offsets(tp, timeout=20)[1]
+                        break
+                    except KafkaException as exc:
+                        # NOT_LEADER_FOR_PARTITION and friends: stale metadata, asked again
+                        error = exc.args[0]
+                        if not (error.retriable() or error.code() in MOVING) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
         return out
     finally:
         consumer.close()
