@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
@@ -86,10 +87,17 @@ def topic_drift(settings: Settings, topic: str) -> dict[str, str]:
     return {d.kind: str(d) for d in described.drift}
 
 
-def coordinator_of(settings: Settings, group: str) -> int:
+def coordinator_of(settings: Settings, group: str, timeout: float = 60) -> int:
+    """The broker coordinating ``group``; asked again while the coordinator moves."""
     admin = AdminClient(probe_config(settings))
-    description = admin.describe_consumer_groups([group])[group].result(timeout=30)
-    return int(description.coordinator.id)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(admin.describe_consumer_groups([group])[group].result(timeout=30).coordinator.id)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def test_a_broker_down_longer_than_the_session_timeout_then_back(
