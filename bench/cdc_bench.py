@@ -10,7 +10,10 @@ Run against the local stack (it makes and drops its own database, slots and topi
   the slot position covering the last commit was confirmed (= every event acknowledged);
 * latency: a separate process commits 100-row transactions every 10 ms (10,000 row
   changes/s) while the reader runs; commit time -> Kafka acknowledgement per change;
-* profile: cProfile of the reader on a smaller backlog, top functions by own time.
+* profile: cProfile of the reader on a smaller backlog, top functions by own time;
+* reader CPU: the same table's Insert frames, built in memory, fed to the reader's frame
+  handler with a producer that only counts (no socket, no broker): the reader's own CPU
+  time per change, best of 5 (process time, so other load on the machine matters less).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import platform
 import pstats
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -41,8 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import Settings, load_settings  # noqa: E402
 from streams.cdc import slot as slots  # noqa: E402
+from streams.cdc.codegen import EXAMPLE  # noqa: E402
 from streams.cdc.lsn import parse_lsn  # noqa: E402
 from streams.cdc.reader import CdcReader  # noqa: E402
+from streams.topics import cdc_topic_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DDL = """
@@ -91,15 +97,15 @@ def current_lsn(conn: psycopg.Connection[Any]) -> int:
 def drive_reader(settings: Settings, until_lsn: int, profile: cProfile.Profile | None = None) -> tuple[float, CdcReader]:
     """Run a reader until it confirmed ``until_lsn``; wall seconds from start."""
     done = threading.Event()
-    reader = CdcReader(settings, on_confirm=lambda lsn: done.set() if lsn >= until_lsn else None)
     stop = threading.Event()
+    reader = CdcReader(settings, stop=stop, on_confirm=lambda lsn: done.set() if lsn >= until_lsn else None)
     started = time.perf_counter()
 
     def target() -> None:
         if profile is not None:
-            profile.runcall(reader.run, stop)
+            profile.runcall(reader.run)
         else:
-            reader.run(stop)
+            reader.run()
 
     thread = threading.Thread(target=target)
     thread.start()
@@ -125,6 +131,63 @@ def steady_writer(dsn: str, rate: int, seconds: float, first_id: int, out: Any) 
         out.put((next_id - first_id, time.perf_counter() - start))
 
 
+# --- reader CPU, without socket or broker ----------------------------------------------------
+def _xlog(payload: bytes, lsn: int) -> bytes:
+    return b"w" + struct.pack("!QQQ", lsn, lsn, 0) + payload
+
+
+def bench_frames(rows: int, oid: int = 424242) -> list[bytes]:
+    """One transaction of ``rows`` Inserts as the walsender sends them (the text INSERT writes)."""
+    columns = EXAMPLE.columns  # DDL's product_snapshots, as its Relation message describes it
+    relation = b"R" + struct.pack("!I", oid) + b"public\0product_snapshots\0d" + struct.pack("!H", len(columns))
+    for column in columns:
+        relation += bytes([column.is_key]) + column.name.encode() + b"\0"
+        relation += struct.pack("!Ii", column.type_oid, column.type_modifier)
+    frames = [_xlog(relation, 1), _xlog(b"B" + struct.pack("!QqI", 10**9, 0, 7), 1)]
+    for g in range(rows):
+        values = [
+            str(g), f"B{g % 5000:09d}", f"Product title {g}", f"{(g % 10000) / 100 + 1:.2f}",
+            f"{(g % 10000) / 100 + 2:.2f}", f"{(g % 500) / 100:.2f}", str(g % 9000),
+            f'{{"All": {g % 100000}, "Kitchen": {g % 1000}}}', "In Stock", '{"bullet one","bullet two"}',
+            '["https://img/1.jpg"]', f"2024-01-01 00:{g // 60 % 60:02d}:{g % 60:02d}+00", "processed",
+            "2025-11-25 02:24:00.123456+00",
+        ]
+        insert = b"I" + struct.pack("!I", oid) + b"N" + struct.pack("!H", len(values))
+        for value in values:
+            raw = value.encode()
+            insert += b"t" + struct.pack("!I", len(raw)) + raw
+        frames.append(_xlog(insert, 10**6 + g))
+    frames.append(_xlog(b"C" + struct.pack("!BQQq", 0, 10**9, 10**9 + 1, 0), 10**9))
+    return frames
+
+
+class _CountingProducer:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def produce(self, *_args: Any, **_kwargs: Any) -> None:
+        self.count += 1
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+
+def reader_cpu(settings: Settings, rows: int, rounds: int = 5) -> float:
+    """CPU seconds per change of ``CdcReader._handle`` on in-memory frames, best of ``rounds``."""
+    frames = bench_frames(rows)
+    best = float("inf")
+    for _ in range(rounds):
+        producer = _CountingProducer()
+        reader = CdcReader(settings, producer=producer)  # type: ignore[arg-type]
+        reader._known_topics.add(cdc_topic_name(settings, "product_snapshots"))  # no topic admin
+        started = time.process_time()
+        for frame in frames:
+            reader._handle(frame)
+        best = min(best, time.process_time() - started)
+        assert producer.count == rows, producer.count
+    return best / rows
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -136,6 +199,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--profile-rows", type=int, default=50_000)
+    parser.add_argument("--cpu-rows", type=int, default=20_000, help="Inserts per round of the reader CPU measurement")
     parser.add_argument("--write", action="store_true", help="write the ## CDC section of BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -186,9 +250,9 @@ def main() -> None:
 
         # --- steady 10k/s: latency ------------------------------------------------------------
         samples: list[float] = []
-        reader = CdcReader(settings, on_latency=samples.append)
         stop = threading.Event()
-        thread = threading.Thread(target=reader.run, args=(stop,))
+        reader = CdcReader(settings, stop=stop, on_latency=samples.append)
+        thread = threading.Thread(target=reader.run)
         thread.start()
         time.sleep(2)
         samples.clear()
@@ -239,6 +303,7 @@ def main() -> None:
                 except Exception:
                     pass
 
+    results["cpu_us"] = reader_cpu(settings, args.cpu_rows) * 1e6
     rows = args.rows
     report = f"""## CDC
 
@@ -256,6 +321,7 @@ Command: `{' '.join(['.venv/bin/python', 'bench/cdc_bench.py'] + sys.argv[1:])}`
 | CDC reader: decoded, Avro-encoded, delivered to Kafka (acks=all, idempotent) and confirmed | {rows / results['reader_s']:,.0f} changes/s ({results['reader_s']:.2f} s) |
 | steady load offered | {results['steady_rows'] / results['steady_s']:,.0f} row changes/s for {results['steady_s']:.1f} s (100-row transactions every 10 ms, separate process) |
 | commit -> Kafka ack latency at that load | p50 {results['p50_ms']:.1f} ms, p99 {results['p99_ms']:.1f} ms, max {results['max_ms']:.1f} ms ({results['samples']:,} changes) |
+| reader CPU per change (in-memory Insert frames -> frame handler -> counting producer, best of 5) | {results['cpu_us']:.1f} us ({1e6 / results['cpu_us']:,.0f} changes/s on one core, {args.cpu_rows:,} Inserts per round) |
 
 Targets: >= 50,000 changes/s sustained; p99 < 100 ms at 10,000/s.
 

@@ -14,24 +14,39 @@ Nothing below the entry point calls :func:`load_settings`: settings are passed i
 
 from __future__ import annotations
 
+import difflib
+import io
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from dotenv.parser import parse_stream  # what pydantic-settings reads .env with
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
 from core.paths import REPO_ROOT
 
 ENV_PREFIX = "INSIGHTS_"
+#: the file pydantic-settings reads, relative to the working directory
+ENV_FILE = ".env"
 
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
         env_prefix=prefix,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -148,10 +163,32 @@ class PostgresSettings(BaseSettings):
     cdc_password: SecretStr | None = Field(
         None, description="login password for the insights_cdc role (`insights db passwords`)"
     )
+    # Read routing is done by libpq itself (multi-host DSN, target_session_attrs=prefer-standby),
+    # not by a PgBouncer read pool: PgBouncer 1.18 cannot tell a standby from a primary nor
+    # fall back when every standby is down, while libpq tries the standbys first and then any
+    # server that answers, with no extra process to run (docs/runbooks.md#read-routing).
+    read_dsn: str | None = Field(
+        None,
+        description="DSN for read-only work (status, stats, reports); unset = dsn. "
+        "Multi-host with target_session_attrs=prefer-standby reaches a replica, else the primary",
+    )
+    replica_lag_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="replay lag (bytes) above which status flags a replica"
+    )
+    replica_lag_max_s: float = Field(30.0, ge=0, description="replay lag (seconds) above which status flags a replica")
+    backup_stanza: str = Field("insights", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="pgBackRest stanza")
+    backup_config: Path | None = Field(
+        None, description="pgBackRest configuration file; unset = the local stack's, else pgBackRest's default"
+    )
+    backup_max_age_h: float = Field(
+        26.0, gt=0, description="status flags backups when the newest one is older than this (hours)"
+    )
 
-    @field_validator("dsn")
+    @field_validator("dsn", "read_dsn")
     @classmethod
-    def _dsn_parses(cls, value: str) -> str:
+    def _dsn_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parts = conninfo_to_dict(value)
         except Exception as exc:  # psycopg.ProgrammingError
@@ -161,11 +198,37 @@ class PostgresSettings(BaseSettings):
         return value
 
     def conninfo(self, **overrides: Any) -> str:
-        """The DSN with the secret password folded in: for connecting, never for logging."""
+        """The DSN with the secret password folded in: for connecting, never for logging.
+
+        A multi-host DSN without ``target_session_attrs`` gets ``read-write``: libpq would
+        otherwise take the first server that answers, a standby as readily as the
+        primary, and every write would fail with "read-only transaction" (25006).
+        """
+        return self._conninfo(self.dsn, "read-write", overrides)
+
+    def read_conninfo(self, **overrides: Any) -> str:
+        """Where read-only work connects: ``read_dsn`` when set (a replica first), else ``dsn``."""
+        if self.read_dsn is None:
+            return self.conninfo(**overrides)
+        return self._conninfo(self.read_dsn, "prefer-standby", overrides)
+
+    def _conninfo(self, dsn: str, default_attrs: str, overrides: dict[str, Any]) -> str:
         extra: dict[str, Any] = dict(overrides)
         if self.password is not None and "password" not in extra:
             extra["password"] = self.password.get_secret_value()
-        return make_conninfo(self.dsn, **extra)
+        if "target_session_attrs" not in extra and is_multi_host(dsn):
+            parts = conninfo_to_dict(dsn)
+            if not parts.get("target_session_attrs"):
+                extra["target_session_attrs"] = default_attrs
+        return make_conninfo(dsn, **extra)
+
+
+def is_multi_host(dsn: str) -> bool:
+    """True when a libpq DSN names several servers (``host=a,b`` or ``postgresql://a,b/...``)."""
+    parts = conninfo_to_dict(dsn)
+    return "," in str(parts.get("host") or "") or "," in str(parts.get("hostaddr") or "") or "," in str(
+        parts.get("port") or ""
+    )
 
 
 class ConsumerSettings(BaseSettings):
@@ -226,6 +289,57 @@ class StackSettings(BaseSettings):
         None, ge=128, le=16384, description="JVM heap per Kafka node; unset = 1024 for one node, 384 each for more"
     )
     pgbouncer_port: int = Field(56432, ge=1024, le=65535)
+    pg_replica_base_port: int = Field(
+        55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
+    )
+
+
+class StatusSettings(BaseSettings):
+    """Thresholds of ``insights status`` (README, "insights status"); every row is ok, warn or fail.
+
+    For a figure where more is worse (lag, dead letters, WAL held) a value at or above
+    ``*_warn`` is a warning and at or above ``*_fail`` a failure; where less is worse
+    (``safe_wal_size``, partitions created ahead) below the threshold counts.
+    """
+
+    model_config = _config(f"{ENV_PREFIX}STATUS_")
+
+    timeout_s: float = Field(3.0, gt=0, le=60, description="how long each service may take to answer status")
+    lag_records_warn: int = Field(10_000, ge=1, description="records a group/topic may be behind before a warning")
+    lag_records_fail: int = Field(100_000, ge=1)
+    lag_seconds_warn: float = Field(300.0, gt=0, description="age of the oldest record a group has not stored yet")
+    lag_seconds_fail: float = Field(1800.0, gt=0)
+    dlq_depth_warn: int = Field(100, ge=1, description="dead letters not yet replayed or purged (1 = any)")
+    dlq_depth_fail: int = Field(10_000, ge=1)
+    slot_required: bool = Field(True, description="a missing CDC slot fails status (false: CDC not used)")
+    slot_retained_warn: ByteSize = Field(ByteSize(256 * 2**20), description="WAL the CDC slot holds back, e.g. 256MiB")
+    slot_retained_fail: ByteSize = Field(ByteSize(2**30))
+    slot_safe_wal_warn: ByteSize = Field(ByteSize(2**30), description="warn when safe_wal_size drops below")
+    slot_safe_wal_fail: ByteSize = Field(ByteSize(256 * 2**20))
+    summaries_stale_warn_s: float = Field(600.0, gt=0, description="summaries overdue for a sweep this long")
+    summaries_stale_fail_s: float = Field(3600.0, gt=0)
+    partitions_ahead_warn_days: float = Field(7.0, ge=0, description="partitions should exist this far ahead")
+    partitions_ahead_fail_days: float = Field(1.0, ge=0)
+
+    @field_validator("lag_records_fail", "lag_seconds_fail", "dlq_depth_fail", "slot_retained_fail",
+                     "summaries_stale_fail_s")
+    @classmethod
+    def _fail_not_below_warn(cls, value: Any, info: ValidationInfo) -> Any:
+        # a fail threshold under its warn threshold would skip the warning entirely
+        warn_field = info.field_name.replace("_fail", "_warn")  # type: ignore[union-attr]
+        warn = info.data.get(warn_field)
+        if warn is not None and value < warn:
+            raise ValueError(f"must be at least {env_name(cls, warn_field)} ({warn})")
+        return value
+
+    @field_validator("slot_safe_wal_fail", "partitions_ahead_fail_days")
+    @classmethod
+    def _fail_not_above_warn(cls, value: Any, info: ValidationInfo) -> Any:
+        warn_field = info.field_name.replace("_fail", "_warn")  # type: ignore[union-attr]
+        warn = info.data.get(warn_field)
+        if warn is not None and value > warn:
+            raise ValueError(f"must be at most {env_name(cls, warn_field)} ({warn})")
+        return value
 
 
 #: attribute of :class:`Settings` -> the concern's class
@@ -236,6 +350,7 @@ CONCERNS: dict[str, type[BaseSettings]] = {
     "service": ServiceSettings,
     "cdc": CdcSettings,
     "stack": StackSettings,
+    "status": StatusSettings,
 }
 
 
@@ -267,6 +382,7 @@ class Settings(BaseModel):
     service: ServiceSettings
     cdc: CdcSettings
     stack: StackSettings
+    status: StatusSettings
 
     _flat: ClassVar[dict[str, tuple[str, str]] | None] = None
 
@@ -353,11 +469,60 @@ def _build(concern: type[BaseSettings], values: dict[str, Any], *, from_env: boo
         raise ConfigError(f"invalid setting {name}: not valid JSON") from None
 
 
+def check_env_file(path: Path) -> None:
+    """Refuse a ``.env`` that pydantic-settings would read wrongly or half, naming the line.
+
+    Left to python-dotenv, a line it cannot parse (junk, an unclosed quote) is skipped
+    with a logged warning and the command goes on with whatever was parsed, and bytes that
+    are not UTF-8 raise ``UnicodeDecodeError`` from deep inside. Both must stop the command
+    before anything runs: a setting the operator believes set is not. The check uses
+    dotenv's own parser, so it judges exactly what will be read. Values are never echoed:
+    a broken line may hold a secret.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}): fix its permissions or remove it") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise ConfigError(f"{path} line 1: starts with a byte-order mark: save the file as UTF-8 without BOM")
+    known = {env_name(concern, field) for concern in CONCERNS.values() for field in concern.model_fields}
+    for binding in parse_stream(io.StringIO(text)):
+        source = binding.original.string
+        # a binding's text starts with the blank lines before it; report the line itself
+        leading = source[: len(source) - len(source.lstrip())]
+        line = binding.original.line + leading.count("\n")
+        if binding.error:
+            first = source.strip().splitlines()[0] if source.strip() else ""
+            why = "an unclosed quote" if first.count('"') % 2 or first.count("'") % 2 else "not NAME=value"
+            raise ConfigError(f"{path} line {line}: {why}: fix or remove the line") from None
+        key = binding.key
+        if key is None:  # a comment or blank line
+            continue
+        if binding.value is None:
+            raise ConfigError(f"{path} line {line}: {key} has no '=value': fix or remove the line")
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and not upper.startswith(f"{ENV_PREFIX}TEST_"):
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{path} line {line}: unknown setting {key}{hint}")
+
+
 def load_settings(**flat: Any) -> Settings:
     """Read the settings once (environment, then ``.env``), with ``flat`` overrides on top.
 
-    Malformed input becomes a :class:`ConfigError` naming the variable (exit code 2).
+    Malformed input, in the environment or in ``.env``, becomes a :class:`ConfigError`
+    naming the variable or the file and line (exit code 2).
     """
+    check_env_file(Path(ENV_FILE).absolute())
     grouped = _group(flat)
     parts = {
         attr: _build(concern, grouped.get(attr, {}), from_env=True) for attr, concern in CONCERNS.items()

@@ -32,6 +32,8 @@ from insights.generate import alerts as alert_generator
 from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
 from streams.admin import admin_client, end_offsets, ensure_topics
+from streams.kafka import producer_config
+from streams.pg import connect
 from streams.topics import declared_topics, event_topics
 
 
@@ -95,7 +97,7 @@ class DemoRun:
         self.background.clear()
 
     def _conn(self) -> psycopg.Connection:
-        return psycopg.connect(self.settings.pg.conninfo(), autocommit=True, connect_timeout=10)
+        return connect(self.settings.pg, "demo")
 
     # --- steps -----------------------------------------------------------------------
     def stack_up(self) -> str:
@@ -142,7 +144,7 @@ class DemoRun:
         )
         alerts = publish(self.settings, Plan("alerts", products=self.products, events=self.alerts, seed=7))
         # poison: bytes no schema can read, on the scrape topic
-        producer = Producer(self.settings.kafka.client_config())
+        producer = Producer(producer_config(self.settings.kafka, "events"))
         for i in range(3):
             producer.produce(scrape.topic, key=f"poison-{i}".encode(), value=b"\x00not avro at all")
         producer.flush(30)
@@ -205,8 +207,14 @@ class DemoRun:
             raise DemoError(f"{differ} of {total} CDC-fed summaries differ from product_summary_view")
         return f"all {total} CDC-fed summaries equal product_summary_view after a REFRESH"
 
+    def _read_conn(self) -> psycopg.Connection:
+        """The report reads through INSIGHTS_PG_READ_DSN, once the replica replayed the demo's writes."""
+        from insights.ops.routing import read_after_writes
+
+        return read_after_writes(self.settings, "demo-report")
+
     def counts(self) -> str:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             parts = []
             for table in ("products", "product_snapshots", "product_features", "alerts"):
                 n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # constant names
@@ -224,7 +232,7 @@ class DemoRun:
         return ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
 
     def show_summaries(self) -> str:
-        with self._conn() as conn:
+        with self._read_conn() as conn:
             rows = conn.execute(
                 """
                 SELECT asin, current_price, min_price_30d, max_price_30d, round(avg_price_30d, 2), alerts_total

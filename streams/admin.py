@@ -42,6 +42,7 @@ from confluent_kafka.admin import (
 
 from core.errors import InsightsError
 from core.settings import Settings
+from streams.kafka import admin_client as kafka_admin_client
 from streams.topics import TopicSpec, replicated
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -260,7 +261,7 @@ def with_cluster_replication(
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka.client_config())
+    return kafka_admin_client(settings.kafka)
 
 
 def _result(future, what: str, timeout: float):  # type: ignore[no-untyped-def]

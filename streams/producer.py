@@ -20,20 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from core.errors import InsightsError
 from core.settings import Settings
-
-#: librdkafka properties tuned for throughput while keeping per-partition order
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "compression.type": "lz4",
-    # wait a little to fill batches: many small requests cost more than 20 ms of latency
-    "linger.ms": 20,
-    "batch.size": 512 * 1024,
-    "queue.buffering.max.messages": 500_000,
-    "queue.buffering.max.kbytes": 512 * 1024,
-    # how long librdkafka keeps retrying one record before reporting it failed
-    "delivery.timeout.ms": 120_000,
-}
+from streams.kafka import producer_config
 
 Headers = Sequence[tuple[str, bytes | str]] | None
 
@@ -67,11 +54,9 @@ class EventProducer:
     """Publish already-serialized records; ``flush`` tells whether all of them landed."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
-        conf = {**PRODUCER_DEFAULTS, **settings.kafka.client_config(**overrides)}
-        # settings overrides may not turn off the guarantees this class promises
-        conf["enable.idempotence"] = True
-        conf["acks"] = "all"
-        self._producer = Producer(conf)
+        # the "events" profile: batched and compressed for throughput; overrides may not
+        # turn off idempotence or acks=all, the guarantees this class promises
+        self._producer = Producer(producer_config(settings.kafka, "events", **overrides))
         self.stats = DeliveryStats()
 
     # librdkafka calls this from poll()/flush() on the caller's thread

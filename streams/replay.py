@@ -2,11 +2,20 @@
 
 Both are safe because the sinks are idempotent: a record stored twice is stored once.
 
-``replay_dlq`` reads ``<topic>.dlq`` up to its end as of the start, re-publishes each
-record's original key and value to ``topic`` with headers saying it is a replay, and
-commits its own progress (consumer group ``<group>.replay``) after every chunk the
-broker has acknowledged, so a second run starts after the first. A crash between an
-acknowledged chunk and its commit re-sends that chunk once more: harmless, see above.
+**Dead letters.** ``replay_dlq`` reads ``<topic>.dlq`` up to its end as of the start,
+re-publishes each record's original key and value to ``topic`` with headers saying it is
+a replay, and commits, per DLQ partition, the offset up to which it re-drove records
+under one consumer group per installation, ``<prefix>.dlq-replayer``
+(:func:`replayer_group`). It commits after every chunk the broker has acknowledged, so a
+second run starts after the first; a crash between an acknowledged chunk and its commit
+re-sends that chunk once more: harmless, see above. ``purge_dlq`` drops dead letters
+with Kafka's DeleteRecords, which moves the partition's log start offset.
+
+That makes the DLQ's *depth*, the records nobody has replayed or purged yet, exact and
+cheap: per partition, ``log end - max(log start, replayer's committed offset)``
+(:func:`dlq_depths`, three broker requests for any number of DLQs, no record read). The
+sum of the end offsets is not it: it never goes down, and a replayed record that fails
+again is a new dead letter on top.
 
 ``reset_group`` rewinds (or forwards) a consumer group on one topic. The consumers
 seek to the offsets in PostgreSQL's ``consumer_offsets`` on assignment, so both that
@@ -18,11 +27,11 @@ active members is refused: they would overwrite the reset at their next commit.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import psycopg
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 try:  # moved between confluent-kafka releases
@@ -31,9 +40,11 @@ except ImportError:  # pragma: no cover
     from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
 
 from core.errors import InsightsError
-from core.settings import Settings
+from core.settings import KafkaSettings, Settings
 from streams.admin import end_offsets
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION
+from streams.kafka import admin_client, consumer_config
+from streams.pg import connect
 from streams.producer import EventProducer
 from streams.topics import dlq_name
 
@@ -50,6 +61,101 @@ class ReplayError(InsightsError):
     """A replay or reset cannot be done as asked (group active, topic missing, bad target)."""
 
 
+# --- DLQ depth -------------------------------------------------------------------------
+
+
+def replayer_group(kafka: KafkaSettings) -> str:
+    """The consumer group whose committed offsets say how far each DLQ was replayed.
+
+    Named after the topic prefix, not a consumer group: a DLQ belongs to its topic,
+    whichever group dead-lettered into it, and ``insights status`` must find it from the
+    settings alone.
+    """
+    return f"{kafka.topic_prefix}.dlq-replayer"
+
+
+@dataclass(frozen=True)
+class DlqPartition:
+    partition: int
+    #: first offset still in the log (moved by a purge or by retention)
+    log_start: int
+    #: next offset to be written
+    log_end: int
+    #: the replayer's committed offset (None: never replayed)
+    replayed_to: int | None
+
+    @property
+    def first_pending(self) -> int:
+        if self.replayed_to is None or self.replayed_to > self.log_end:
+            # past the end: a commit left from an earlier topic of the same name, not progress
+            return self.log_start
+        return max(self.log_start, self.replayed_to)
+
+    @property
+    def pending(self) -> int:
+        return max(self.log_end - self.first_pending, 0)
+
+
+@dataclass(frozen=True)
+class DlqDepth:
+    topic: str
+    partitions: tuple[DlqPartition, ...]
+
+    @property
+    def depth(self) -> int:
+        """Dead letters not yet replayed or purged."""
+        return sum(p.pending for p in self.partitions)
+
+    @property
+    def log_end(self) -> int:
+        """Every dead letter ever written (what the old status reported as the depth)."""
+        return sum(p.log_end for p in self.partitions)
+
+    @property
+    def log_start(self) -> int:
+        """Dead letters purged or expired by retention."""
+        return sum(p.log_start for p in self.partitions)
+
+
+def _offsets(admin: AdminClient, tps: list[TopicPartition], spec: OffsetSpec, timeout: float) -> dict[tuple[str, int], int]:
+    if not tps:
+        return {}
+    futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
+    return {(tp.topic, tp.partition): f.result(timeout=timeout).offset for tp, f in futures.items()}
+
+
+def _committed(admin: AdminClient, group: str, tps: list[TopicPartition], timeout: float) -> dict[tuple[str, int], int]:
+    """Committed offsets of ``group`` on ``tps``; partitions with none are left out."""
+    if not tps:
+        return {}
+    request = [ConsumerGroupTopicPartitions(group, tps)]
+    result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result(timeout=timeout)
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def dlq_depths(
+    admin: AdminClient, kafka: KafkaSettings, dlqs: Mapping[str, int], timeout: float = TIMEOUT_S
+) -> dict[str, DlqDepth]:
+    """Depth of each DLQ in ``dlqs`` (topic -> partition count); see the module doc.
+
+    Raises ``KafkaException`` when the broker does not answer: the caller decides
+    whether that is an error (replay) or a finding (status).
+    """
+    tps = [TopicPartition(t, p) for t, n in dlqs.items() for p in range(n)]
+    starts = _offsets(admin, tps, OffsetSpec.earliest(), timeout)
+    ends = _offsets(admin, tps, OffsetSpec.latest(), timeout)
+    replayed = _committed(admin, replayer_group(kafka), tps, timeout)
+    return {
+        topic: DlqDepth(
+            topic,
+            tuple(
+                DlqPartition(p, starts[(topic, p)], ends[(topic, p)], replayed.get((topic, p))) for p in range(n)
+            ),
+        )
+        for topic, n in dlqs.items()
+    }
+
+
 # --- DLQ replay ------------------------------------------------------------------------
 
 
@@ -60,12 +166,10 @@ class DlqReplayReport:
     replayed: int = 0
     dry_run: bool = False
     by_error_class: Counter[str] = field(default_factory=Counter)
-    #: DLQ records left after this run (beyond --limit)
+    #: dead letters not yet replayed or purged when the run started
+    pending: int = 0
+    #: dead letters still pending after this run (beyond --limit; all of them on a dry run)
     remaining: int = 0
-
-
-def replay_group(settings: Settings) -> str:
-    return f"{settings.consumer.group}.replay"
 
 
 def _partitions(admin: AdminClient, topic: str) -> int:
@@ -88,26 +192,35 @@ def _replay_headers(msg, source: str) -> list[tuple[str, bytes]]:  # type: ignor
     ]
 
 
+def _kafka_error(exc: KafkaException) -> str:
+    error = exc.args[0]
+    return error.str() if isinstance(error, KafkaError) else str(error)
+
+
 def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_run: bool = False) -> DlqReplayReport:
-    """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc)."""
+    """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc).
+
+    A dry run reads the same records and counts them by error class, but publishes and
+    commits nothing: ``pending`` and ``remaining`` then both say what a real run would face.
+    """
     source = dlq_name(topic)
-    admin = AdminClient(settings.kafka.client_config())
-    _partitions(admin, topic)
-    count = _partitions(admin, source)
-    ends = end_offsets(admin, source, count)
-    consumer = Consumer(
-        settings.kafka.client_config(
-            **{"group.id": replay_group(settings), "enable.auto.commit": False, "auto.offset.reset": "earliest"}
-        )
-    )
+    admin = admin_client(settings.kafka)
     report = DlqReplayReport(source, topic, dry_run=dry_run)
     try:
-        committed = consumer.committed([TopicPartition(source, p) for p in range(count)], timeout=TIMEOUT_S)
-        starts = {tp.partition: (tp.offset if tp.offset != OFFSET_INVALID else 0) for tp in committed}
-        todo = {p: ends[p] for p in range(count) if starts[p] < ends[p]}
+        _partitions(admin, topic)
+        count = _partitions(admin, source)
+        depth = dlq_depths(admin, settings.kafka, {source: count})[source]
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read the offsets of {source}: {_kafka_error(exc)}") from None
+    # start after what was replayed and what was purged: offsets below the log start are gone
+    starts = {p.partition: p.first_pending for p in depth.partitions}
+    todo = {p.partition: p.log_end for p in depth.partitions if p.pending}
+    report.pending = depth.depth
+    consumer = Consumer(consumer_config(settings.kafka, replayer_group(settings.kafka), **{"auto.offset.reset": "earliest"}))
+    try:
         # explicit assignment: no rebalance to wait for, and no other member to share with
         consumer.assign([TopicPartition(source, p, starts[p]) for p in todo])
-        budget = limit if limit is not None else sum(ends[p] - starts[p] for p in todo)
+        budget = min(limit, report.pending) if limit is not None else report.pending
         positions = dict(starts)
         with EventProducer(settings) as producer:
             chunk = 0
@@ -130,15 +243,56 @@ def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_
                         break
                 if not dry_run and (chunk >= CHUNK or not todo or report.replayed >= budget) and chunk:
                     producer.flush()  # raises if anything was not acknowledged: then no commit
+                    # these committed offsets are what the DLQ depth is measured from
                     consumer.commit(
                         offsets=[TopicPartition(source, p, o) for p, o in positions.items()], asynchronous=False
                     )
                     chunk = 0
-        report.remaining = sum(ends[p] - positions[p] for p in range(count))
+        report.remaining = report.pending if dry_run else report.pending - report.replayed
     except KafkaException as exc:
-        raise ReplayError(f"replay of {source} failed: {exc.args[0].str()}") from None
+        raise ReplayError(f"replay of {source} failed: {_kafka_error(exc)}") from None
     finally:
         consumer.close()
+    return report
+
+
+# --- DLQ purge -------------------------------------------------------------------------
+
+
+@dataclass
+class DlqPurgeReport:
+    source: str
+    #: dead letters not yet replayed that the purge drops (or would drop, on a dry run)
+    pending: int
+    #: records the purge removes from the log, replayed ones included
+    records: int
+    dry_run: bool
+
+
+def purge_dlq(settings: Settings, topic: str, *, dry_run: bool = False) -> DlqPurgeReport:
+    """Drop every record of ``<topic>.dlq`` written so far (DeleteRecords up to each log end).
+
+    Records written after the offsets were read survive: a purge never drops a dead
+    letter nobody was shown.
+    """
+    source = dlq_name(topic)
+    admin = admin_client(settings.kafka)
+    try:
+        count = _partitions(admin, source)
+        depth = dlq_depths(admin, settings.kafka, {source: count})[source]
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read the offsets of {source}: {_kafka_error(exc)}") from None
+    report = DlqPurgeReport(
+        source, depth.depth, sum(p.log_end - p.log_start for p in depth.partitions), dry_run
+    )
+    todo = [TopicPartition(source, p.partition, p.log_end) for p in depth.partitions if p.log_end > p.log_start]
+    if dry_run or not todo:
+        return report
+    for tp, future in admin.delete_records(todo, request_timeout=TIMEOUT_S, operation_timeout=TIMEOUT_S).items():
+        try:
+            future.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise ReplayError(f"Kafka refused to purge {source}[{tp.partition}]: {_kafka_error(exc)}") from None
     return report
 
 
@@ -228,14 +382,15 @@ def reset_group(
     """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
     if (to_time is None) == (to_offset is None):
         raise ReplayError("give exactly one of --to-time and --to-offset")
-    admin = AdminClient(settings.kafka.client_config())
+    admin = admin_client(settings.kafka)
     count = _partitions(admin, topic)
     members = _active_members(admin, group)
     if members:
         raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
     targets = _targets(admin, topic, count, to_time, to_offset)
     kafka_before = _kafka_committed(admin, group, topic, count)
-    with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
+    # not autocommit: the offsets commit only once Kafka accepted the new ones (see below)
+    with connect(settings.pg, "replay-reset", autocommit=False) as conn:
         db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
         report = ResetReport(
             group,

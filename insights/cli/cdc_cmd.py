@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
-from typing import Any
 
 import typer
 from rich.table import Table
 
+from insights.cli.confirm import confirm
 from insights.cli.context import console, err_console, settings_of
+from insights.cli.service_opts import metrics_port_option, service, unreachable_after_option
+from insights.cli.progress import reporting
 from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import format_lsn
 from streams.topics import cdc_tables
+
+log = logging.getLogger("insights.cdc")
 
 app = typer.Typer(help="CDC reader: logical replication (pgoutput) -> Avro change events on Kafka.", no_args_is_help=True)
 
@@ -50,13 +52,13 @@ def drop(
 ) -> None:
     """Drop the slot and the publication (WAL they pinned is released; positions are forgotten)."""
     settings = settings_of(ctx)
-    if not yes:
-        typer.confirm(
-            f"Drop slot {settings.cdc.slot_name!r} and publication {settings.cdc.publication!r}? "
-            "The reader's position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
-            abort=True,
-        )
-    with slots.connect(settings) as conn:
+    err_console.print(
+        f"will drop slot {settings.cdc.slot_name!r} and publication {settings.cdc.publication!r}: the reader's "
+        "position is lost; a new slot needs `insights cdc snapshot` to rebuild consumers",
+        highlight=False,
+    )
+    confirm("Drop them?", yes=yes, refused="nothing dropped")
+    with slots.connect(settings.pg) as conn:
         done = slots.drop(conn, settings.cdc.slot_name, settings.cdc.publication)
     console.print("dropped " + ", ".join(done) if done else "nothing to drop")
 
@@ -65,7 +67,7 @@ def drop(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
     settings = settings_of(ctx)
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
         raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
@@ -86,27 +88,38 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 def run(
     ctx: typer.Context,
     table: list[str] = typer.Option(None, "--table", "-t", help="table to publish (repeatable); default: cdc_tables"),
+    metrics_port: int | None = metrics_port_option(),
+    unreachable_after: float = unreachable_after_option(),
 ) -> None:
-    """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot."""
-    from prometheus_client import start_http_server  # lazy: CLI start-up of the other commands
+    """Stream changes until SIGTERM/SIGINT; a second process waits as hot standby for the slot.
 
+    /metrics and /healthz on --metrics-port (taken: the next free one), JSON logs with INSIGHTS_LOG_JSON.
+    """
     from streams.cdc.reader import CdcReader  # lazy: CLI start-up of the other commands
 
     settings = _tables(settings_of(ctx), table)
-    logging.basicConfig(level=settings.service.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.service.metrics_port:
-        start_http_server(settings.service.metrics_port)
-    stop = threading.Event()
+    # the reader does not beat a liveness clock: its health is the dependencies'
+    frame = service(settings, "cdc-run", metrics_port=metrics_port, stuck_after=None, unreachable_after=unreachable_after)
+    with frame:
+        reader = CdcReader(settings, registry=frame.registry, health=frame.health, stop=frame.stop)
+        log.info(
+            "streaming slot %s (publication %s)", settings.cdc.slot_name, settings.cdc.publication,
+            extra={"slot": settings.cdc.slot_name, "publication": settings.cdc.publication},
+        )
+        confirmed = reader.run(standby_notice=_StandbyNotice())
+    log.info("stopped; confirmed %s", format_lsn(confirmed), extra={"confirmed_lsn": format_lsn(confirmed)})
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    reader = CdcReader(settings)
-    err_console.print(f"cdc: streaming slot {settings.cdc.slot_name} (publication {settings.cdc.publication})")
-    confirmed = reader.run(stop, standby_notice=lambda why: err_console.print(f"cdc: hot standby, slot busy: {why}"))
-    err_console.print(f"cdc: stopped; confirmed {format_lsn(confirmed)}")
+class _StandbyNotice:
+    """Hot standby retries every few seconds: say so once, then only at debug level."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    def __call__(self, why: str) -> None:
+        level = logging.DEBUG if self.told else logging.INFO
+        log.log(level, "hot standby: slot busy, retrying", extra={"reason": why})
+        self.told = True
 
 
 @app.command()
@@ -122,8 +135,60 @@ def snapshot(
 
     settings = settings_of(ctx)
     tables = tuple(table) if table else cdc_tables(settings)
-    result = run_snapshot(settings, tables, recreate_slot=recreate_slot, console=err_console)
+    with reporting("cdc snapshot", "rows") as progress:
+        current: list[str] = []
+
+        def show(name: str, done: int, estimate: int | None) -> None:
+            if current and current[0] != name:  # the previous table is complete
+                progress.finish(current[0])
+            current[:] = [name]
+            progress.update(name, done, estimate)
+
+        result = run_snapshot(settings, tables, recreate_slot=recreate_slot, on_progress=show)
+        if current:
+            progress.finish(current[0])
     console.print(
         f"snapshot at {result.consistent_point}: "
         + ", ".join(f"{t} {n} rows" for t, n in result.rows.items())
     )
+
+
+@app.command()
+def resync(
+    ctx: typer.Context,
+    group: str | None = typer.Option(
+        None, "--group", help="summaries consumer group to reset (default INSIGHTS_CONSUMER_GROUP + '.summaries')"
+    ),
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation (needed when not interactive)"),
+) -> None:
+    """After a lost slot (failover, lost WAL): new slot, every row re-published, summaries rebuilt.
+
+    Run it on the new primary with the reader stopped; then start `insights cdc run`.
+    See docs/runbooks.md#primary-lost.
+    """
+    from insights.ops.resync import check_can_resync, resync as run_resync, summaries_group
+
+    settings = settings_of(ctx)
+    replaced = check_can_resync(settings)
+    target = group or summaries_group(settings)
+    err_console.print("cdc resync will:")
+    for line in (
+        replaced or f"create slot {settings.cdc.slot_name}",
+        f"move the stored offsets of group {target} to the end of the CDC topics and empty the summaries tables",
+        f"publish every current row of {', '.join(cdc_tables(settings))} as read events (snapshot)",
+    ):
+        err_console.print(f"  - {line}", highlight=False)
+    confirm("Resync?", yes=yes, refused="no resync")
+    with err_console.status("resyncing…") as status:
+        result = run_resync(settings, group=target, console=err_console, progress=lambda m: status.update(f"{m}…"))
+    ends = sum(sum(parts.values()) for parts in result.boundary.values())
+    console.print(
+        f"resync boundary: {ends} records in {len(result.boundary)} CDC topics; "
+        f"summaries {'reset' if result.summaries_reset else 'schema absent, nothing reset'} for group {target}",
+        highlight=False,
+    )
+    console.print(
+        f"snapshot at {result.consistent_point}: " + ", ".join(f"{t} {n} rows" for t, n in result.rows.items()),
+        highlight=False,
+    )
+    console.print("next: start `insights cdc run` (streams from the new slot's consistent point)")

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import typer
 from rich.table import Table
 
-from insights.cli.context import console, settings_of
+from insights.cli.confirm import confirm
+from insights.cli.context import console, err_console, settings_of
+from insights.cli.progress import reporting
 from insights.db import maintenance, migrations, partitions, roles, stats
 from insights.db.errors import DatabaseError
+from streams.pg import connect
 
 app = typer.Typer(help="Migrate, partition, maintain and inspect the PostgreSQL database.", no_args_is_help=True)
 partitions_app = typer.Typer(
@@ -23,9 +27,10 @@ app.add_typer(partitions_app, name="partitions")
 
 
 @contextmanager
-def _connect(ctx: typer.Context) -> Iterator[psycopg.Connection]:
+def _connect(ctx: typer.Context, *, read_only: bool = False) -> Iterator[psycopg.Connection]:
+    pg = settings_of(ctx).pg
     try:
-        conn = psycopg.connect(settings_of(ctx).pg.conninfo(), autocommit=True, connect_timeout=10)
+        conn = connect(pg, "db", read_only=read_only)
     except psycopg.Error as exc:
         text = str(exc).strip()
         raise DatabaseError(f"cannot connect to PostgreSQL: {text.splitlines()[0] if text else exc}") from exc
@@ -64,25 +69,166 @@ def partitions_ensure(
     days_ahead: int | None = typer.Option(None, min=0, help="daily tables: days ahead (policy: 14)"),
 ) -> None:
     """Move rows out of the DEFAULT partitions into their own, and create partitions ahead."""
-    with _connect(ctx) as conn, console.status("ensuring partitions…"):
-        created = partitions.ensure(conn, months_ahead=months_ahead, days_ahead=days_ahead)
+    with _connect(ctx) as conn, reporting("db partitions", "steps") as progress:
+        created = partitions.ensure(
+            conn, months_ahead=months_ahead, days_ahead=days_ahead,
+            on_progress=lambda done, total, what: progress.update("ensure", done, total, note=what),
+        )
+        progress.finish("ensure")
     for name in created:
         console.print(f"created {name}")
     console.print(f"{len(created)} partition(s) created")
+
+
+def _rows(items: list[partitions.Pruned]) -> str:
+    return f"~{sum(p.rows_estimate for p in items):,} rows"
+
+
+def _line(item: partitions.Pruned) -> str:
+    return f"{item.partition} [{_when(item.lower)} .. {_when(item.upper)}) ~{item.rows_estimate:,} rows"
+
+
+def _show_prunable(items: list[partitions.Pruned], heading: str) -> None:
+    # the listing is what the question is about, so it goes where the prompt goes; lines,
+    # not a table: partition names must stay whole at 80 columns and when piped
+    err_console.print(heading, highlight=False, soft_wrap=True)
+    for item in items:
+        err_console.print(f"  {_line(item)}", highlight=False, soft_wrap=True)
 
 
 @partitions_app.command("prune")
 def partitions_prune(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be dropped, drop nothing"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="drop without asking (required when not interactive)"),
 ) -> None:
-    """Detach and drop the partitions wholly older than their table's retention (by bounds)."""
-    with _connect(ctx) as conn, console.status("pruning partitions…"):
-        gone = partitions.prune(conn, dry_run=dry_run)
-    verb = "would drop" if dry_run else "dropped"
+    """Detach and drop the partitions wholly older than their table's retention (by bounds).
+
+    Shows what it will drop and asks; without a terminal it needs --yes.
+    """
+    at = datetime.now(UTC)
+    with _connect(ctx) as conn:
+        planned = partitions.prunable(conn, now=at)
+        if not planned:
+            console.print("0 partition(s) past their retention: nothing to drop")
+            return
+        if dry_run:
+            for item in planned:
+                console.print(f"would drop {_line(item)}", highlight=False, soft_wrap=True)
+            console.print(f"{len(planned)} partition(s) would be dropped ({_rows(planned)})")
+            return
+        _show_prunable(planned, "past their table's retention (see `insights db partitions policy`):")
+        confirm(
+            f"Drop these {len(planned)} partition(s) and their {_rows(planned)}?",
+            yes=yes,
+            refused="no partition dropped",
+        )
+        with reporting("db partitions", "partitions") as progress:
+            gone = partitions.prune(
+                conn, now=at, only={p.partition for p in planned},
+                on_progress=lambda done, total, name: progress.update("prune", done, total, note=name),
+            )
+            progress.finish("prune")
     for item in gone:
-        console.print(f"{verb} {item.partition} [{_when(item.lower)} .. {_when(item.upper)})", highlight=False)
-    console.print(f"{len(gone)} partition(s) {'would be dropped' if dry_run else 'dropped'}")
+        console.print(f"dropped {item.partition} [{_when(item.lower)} .. {_when(item.upper)})", highlight=False, soft_wrap=True)
+    console.print(f"{len(gone)} partition(s) dropped")
+
+
+def _policy_table(policies: list[partitions.Policy], due: dict[str, list[partitions.Pruned]]) -> Table:
+    table = Table(title="partition policy (ddl/0013: partition_policy)")
+    # table names must stay whole at 80 columns: two cut to "product_snap…" look alike
+    table.add_column("table", no_wrap=True)
+    table.add_column("period")
+    table.add_column("ahead")
+    table.add_column("retention")
+    table.add_column("past retention now")
+    for policy in policies:
+        items = due.get(policy.parent, [])
+        table.add_row(
+            policy.parent,
+            policy.period,
+            str(policy.premake),
+            policy.retention or "forever",
+            f"{len(items)} partition(s), {_rows(items)}" if items else "-",
+        )
+    return table
+
+
+def _by_parent(items: list[partitions.Pruned]) -> dict[str, list[partitions.Pruned]]:
+    grouped: dict[str, list[partitions.Pruned]] = {}
+    for item in items:
+        grouped.setdefault(item.parent, []).append(item)
+    return grouped
+
+
+@partitions_app.command("policy")
+def partitions_policy(
+    ctx: typer.Context,
+    table: str | None = typer.Option(None, "--table", "-t", help="the partitioned table to change"),
+    retention: str | None = typer.Option(
+        None, "--retention",
+        help="how long partitions are kept, as a PostgreSQL interval ('12 months', '90 days'), or 'none'",
+    ),
+    premake: int | None = typer.Option(None, "--premake", min=0, max=400, help="periods created ahead"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="change without asking (required when not interactive)"),
+) -> None:
+    """Show the partition policy of every table, or change one table's retention or premake.
+
+    The policy lives in the partition_policy table (ddl/0013); `db partitions prune` and
+    `db maintain` drop what is past it. A retention that makes partitions prunable shows
+    them and asks first (without a terminal: --yes).
+    """
+    if table is None and (retention is not None or premake is not None):
+        raise typer.BadParameter("say which table to change", param_hint="--table")
+    with _connect(ctx) as conn:
+        known = {p.parent: p for p in partitions.policies(conn)}
+        if table is None:
+            console.print(_policy_table(list(known.values()), _by_parent(partitions.prunable(conn))))
+            return
+        if table not in known:
+            raise typer.BadParameter(
+                f"{table!r} has no partition policy; one of: {', '.join(sorted(known))}", param_hint="--table"
+            )
+        if retention is None and premake is None:
+            console.print(_policy_table([known[table]], _by_parent(partitions.prunable(conn))))
+            return
+        new_retention = known[table].retention
+        if retention is not None:
+            new_retention = partitions.parse_retention(conn, retention)
+            now_due = {p.partition for p in partitions.prunable(conn)}
+            then_due = partitions.prunable(conn, table=table, retention=new_retention)
+            newly = [p for p in then_due if p.partition not in now_due]
+            if newly:
+                _show_prunable(newly, f"past a retention of {new_retention}, dropped by the next prune or maintain:")
+                confirm(
+                    f"Set the retention of {table} to {new_retention}? The next prune drops these "
+                    f"{len(newly)} partition(s) and their {_rows(newly)}",
+                    yes=yes,
+                    refused="policy unchanged",
+                )
+        changed = partitions.set_policy(
+            conn, table,
+            retention=new_retention if retention is not None else None,
+            keep_forever=retention is not None and new_retention is None,
+            premake=premake,
+        )
+    before = known[table]
+    if retention is not None:
+        console.print(
+            f"{table}: retention {before.retention or 'forever'} -> {changed.retention or 'forever'}", highlight=False
+        )
+    if premake is not None:
+        console.print(
+            f"{table}: {changed.period}s created ahead {before.premake} -> {changed.premake}", highlight=False
+        )
+    if table in ("product_snapshots", "alerts") and retention is not None:
+        # the summaries forget what the prune drops by their own setting, not this table
+        console.print(
+            "note: `insights summaries sweep` forgets pruned rows by its --snapshot-retention-months / "
+            "--alert-retention-months; keep them in step",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @partitions_app.command("status")
@@ -107,10 +253,17 @@ def partitions_status(ctx: typer.Context) -> None:
 def maintain(ctx: typer.Context) -> None:
     """Partitions, prune, refresh the summary view concurrently, vacuum, analyze: safe while consumers write."""
     settings = settings_of(ctx)
-    with console.status("maintenance…") as status:
-        results = maintenance.maintain(
-            settings.pg.conninfo(), on_step=lambda name: status.update(f"maintenance: {name}…")
-        )
+    steps = len(maintenance.STEPS)
+    with reporting("db maintain", "steps") as progress:
+        done: list[str] = []
+
+        def step(name: str) -> None:
+            progress.update("maintain", len(done), steps, note=name)
+            done.append(name)
+
+        results = maintenance.maintain(settings.pg.conninfo(), on_step=step)
+        progress.update("maintain", steps, steps, note="done")
+        progress.finish("maintain")
     table = Table("step", "seconds", "result")
     for result in results:
         table.add_row(result.name, f"{result.seconds:.2f}", result.detail)
@@ -118,10 +271,18 @@ def maintain(ctx: typer.Context) -> None:
 
 
 @app.command("stats")
-def stats_cmd(ctx: typer.Context) -> None:
-    """Connection usage, table sizes and index usage, as tables."""
-    with _connect(ctx) as conn:
+def stats_cmd(
+    ctx: typer.Context,
+    primary: bool = typer.Option(False, "--primary", help="ask the primary, not INSIGHTS_PG_READ_DSN"),
+) -> None:
+    """Connection usage, table sizes and index usage, as tables (from a replica when one answers)."""
+    with _connect(ctx, read_only=not primary) as conn:
+        where = conn.execute("SELECT pg_is_in_recovery(), inet_server_port()").fetchone()
         reports = stats.reports(conn)
+    if where is not None:
+        # connection counts and index usage are per server: say which one answered
+        role = "replica" if where[0] else "primary"
+        console.print(f"from the {role} on port {where[1]}", highlight=False)
     for report in reports:
         table = Table(*report.columns, title=report.title)
         for row in report.rows:
@@ -140,3 +301,48 @@ def passwords(ctx: typer.Context) -> None:
         console.print("no password in the settings: nothing changed")
     for role in done:
         console.print(f"password set for {role}")
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs, install nothing"),
+    at: list[str] = typer.Option(
+        None, "--at", help="override one job's cron schedule, NAME=SCHEDULE (repeatable), e.g. "
+        "insights-partitions='* * * * *'",
+    ),
+    systemd: Path | None = typer.Option(
+        None, "--systemd", help="write systemd service+timer units into this directory instead (no pg_cron)"
+    ),
+) -> None:
+    """Install the maintenance jobs in pg_cron (docs/runbooks.md#scheduled-maintenance)."""
+    import shutil
+
+    from insights.ops import schedule as jobs
+
+    if systemd is not None:
+        with _connect(ctx) as conn:
+            with_cron = jobs.cron_state(conn).loaded
+        units = jobs.systemd_units(shutil.which("insights") or "/usr/local/bin/insights", with_cron=with_cron)
+        systemd.mkdir(parents=True, exist_ok=True)
+        for name, text in units.items():
+            (systemd / name).write_text(text, encoding="utf-8")
+            console.print(f"wrote {systemd / name}", highlight=False)
+        console.print("enable with: systemctl enable --now " + " ".join(n for n in units if n.endswith(".timer")))
+        return
+    overrides: dict[str, str] = {}
+    for item in at or []:
+        name, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise jobs.ScheduleError(f"--at {item!r}: expected NAME=SCHEDULE, e.g. insights-partitions='* * * * *'")
+        overrides[name.strip()] = spec.strip()
+    with _connect(ctx) as conn:
+        done = jobs.install(conn, overrides, dry_run=dry_run)
+    table = Table("job", "schedule", "command")
+    for job, what in done:
+        first = job.command.splitlines()[0]
+        table.add_row(job.name, what, first + (" …" if "\n" in job.command else ""))
+    console.print(table)
+    outside = ", ".join(cmd for _n, _c, cmd in jobs.OUTSIDE_JOBS)
+    console.print(f"not in pg_cron (Python or pgBackRest): {outside}; see `insights db schedule --systemd DIR`",
+                  highlight=False)

@@ -1,4 +1,4 @@
-"""``insights replay dlq | reset``: operators' tools to re-drive records (sinks are idempotent)."""
+"""``insights replay dlq | purge | reset``: operators' tools to re-drive or drop records (sinks are idempotent)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from rich.table import Table
 
 from insights.cli.context import console, settings_of
 from core.errors import ConfigError
-from streams.replay import replay_dlq, reset_group
+from streams.replay import purge_dlq, replay_dlq, reset_group
 
-app = typer.Typer(help="Re-publish dead letters, or rewind a consumer group (Kafka and PostgreSQL offsets).", no_args_is_help=True)
+app = typer.Typer(
+    help="Re-publish or purge dead letters, or rewind a consumer group (Kafka and PostgreSQL offsets).",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -24,11 +27,43 @@ def dlq(
     """Re-publish records of <topic>.dlq to <topic>; progress is committed, so a second run goes on."""
     with console.status(f"replaying {topic}.dlq…"):
         report = replay_dlq(settings_of(ctx), topic, limit=limit, dry_run=dry_run)
+    console.print(f"{report.pending} record(s) pending in {report.source}", highlight=False, soft_wrap=True)
     verb = "would replay" if dry_run else "replayed"
-    console.print(f"{verb} {report.replayed} record(s) from {report.source} to {report.target}", highlight=False)
+    console.print(f"{verb} {report.replayed} record(s) from {report.source} to {report.target}", highlight=False, soft_wrap=True)
     for error_class, n in sorted(report.by_error_class.items()):
-        console.print(f"  {error_class}: {n}", highlight=False)
-    console.print(f"{report.remaining} record(s) left in {report.source}", highlight=False)
+        console.print(f"  {error_class}: {n}", highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print("dry run: nothing published or committed", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"{report.remaining} record(s) left in {report.source}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    topic: str = typer.Option(..., "--topic", "-t", help="the event topic whose <topic>.dlq to purge"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="purge without asking (required when not interactive)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would be dropped; drop nothing"),
+) -> None:
+    """Drop every record of <topic>.dlq so far (Kafka DeleteRecords): dead letters you chose not to replay."""
+    import sys
+
+    settings = settings_of(ctx)
+    plan = purge_dlq(settings, topic, dry_run=True)
+    console.print(
+        f"{plan.source}: {plan.records} record(s) in the log, {plan.pending} of them not yet replayed",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if dry_run or not plan.records:
+        console.print("nothing to purge" if not plan.records else "dry run: nothing dropped", highlight=False, soft_wrap=True)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"purging {plan.source} drops {plan.pending} unreplayed dead letter(s): pass --yes")
+        typer.confirm(f"drop them for good ({plan.pending} not replayed)?", abort=True)
+    done = purge_dlq(settings, topic)
+    console.print(f"purged {done.records} record(s) from {done.source} ({done.pending} not replayed)", highlight=False, soft_wrap=True)
 
 
 def _time(value: str | None) -> datetime | None:

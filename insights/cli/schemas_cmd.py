@@ -90,7 +90,9 @@ def register(
     if not target:
         raise ConfigError("no schema registry: set INSIGHTS_SCHEMA_REGISTRY_URL or pass --url")
     store = _store(ctx, directory)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
+    # --url wins over the setting everywhere, messages included
+    settings = settings.replace(schema_registry_url=target)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err_console, transient=True) as progress:
         task = progress.add_task("registering…")
         done = register_all(settings, store, registry_client(target), lambda text: progress.update(task, description=text))
     table = Table("registry subject", "local version", "schema id")

@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from insights.cli.context import console, settings_of
+from insights.cli.service_opts import metrics_port_option, service, stuck_after_option, unreachable_after_option
 from core.errors import InsightsError
+from streams.pg import connect
 
 app = typer.Typer(help="Product summaries fed by the CDC topics (docs/summaries.md).", no_args_is_help=True)
 
@@ -34,13 +36,17 @@ def sweep(
                                         help="forget snapshots the source's partition prune drops (0 = keep all)"),
     alert_months: int = typer.Option(6, "--alert-retention-months", min=0,
                                      help="forget alerts the source's partition prune drops (0 = keep all)"),
+    metrics_port: int | None = metrics_port_option(),
+    stuck_after: float = stuck_after_option(),
+    unreachable_after: float = unreachable_after_option(),
 ) -> None:
     """Recompute the summaries whose 30-day price window lost a price since they were computed.
 
     Run it every minute (cron, a systemd timer, or --every 60): between runs a summary's
     min/max/avg may still count a price older than 30 days for at most that long. It also
     forgets rows the source's partition retention dropped (silent in the CDC stream) and
-    purges old delete markers.
+    purges old delete markers. With --every it is a service like `insights consume`:
+    log lines, /metrics and /healthz (--metrics-port), SIGTERM stops it between sweeps.
     """
     from consumers.summaries.run import sweep_forever, sweep_once  # lazy: CLI start-up of the other commands
 
@@ -50,8 +56,14 @@ def sweep(
     try:
         if every is None:
             sweep_once(settings, console, chunk, ttl, retention)
-        else:
-            sweep_forever(settings, console, every, chunk, ttl, retention)
+            return
+        frame = service(
+            settings, "summaries-sweep", metrics_port=metrics_port, stuck_after=stuck_after,
+            unreachable_after=unreachable_after, kafka=False,
+        )
+        with frame:
+            sweep_forever(settings, every, chunk, ttl, retention,
+                          stop=frame.stop, registry=frame.registry, health=frame.health)
     except psycopg.Error as exc:
         raise _guard(exc) from None
 
@@ -61,7 +73,8 @@ def status(ctx: typer.Context) -> None:
     """How many summaries there are, how fresh, and how many wait for the sweep."""
     settings = settings_of(ctx)
     try:
-        with psycopg.connect(settings.pg.conninfo(), connect_timeout=10) as conn:
+        # read-only: a replica answers when INSIGHTS_PG_READ_DSN names one
+        with connect(settings.pg, "summaries-status", read_only=True) as conn:
             row = conn.execute(
                 """
                 SELECT count(*), count(*) FILTER (WHERE is_active),

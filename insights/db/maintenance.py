@@ -28,6 +28,8 @@ from psycopg import sql
 
 from insights.db import partitions
 from insights.db.errors import DatabaseError
+from insights.db.migrations import insufficient_privilege, owner_needed
+from streams.pg import connect
 
 VACUUMED = ("product_snapshots", "competitive_analyses")
 
@@ -83,7 +85,7 @@ def maintain(conninfo: str, *, on_step: Callable[[str], None] | None = None) -> 
     """Run every step to the end; the first failure stops and says which step failed."""
     results: list[StepResult] = []
     try:
-        conn = psycopg.connect(conninfo, autocommit=True)
+        conn = connect(conninfo, "db-maintain")
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn:
@@ -93,7 +95,12 @@ def maintain(conninfo: str, *, on_step: Callable[[str], None] | None = None) -> 
             started = time.monotonic()
             try:
                 detail = step(conn)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseError) as exc:
+                denied = insufficient_privilege(exc)
+                if denied is not None:  # REFRESH, VACUUM and partition changes need the owner
+                    raise owner_needed(conn, f"db maintain ({name})", denied) from exc
+                if not isinstance(exc, psycopg.Error):
+                    raise
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise DatabaseError(f"maintenance step '{name}' failed: {first}") from exc
             results.append(StepResult(name, time.monotonic() - started, detail))

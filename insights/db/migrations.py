@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import errors as pg_errors
 
+from core.errors import PrivilegeError
 from core.paths import DDL_DIR, REPO_ROOT
 from insights.db import partitions
 from insights.db.errors import MigrationError
+from streams.pg import connect
 
 
 NAME_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -124,20 +127,68 @@ def migrate(conninfo: str, *, dry_run: bool = False, ddl_dir: Path | None = None
     """Apply what is pending; return the file names applied (or that would be, if dry_run)."""
     migrations = discover(ddl_dir or DDL_DIR)
     try:
-        conn = psycopg.connect(conninfo, autocommit=True)
+        conn = connect(conninfo, "db-migrate")
     except psycopg.Error as exc:
         raise MigrationError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn:
-        if dry_run:
-            return [m.name for m in plan(_applied(conn), migrations)]
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
-            conn.execute(CREATE_LEDGER)
-            pending = plan(_applied(conn), migrations)
-            for migration in pending:
-                _apply(conn, migration)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-        # ready for consumers: the partitions around now exist (a no-op when they do)
-        partitions.ensure(conn)
+            if dry_run:
+                return [m.name for m in plan(_applied(conn), migrations)]
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+            try:
+                conn.execute(CREATE_LEDGER)
+                pending = plan(_applied(conn), migrations)
+                for migration in pending:
+                    _apply(conn, migration)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            # ready for consumers: the partitions around now exist (a no-op when they do)
+            partitions.ensure(conn)
+        except (psycopg.Error, MigrationError) as exc:
+            denied = insufficient_privilege(exc)
+            if denied is None:
+                raise
+            raise owner_needed(conn, "db migrate", denied) from exc
     return [m.name for m in pending]
+
+
+def insufficient_privilege(exc: BaseException) -> pg_errors.InsufficientPrivilege | None:
+    """The InsufficientPrivilege behind ``exc``, when the database layer wrapped one."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, pg_errors.InsufficientPrivilege):
+            return current
+        current = current.__cause__
+    return None
+
+
+def schema_owner(conn: psycopg.Connection) -> tuple[str, str]:
+    """(the connected role, the role that owns the migrated tables).
+
+    The owner of ``schema_migrations`` ran the migrations, so it owns every table they
+    created; before any migration, the database's owner is the one who can start.
+    """
+    row = conn.execute(
+        """
+        SELECT current_user::text,
+               coalesce((SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+                         WHERE c.oid = to_regclass('public.schema_migrations')),
+                        (SELECT pg_get_userbyid(d.datdba) FROM pg_database d
+                         WHERE d.datname = current_database()))
+        """
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def owner_needed(conn: psycopg.Connection, what: str, exc: psycopg.Error) -> PrivilegeError:
+    """The one line for a command that only the tables' owner may run, naming that role."""
+    primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    try:
+        current, owner = schema_owner(conn)
+    except psycopg.Error:  # the connection is gone too: say what is known
+        return PrivilegeError(f"{what}: {primary}: run it as the role that owns the tables (INSIGHTS_PG_DSN)")
+    return PrivilegeError(
+        f"{what}: {primary} for role {current!r}: it must run as {owner!r}, the role that owns the "
+        f"tables; set INSIGHTS_PG_DSN to connect as {owner!r}"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -107,8 +108,12 @@ def _fires(change: Change, threshold: Decimal) -> bool:
     return change.magnitude >= threshold and change.magnitude > 0
 
 
-def alerts_for(rng: random.Random, prev: Scrape, cur: Scrape, rules: list[AlertRuleDef]) -> list[Alert]:
-    """Alerts raised by the change from ``prev`` to ``cur``; event ids come from ``rng``."""
+def alerts_for(
+    rng: random.Random, prev: Scrape, cur: Scrape, rules: list[AlertRuleDef], run_id: uuid.UUID | None = None
+) -> list[Alert]:
+    """Alerts raised by the change from ``prev`` to ``cur``; event ids come from ``rng`` and
+    ``run_id`` (a fresh one when not given: ids are never shared between runs)."""
+    run_id = run_id if run_id is not None else uuid.uuid4()
     raised: list[Alert] = []
     for change in changes(prev, cur):
         matching = [r for r in rules if r.rule_type == change.rule_type and _fires(change, r.threshold)]
@@ -118,7 +123,7 @@ def alerts_for(rng: random.Random, prev: Scrape, cur: Scrape, rules: list[AlertR
             severity = rule.severity if rule is not None else SEVERITIES[0]
             raised.append(
                 Alert(
-                    event_id=new_event_id(rng),
+                    event_id=new_event_id(rng, run_id),
                     rule_id=rule.id if rule is not None else None,
                     alert_type=ALERT_TYPE[change.rule_type],
                     target_asin=cur.asin,
@@ -148,7 +153,7 @@ def alert_feed(market: Market, rules: list[AlertRuleDef], limit: int | None = No
         last[cur.asin] = cur
         if prev is None:
             continue
-        for alert in alerts_for(market.rng, prev, cur, rules):
+        for alert in alerts_for(market.rng, prev, cur, rules, market.run_id):
             if limit is not None and emitted >= limit:
                 return
             emitted += 1

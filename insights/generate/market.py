@@ -13,7 +13,11 @@ Dynamics, per scrape:
   worse during stock-outs;
 * availability: in stock, low stock, or out of stock for a few scrapes.
 
-Pure and deterministic: the same seed gives the same events, byte for byte.
+Pure and deterministic: the same seed and run id give the same events, byte for byte.
+The seed decides what happens in the market; the run id (a fresh random one per
+:class:`Market` unless given) goes into every event id, so two runs of the same seed
+publish distinct events: an event id names one scrape, never reused (the identity
+contract in schemas/avro/product_scraped and ddl/README.md).
 """
 
 from __future__ import annotations
@@ -39,9 +43,15 @@ OUT_OF_STOCK = ("OUT_OF_STOCK", "UNAVAILABLE")
 MAX_RANK = 2_000_000
 
 
-def new_event_id(rng: random.Random) -> uuid.UUID:
-    """A version-4 UUID drawn from the seeded generator (``uuid.uuid4`` is not reproducible)."""
-    return uuid.UUID(int=rng.getrandbits(128), version=4)
+def new_event_id(rng: random.Random, run_id: uuid.UUID) -> uuid.UUID:
+    """A version-4 UUID from the seeded generator, made unique to the run.
+
+    ``uuid.uuid4`` alone would not be reproducible; the seeded bits alone repeat in every
+    run of the seed, so that a second run re-used the first one's ids. XOR with the run id
+    keeps both: the same (seed, run id) gives the same ids, another run id other ids. It
+    draws exactly 128 bits, as before, so the rest of the simulation is unchanged.
+    """
+    return uuid.UUID(int=rng.getrandbits(128) ^ run_id.int, version=4)
 
 
 def money(value: float) -> Decimal:
@@ -124,7 +134,7 @@ def _step_rank(rng: random.Random, s: ProductState, out_of_stock: bool) -> None:
     s.sub_rank = min(MAX_RANK, max(1.0, s.sub_rank * factor * math.exp(rng.gauss(0, 0.03))))
 
 
-def scrape(rng: random.Random, s: ProductState) -> Scrape:
+def scrape(rng: random.Random, s: ProductState, run_id: uuid.UUID) -> Scrape:
     """Advance one product by one scrape and describe what the page shows."""
     item = s.item
     assert s.next_at is not None
@@ -163,7 +173,7 @@ def scrape(rng: random.Random, s: ProductState) -> Scrape:
         for f in item.features
     )
     return Scrape(
-        event_id=new_event_id(rng),
+        event_id=new_event_id(rng, run_id),
         asin=item.asin,
         scraped_at=at,
         sequence=s.sequence,
@@ -206,7 +216,8 @@ class Market:
 
     With ``span`` and ``events``, scrape intervals are scaled so that about
     ``events`` scrapes fill ``span``; without, products follow their catalogue
-    schedules (every 1-24 h).
+    schedules (every 1-24 h). ``run_id`` goes into every event id (see
+    :func:`new_event_id`); a fresh one is drawn when it is not given.
     """
 
     def __init__(
@@ -217,12 +228,14 @@ class Market:
         *,
         span: timedelta | None = None,
         events: int | None = None,
+        run_id: uuid.UUID | None = None,
     ) -> None:
         if products < 1:
             raise ValueError("a market needs at least one product")
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         self.rng = random.Random(seed)
+        self.run_id = run_id if run_id is not None else uuid.uuid4()
         self.catalog = make_catalog(self.rng, products)
         scale = interval_scale(self.catalog, span, events) if span and events else 1.0
         self.states = [initial_state(self.rng, item, start, scale) for item in self.catalog]
@@ -235,7 +248,7 @@ class Market:
         while limit is None or emitted < limit:
             _, i = heap[0]
             state = self.states[i]
-            event = scrape(self.rng, state)
+            event = scrape(self.rng, state, self.run_id)
             heapq.heapreplace(heap, (state.next_at, i))
             emitted += 1
             yield event

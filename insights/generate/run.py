@@ -7,8 +7,10 @@ paced to a rate, reporting progress through a callback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,8 +20,9 @@ from insights.generate.alerts import alert_feed, alert_rules
 from insights.generate.delivery import Delivery, deliver
 from insights.generate.encode import alert_record, scrape_record
 from insights.generate.market import Market
+from core.errors import Interrupted
 from core.settings import Settings
-from streams.producer import EventProducer
+from streams.producer import DeliveryError, EventProducer
 from streams.serde import RecordContext, make_serializer
 from streams.topics import TopicSpec, event_topics
 
@@ -43,6 +46,15 @@ class Plan:
     start: datetime | None = None
     #: alert rules 1..rules referenced by alerts (alerts only)
     rules: int = 12
+    #: mixed into every event id; None = a fresh one (two runs never share an event id).
+    #: Give a past run's id to re-send that run exactly: every event is then a redelivery.
+    run_id: uuid.UUID | None = None
+
+    def with_run_id(self) -> Plan:
+        """This plan with its run id fixed, so that what is printed is what is sent."""
+        if self.run_id is not None:
+            return self
+        return dataclasses.replace(self, run_id=uuid.uuid4())
 
     def start_at(self, now: datetime | None = None) -> datetime:
         if self.start is not None:
@@ -56,11 +68,11 @@ def plan_events(plan: Plan, now: datetime | None = None) -> Iterator[Delivery[An
     """The deliveries of a plan: distinct events plus the requested duplicates and disorder."""
     start = plan.start_at(now)
     if plan.kind == "scrape":
-        market = Market(plan.products, start, plan.seed, span=plan.span, events=plan.events)
+        market = Market(plan.products, start, plan.seed, span=plan.span, events=plan.events, run_id=plan.run_id)
         events: Iterator[Any] = market.scrapes(plan.events)
     else:
         needed = math.ceil(plan.events / ALERTS_PER_SCRAPE)
-        market = Market(plan.products, start, plan.seed, span=plan.span, events=needed)
+        market = Market(plan.products, start, plan.seed, span=plan.span, events=needed, run_id=plan.run_id)
         events = alert_feed(market, alert_rules(plan.rules), plan.events)
     return deliver(
         events,
@@ -74,6 +86,7 @@ def plan_events(plan: Plan, now: datetime | None = None) -> Iterator[Delivery[An
 @dataclass
 class Summary:
     topic: str
+    run_id: uuid.UUID | None = None
     events: int = 0  # distinct events sent
     duplicates: int = 0
     reordered: int = 0
@@ -89,6 +102,25 @@ class Summary:
     @property
     def rate(self) -> float:
         return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class PublishInterrupted(Interrupted):
+    """Ctrl-C during :func:`publish`: what was handed to Kafka and what it acknowledged."""
+
+    def __init__(self, summary: Summary, planned: int, acknowledged: int, unconfirmed: int) -> None:
+        self.summary = summary
+        self.acknowledged = acknowledged
+        self.unconfirmed = unconfirmed
+        lost = f"; {unconfirmed:,} not confirmed (they may or may not have landed)" if unconfirmed else ""
+        super().__init__(
+            f"sent {summary.events:,} of {planned:,} events (+{summary.duplicates:,} duplicates) to "
+            f"{summary.topic}: {acknowledged:,} record(s) acknowledged by Kafka{lost}; "
+            f"run id {summary.run_id} (--run-id re-sends the same events)"
+        )
+
+
+#: how long an interrupted run waits for Kafka to acknowledge what was already queued
+INTERRUPT_FLUSH_S = 10.0
 
 
 def topic_for(settings: Settings, kind: Kind) -> TopicSpec:
@@ -120,29 +152,50 @@ def publish(
     on_progress: Callable[[Summary], None] | None = None,
     progress_every: int = 500,
 ) -> Summary:
-    """Send the plan's events to its topic; raises ``DeliveryError`` if any was not acknowledged."""
+    """Send the plan's events to its topic; raises ``DeliveryError`` if any was not acknowledged.
+
+    Ctrl-C stops sending, waits up to :data:`INTERRUPT_FLUSH_S` for what is queued, and
+    raises :class:`PublishInterrupted` saying what was sent and acknowledged.
+    """
+    plan = plan.with_run_id()
     spec = topic_for(settings, plan.kind)
     serialize = make_serializer(settings, SUBJECT[plan.kind])
     encode = scrape_record if plan.kind == "scrape" else alert_record
     ctx = RecordContext(spec.name)
-    summary = Summary(spec.name)
+    summary = Summary(spec.name, run_id=plan.run_id)
     pacer = Pacer(rate)
-    started = time.monotonic()
+    started = reported = time.monotonic()
     with EventProducer(settings) as producer:
-        for sent, d in enumerate(plan_events(plan)):
-            pacer.wait(sent)
-            value = serialize(encode(d.event), ctx)
-            producer.produce_event(spec.name, d.event.key.encode(), value)
-            summary.bytes += len(value)
-            if d.duplicate:
-                summary.duplicates += 1
-            else:
-                summary.events += 1
-            summary.reordered += d.reordered
-            if on_progress is not None and sent % progress_every == 0:
-                summary.elapsed_s = time.monotonic() - started
-                on_progress(summary)
-        producer.flush()
+        try:
+            for sent, d in enumerate(plan_events(plan)):
+                pacer.wait(sent)
+                value = serialize(encode(d.event), ctx)
+                producer.produce_event(spec.name, d.event.key.encode(), value)
+                summary.bytes += len(value)
+                if d.duplicate:
+                    summary.duplicates += 1
+                else:
+                    summary.events += 1
+                summary.reordered += d.reordered
+                # every progress_every records, and at least twice a second when paced slowly
+                if on_progress is not None and (sent % progress_every == 0 or rate > 0):
+                    now = time.monotonic()
+                    if sent % progress_every == 0 or now - reported >= 0.5:
+                        reported = now
+                        summary.elapsed_s = now - started
+                        on_progress(summary)
+            producer.flush()
+        except KeyboardInterrupt:
+            # what is queued was handed to Kafka already: let it land, then say what did
+            try:
+                producer.flush(INTERRUPT_FLUSH_S)
+            except DeliveryError:
+                pass  # counted below: acknowledged vs not
+            summary.elapsed_s = time.monotonic() - started
+            summary.partitions = dict(sorted(producer.stats.per_partition.get(spec.name, {}).items()))
+            raise PublishInterrupted(
+                summary, plan.events, producer.stats.delivered, producer.stats.produced - producer.stats.delivered
+            ) from None
         summary.partitions = dict(sorted(producer.stats.per_partition.get(spec.name, {}).items()))
     summary.elapsed_s = time.monotonic() - started
     if on_progress is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import StackError
@@ -9,6 +10,7 @@ from core.settings import Settings
 from insights.stack.kafka import LocalKafka
 from insights.stack.pgbouncer import LocalPgBouncer
 from insights.stack.postgres import LocalPostgres
+from insights.stack.replicas import Cluster
 
 
 @dataclass(frozen=True)
@@ -24,29 +26,57 @@ class ServiceStatus:
 class LocalStack:
     def __init__(self, settings: Settings, brokers: int | None = None) -> None:
         self.settings = settings
-        self.postgres = LocalPostgres(settings)
+        self.cluster = Cluster(settings)
+        # the node the topology names primary: after `stack failover` no longer `.stack/pg`
+        self.postgres: LocalPostgres = self.cluster.primary
         self.kafka = LocalKafka(settings, brokers)
         self.pgbouncer = LocalPgBouncer(settings)
 
-    def up(self, with_pgbouncer: bool = False) -> dict[str, str]:
-        """Idempotent; returns what happened to each service."""
-        result = {"postgres": self.postgres.up(), "kafka": self.kafka.up()}
+    def up(
+        self,
+        with_pgbouncer: bool = False,
+        replicas: int | None = None,
+        progress: Callable[[str], None] = lambda _m: None,
+    ) -> dict[str, str]:
+        """Idempotent; returns what happened to each service.
+
+        ``replicas``: clone streaming replicas until there are that many (known ones are
+        always started). The primary's WAL archive is pointed at pgBackRest when the
+        cluster archives (``insights/stack/pgbackrest.py``); a cluster initialised before that
+        is left as it is (changing archive_mode needs a restart).
+        """
+        from insights.stack.pgbackrest import configure_local_archiving
+        from insights.stack.packages import ensure_optional
+
+        progress("checking the PostgreSQL operations packages (pgbackrest, pg_cron)")
+        result = {f"package {name}": what for name, what in ensure_optional().items()}
+        progress("starting PostgreSQL")
+        result["postgres"] = self.postgres.up()
+        progress("configuring the WAL archive (pgBackRest)")
+        result["backups"] = configure_local_archiving(self.settings, self.postgres)
+        result.update(self.cluster.up(replicas, progress))
+        progress("starting Kafka")
+        result["kafka"] = self.kafka.up()
         if with_pgbouncer:
             result["pgbouncer"] = self.pgbouncer.up()
         return result
 
     def down(self) -> dict[str, str]:
         # PgBouncer first (it fronts Postgres), then Kafka: consumers that outlive it
-        # fail fast rather than hang on Postgres
+        # fail fast rather than hang on Postgres. Replicas before the primary: they would
+        # only log the lost connection.
         result = {"pgbouncer": self.pgbouncer.down()} if self.pgbouncer.running_pid() else {}
-        return {**result, "kafka": self.kafka.down(), "postgres": self.postgres.down()}
+        return {**result, "kafka": self.kafka.down(), **self.cluster.down(), "postgres": self.postgres.down()}
 
     def status(self) -> list[ServiceStatus]:
         pg_pid = self.postgres.running_pid()
-        rows = [
-            ServiceStatus("postgres", pg_pid, bool(pg_pid) and self.postgres.answers(), self.postgres.dsn),
-            *self.kafka_status(),
-        ]
+        rows = [ServiceStatus("postgres", pg_pid, bool(pg_pid) and self.postgres.answers(), self.postgres.dsn)]
+        for replica in self.cluster.replicas():
+            pid = replica.running_pid()
+            # a replica answers as one only while it is in recovery (a promoted one is not)
+            answers = bool(pid) and replica.in_recovery() is True
+            rows.append(ServiceStatus(f"postgres {replica.spec.name} (replica)", pid, answers, replica.dsn))
+        rows.extend(self.kafka_status())
         # PgBouncer is optional (`stack up --with-pgbouncer`): listed while its process
         # runs, so a bouncer that runs but no longer routes a query fails the status,
         # while a stack started without it is not reported as broken

@@ -3,6 +3,10 @@
 Loopback only, ``wal_level=logical`` for the CDC reader, trust authentication on
 127.0.0.1 (the cluster is a developer's and CI's, never a deployment). When run as
 root the server runs as the ``postgres`` OS user, since initdb refuses root.
+
+The same class runs the streaming replicas of ``insights stack up --replicas N``
+(``insights/stack/replicas.py``): another root directory and port, a data directory
+made by ``pg_basebackup`` instead of initdb.
 """
 
 from __future__ import annotations
@@ -42,6 +46,30 @@ max_wal_size = '4GB'
 checkpoint_timeout = '15min'
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
+# archive_mode needs a restart to change, so it is on from the start. Until
+# `insights stack up` points archive_command at pgBackRest (insights/stack/pgbackrest.py), the
+# placeholder `true` lets finished segments go: no base backup exists yet that they could
+# extend, and an empty archive_command would keep every segment forever instead.
+archive_mode = on
+archive_command = 'true'
+archive_timeout = '60s'
+# replicas: the standby answers read-only queries, and tells the primary which rows its
+# queries still see, so vacuum on the primary does not cancel them (the price: dead rows
+# live a little longer on the primary while a long replica query runs)
+hot_standby = on
+hot_standby_feedback = on
+# commit times of the last transactions: `insights backup restore` reports the newest
+# commit a restored cluster holds
+track_commit_timestamp = on
+"""
+
+# pg_cron runs the jobs of `insights db schedule` inside the server (a background worker:
+# only loadable at start). Connecting through the socket directory avoids localhost
+# resolving to ::1, where this server does not listen.
+CRON_CONF = """
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '{database}'
+cron.host = '{socket_dir}'
 """
 
 HBA = """# written by insights stack: loopback only
@@ -68,6 +96,11 @@ class PgPaths:
         return self.root / "server.log"
 
 
+def pg_cron_available() -> bool:
+    """Debian's postgresql-15-cron is installed (the library the server must preload)."""
+    return Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib/pg_cron.so").exists()
+
+
 def bin_dir(install: bool = True) -> Path:
     """Where Debian puts PostgreSQL 15's server programs; installs the package if missing."""
     candidates = [Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")]
@@ -92,10 +125,14 @@ def bin_dir(install: bool = True) -> Path:
 
 
 class LocalPostgres:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, root: Path | None = None, port: int | None = None) -> None:
         self.settings = settings
-        self.port = settings.stack.pg_port
-        self.paths = PgPaths(settings.stack.dir / "pg")
+        self.port = port or settings.stack.pg_port
+        self.paths = PgPaths(root or settings.stack.dir / "pg")
+
+    @property
+    def name(self) -> str:
+        return self.paths.root.name
 
     # --- addresses -------------------------------------------------------------------
     @property
@@ -149,11 +186,21 @@ class LocalPostgres:
         self._ensure_database()
         return "initialised and started" if initialised else "started"
 
-    def down(self) -> str:
+    def down(self, mode: str = "fast") -> str:
+        """Stop the server; ``fast`` on a primary first sends its WAL to connected standbys."""
         if not self.running_pid():
             return "not running"
-        self._pg_ctl("-m", "fast", "-w", "stop")
+        self._pg_ctl("-m", mode, "-w", "stop")
         return "stopped"
+
+    def in_recovery(self) -> bool | None:
+        """True on a standby, False on a primary, None when the server does not answer."""
+        try:
+            with psycopg.connect(self.admin_dsn, connect_timeout=2) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error:
+            return None
+        return bool(row and row[0])
 
     def restart(self) -> None:
         """Fast restart: every client connection is cut (tests prove consumers ride through it)."""
@@ -179,6 +226,8 @@ class LocalPostgres:
             what="initdb",
         )
         conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir)
+        if pg_cron_available():
+            conf += CRON_CONF.format(database=DATABASE, socket_dir=self.paths.socket_dir)
         with open(self.paths.data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write(conf)
         (self.paths.data / "pg_hba.conf").write_text(HBA, encoding="utf-8")

@@ -1,13 +1,20 @@
 """CDC reader: PostgreSQL logical replication (pgoutput) -> Avro change events on Kafka.
 
-Layers, from the wire inward:
+A change travels from the frame to Kafka through four files, read in this order:
 
-* :mod:`.transport` - the only module that touches the replication socket (COPY BOTH
-  through psycopg's ``pq`` layer);
-* :mod:`.protocol` and :mod:`.pgoutput` - pure decoders: bytes in, typed messages out;
-* :mod:`.values` and :mod:`.envelope` - tuple text -> Python values -> the fixed Avro
-  envelope of ``schemas/avro/cdc_change``;
-* :mod:`.positions` - which LSN may be confirmed to the slot (only what Kafka acknowledged);
-* :mod:`.reader` - the loop that ties them together; :mod:`.slot` and :mod:`.snapshot`
-  manage the publication, the slot and the initial snapshot.
+1. :mod:`.transport` - the wire: the replication socket (COPY BOTH), the framing of
+   XLogData frames, keepalives and status updates, and :class:`~.transport.AckTracker`,
+   which decides the position confirmed to the slot (only what Kafka acknowledged);
+2. :mod:`.pgoutput` - the decoder: one pgoutput message, bytes in, typed message out;
+3. :mod:`.envelope` - the envelope rules (which events a change becomes, its key), their
+   reference implementation and the fast path that writes the same bytes, and the
+   framing of :mod:`streams.serde`;
+4. :mod:`.reader` - the loop: read, decode, write, produce, settle acknowledgements,
+   confirm.
+
+Helpers they lean on: :mod:`.values` (one column: text -> Python value, envelope value,
+envelope bytes), :mod:`.avro` (the Avro primitives, one copy), :mod:`.codegen` (the
+per-relation writers of the fast path, generated as readable source), :mod:`.slot`
+(publication, slot, heartbeats, status), :mod:`.snapshot` (the initial snapshot),
+:mod:`.metrics`, :mod:`.errors`, :mod:`.lsn`.
 """

@@ -29,5 +29,27 @@ class SlotLostError(CdcError):
         self.slot = slot
 
 
+class SlotMissingError(CdcError):
+    """The publication exists but the slot does not: the slot was lost, not never made.
+
+    After a failover on PostgreSQL < 17 the promoted server has the publication (it is in
+    the catalog, replicated) but no logical slot (slots are not). Creating a fresh slot
+    silently would skip every change between the old slot's position and now, so the
+    reader stops instead; ``insights cdc resync`` rebuilds slot, snapshot and summaries.
+    """
+
+    exit_code = 3
+
+    def __init__(self, slot: str, publication: str, timeline: int | None = None) -> None:
+        promoted = f" This server is on timeline {timeline}: it was promoted." if timeline and timeline > 1 else ""
+        super().__init__(
+            f"replication slot {slot!r} does not exist but publication {publication!r} does: the slot was lost "
+            f"(a failover to a standby, which never has logical slots before PostgreSQL 17, or a manual drop).{promoted} "
+            "Changes after its last confirmed position cannot be streamed. Recover with `insights cdc resync` "
+            "(new slot, a snapshot of every row, summaries rebuilt); see docs/runbooks.md#primary-lost"
+        )
+        self.slot = slot
+
+
 class SlotInUseError(CdcError):
     """Another process streams from the slot (SQLSTATE 55006): we are the hot standby."""

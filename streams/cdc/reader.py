@@ -1,71 +1,63 @@
-"""The CDC loop: replication stream -> pgoutput -> change events -> idempotent producer.
+"""The CDC loop: step 4 of 4 on the CDC path (transport -> pgoutput -> envelope -> **reader**).
+
+Reads CopyData frames from the replication connection (:mod:`.transport`), decodes them
+(:mod:`.pgoutput`), turns row changes into framed envelopes (:mod:`.envelope`) and hands
+them to an idempotent producer; delivery reports tell the :class:`~.transport.AckTracker`
+which position may be confirmed to the slot, and the loop confirms it.
 
 Single-threaded. The socket read blocks (select) for up to half a second when nothing
-is in flight, and for a few milliseconds while Kafka acknowledgements are pending, so
+is in flight, and for a millisecond while Kafka acknowledgements are pending, so
 delivery callbacks (served by ``producer.poll``) move the confirmed position promptly.
+
+The reader is a component, not a process: the service runner hands it the registry its
+metrics go to, the :class:`~streams.service.health.Health` it reports ``postgres`` and
+``kafka`` reachability to, and the stop event its signal handlers set. It takes the whole
+:class:`~core.settings.Settings` because it is where the CDC component is wired: the
+topic admin, topic names and the serde framing it calls take Settings; everything it
+builds below itself gets only its concern (the replication connection and slot queries
+``settings.pg``, the producer ``settings.kafka``, the loop ``settings.cdc``).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+import psycopg
+from confluent_kafka import KafkaError, KafkaException, Producer
+from prometheus_client import CollectorRegistry
 
 from core.settings import Settings
-from streams.cdc import metrics, slot as slots
-from streams.cdc.codec import Encoder, make_encoder
-from streams.cdc.envelope import ChangeEvent, SourceInfo, change_events, truncate_event
-from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
-from streams.cdc.pgoutput import (
-    Begin,
-    Commit,
-    Delete,
-    Insert,
-    LogicalMessage,
-    Relation,
-    RelationCache,
-    Truncate,
-    TypeMessage,
-    Update,
-    decode,
-)
-from streams.cdc.positions import AckTracker
-from streams.cdc.rowcodec import RelationCodec, change_bodies, source_txn
-from streams.cdc.protocol import Keepalive, parse_copy_message, pg_us_to_unix
-from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection, ReplicationError
-from streams.cdc.values import ValueConverter
 from streams.admin import ensure_topics
+from streams.cdc import slot as slots
+from streams.cdc.envelope import (
+    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, make_encoder, source_txn,
+    truncate_event,
+)
+from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
+from streams.cdc.metrics import CdcMetrics, observe_many
+from streams.cdc.pgoutput import (
+    INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
+    TypeMessage, Update, decode, relation_oid,
+)
+from streams.cdc.transport import (
+    PAYLOAD_OFFSET, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
+    parse_copy_message, pg_us_to_unix, xlog_positions,
+)
+from streams.cdc.values import ValueConverter
+from streams.kafka.clients import producer_config
+from streams.service.health import Health
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 log = logging.getLogger(__name__)
 
-_XLOG_LSNS = struct.Struct("!QQ").unpack_from
-_OID = struct.Struct("!I").unpack_from
-#: in a CopyData frame: 'w', wal_start, wal_end, send time (1 + 3 * 8 bytes), then pgoutput
-_PAYLOAD = 25
-
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
-
-
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    return settings.kafka.client_config(
-        **{
-            "enable.idempotence": True,  # no duplicates or reordering from producer retries
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            "batch.num.messages": 10_000,
-            **overrides,
-        }
-    )
+GAUGE_INTERVAL_S = 5.0
 
 
 class _Acks:
@@ -84,147 +76,168 @@ class _Acks:
         self.commit_unix_s = commit_unix_s
 
 
-def observe_many(histogram: Any, seconds: float, count: int) -> None:
-    """``histogram.observe(seconds)`` ``count`` times, in one step where prometheus_client allows."""
-    buckets = getattr(histogram, "_buckets", None)
-    upper = getattr(histogram, "_upper_bounds", None)
-    total = getattr(histogram, "_sum", None)
-    if count == 1 or buckets is None or upper is None or total is None:
-        for _ in range(count):
-            histogram.observe(seconds)
-        return
-    total.inc(seconds * count)
-    for i, bound in enumerate(upper):
-        if seconds <= bound:
-            buckets[i].inc(count)
-            break
-
-
 class CdcReader:
     def __init__(
         self,
         settings: Settings,
         *,
+        registry: CollectorRegistry | None = None,
+        health: Health | None = None,
+        stop: threading.Event | None = None,
         producer: Producer | None = None,
         encoder: Encoder | None = None,
         on_confirm: Callable[[int], None] | None = None,
         on_latency: Callable[[float], None] | None = None,
     ) -> None:
+        """``registry``, ``health`` and ``stop`` come from the service runner; without them the
+        reader has its own (a private registry: nothing goes to prometheus_client's global one)."""
         self.settings = settings
+        self.cdc = settings.cdc
         self.slot = settings.cdc.slot_name
         self.tables = cdc_tables(settings)
-        self.producer = producer or Producer(producer_config(settings))
+        self.health = health or Health()
+        self.stop = stop or threading.Event()
+        self.metrics = CdcMetrics(registry or CollectorRegistry(auto_describe=True), self.slot)
+        self.producer = producer or Producer(producer_config(settings.kafka, "cdc", error_cb=self._kafka_error))
         self.encode = encoder or make_encoder(settings)
-        # the framing of the fast encoder: envelopes are then written straight from tuple text
-        self._header: bytes | None = getattr(self.encode, "avro_header", None)
-        self._codecs: dict[int, RelationCodec] = {}
-        self._txn_source: bytes | None = None
-        self._commit_unix_s = 0.0
-        #: per relation OID, the topic and delivery callback of Inserts in the current transaction
-        self._insert_targets: dict[int, tuple[str, Callable[[Any, Any], None]]] = {}
+        #: the serde framing of a body; None: every event goes through ``encode`` (the reference path)
+        self._header: bytes | None = self.encode.header
         self.on_confirm = on_confirm
         self.on_latency = on_latency  # raw commit-to-ack samples, for the benchmark
         self.cache = RelationCache()
         self.converter = ValueConverter()
         self.tracker = AckTracker()
         self.schema_changes = 0
+        # --- per relation
+        self._codecs: dict[int, RelationCodec] = {}
         self._topics: dict[int, str] = {}
         self._known_topics: set[str] = set()
         self._partitions: dict[str, int] = {}
-        self._failure: KafkaError | None = None
-        self._received = 0
-        self._last_sent_flush = -1
+        # --- per transaction
         self._begin: Begin | None = None
         self._txn_seq = -1
-        self._m_changes: dict[tuple[str, str], Any] = {}
+        self._txn_source: bytes | None = None  # source.commit_lsn, xid, commit_time, written
+        self._commit_unix_s = 0.0
+        #: per relation OID, the topic and delivery callback of Inserts in the current transaction
+        self._insert_targets: dict[int, tuple[str, Callable[[Any, Any], None]]] = {}
+        # --- delivery
+        self._failure: KafkaError | None = None
         self._acks: list[_Acks] = []  # appended to by delivery callbacks, settled after each poll
         self._callbacks: dict[tuple[int, str, str, float], Callable[[Any, Any], None]] = {}
-        self._m_latency = metrics.COMMIT_TO_PUBLISH.labels(self.slot)
-        self._m_txns = metrics.TRANSACTIONS.labels(self.slot)
+        self._m_changes: dict[tuple[str, str], Any] = {}
+        self._received = 0
+        self._last_sent_flush = -1
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
-        with slots.connect(self.settings) as conn:
-            slots.ensure_publication(conn, self.settings.cdc.publication, self.settings.cdc.schema_name, self.tables)
-            slots.ensure_slot(conn, self.slot)
-            slots.check_not_lost(conn, self.slot)
-        specs = cdc_topics(self.settings, self.tables, self.settings.cdc.schema_name)
+        """Publication, slot and topics, created if missing (idempotent)."""
+        try:
+            with slots.connect(self.settings.pg, "cdc-setup") as conn:
+                # a publication without its slot: lost in a failover, never silently re-created
+                slots.require_slot_unless_new(conn, self.slot, self.cdc.publication)
+                slots.ensure_publication(conn, self.cdc.publication, self.cdc.schema_name, self.tables)
+                slots.ensure_slot(conn, self.slot)
+                slots.check_not_lost(conn, self.slot)
+        except CdcError as exc:
+            self.health.failing("postgres", str(exc))
+            raise
+        self.health.ok("postgres")
+        specs = cdc_topics(self.settings, self.tables, self.cdc.schema_name)
         ensure_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
     # --- running -----------------------------------------------------------------------
-    def run(self, stop: threading.Event, standby_notice: Callable[[str], None] | None = None) -> int:
-        """Stream until ``stop`` is set; wait as a hot standby while another process holds the slot.
+    def run(self, standby_notice: Callable[[str], None] | None = None) -> int:
+        """Stream until the stop event is set; wait as a hot standby while another process holds the slot.
 
         Returns the last confirmed LSN. Everything acknowledged by Kafka is confirmed before return.
         """
         self.setup()
-        while not stop.is_set():
+        while not self.stop.is_set():
             try:
-                return self._stream(stop)
+                return self._stream()
             except SlotInUseError as exc:
+                self.health.ok("postgres")  # it answered: the slot is busy, which is a standby's normal
+                self.health.beat()
                 if standby_notice:
                     standby_notice(str(exc))
-                stop.wait(self.settings.cdc.standby_retry_s)
+                self.stop.wait(self.cdc.standby_retry_s)
         return self.tracker.confirmed
 
-    def _connect(self) -> ReplicationConnection:
-        return ReplicationConnection(self.settings.pg.conninfo(replication="database", options=SESSION_OPTIONS))
-
-    def _stream(self, stop: threading.Event) -> int:
-        side = slots.connect(self.settings)
-        stream = self._connect()
+    def _stream(self) -> int:
+        try:
+            side = slots.connect(self.settings.pg, "cdc-heartbeat")
+        except CdcError as exc:
+            self.health.failing("postgres", str(exc))
+            raise
+        try:
+            stream = ReplicationConnection.open(self.settings.pg, "cdc-stream")
+        except CdcError as exc:
+            side.close()
+            self.health.failing("postgres", str(exc))
+            raise
         try:
             try:
-                stream.start(self.slot, self.settings.cdc.publication)
+                stream.start(self.slot, self.cdc.publication)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
-            now = time.monotonic()
-            next_status = now + self.settings.cdc.status_interval_s
-            next_heartbeat = now + self.settings.cdc.heartbeat_interval_s
-            next_gauge = now
-            while not stop.is_set():
-                wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
-                try:
-                    data = stream.read(wait)
-                except ReplicationError as exc:
-                    self._raise_if_lost(side, exc)
-                    raise
-                reply = False
-                handled = 0
-                while data is not None:
-                    reply |= self._handle(data)
-                    handled += 1
-                    if handled & 0xFF == 0:
-                        # serve delivery reports while a backlog streams in: acks (and the
-                        # confirmed position) do not wait for the socket to run dry
-                        self._poll(0)
-                    data = stream.read(0) if not reply else None
-                self._poll(0)
-                if self._failure is not None:
-                    raise CdcError(f"Kafka did not accept a change event: {self._failure}")
-                now = time.monotonic()
-                if reply or now >= next_status:
-                    self._send_status(stream, force=reply)
-                    next_status = now + self.settings.cdc.status_interval_s
-                if now >= next_heartbeat:
-                    slots.emit_heartbeat(side)
-                    next_heartbeat = now + self.settings.cdc.heartbeat_interval_s
-                if now >= next_gauge:
-                    self._update_gauges(side)
-                    next_gauge = now + 5.0
+            self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
             self._send_status(stream, force=True)
             return self.tracker.confirmed
+        except (ReplicationError, psycopg.OperationalError) as exc:  # not SlotInUse/SlotLost: it answered
+            self.health.failing("postgres", str(exc))
+            raise
         finally:
             stream.close()
             side.close()
 
+    def _loop(self, stream: ReplicationConnection, side: psycopg.Connection[Any]) -> None:
+        health, cdc = self.health, self.cdc
+        now = time.monotonic()
+        next_status = now + cdc.status_interval_s
+        next_heartbeat = now + cdc.heartbeat_interval_s
+        next_gauge = now
+        while not self.stop.is_set():
+            health.beat()
+            wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
+            try:
+                data = stream.read(wait)
+            except ReplicationError as exc:
+                self._raise_if_lost(side, exc)
+                raise
+            health.ok("postgres")
+            reply = False
+            handled = 0
+            while data is not None:
+                reply |= self._handle(data)
+                handled += 1
+                if handled & 0xFF == 0:
+                    # serve delivery reports while a backlog streams in: acks (and the
+                    # confirmed position) do not wait for the socket to run dry
+                    self._poll(0)
+                data = stream.read(0) if not reply else None
+            self._poll(0)
+            if self._failure is not None:
+                raise CdcError(f"Kafka did not accept a change event: {self._failure}")
+            now = time.monotonic()
+            if reply or now >= next_status:
+                self._send_status(stream, force=reply)
+                next_status = now + cdc.status_interval_s
+            if now >= next_heartbeat:
+                slots.emit_heartbeat(side)
+                next_heartbeat = now + cdc.heartbeat_interval_s
+            if now >= next_gauge:
+                self._update_gauges(side)
+                self._probe_kafka()
+                next_gauge = now + GAUGE_INTERVAL_S
+
     def _drain(self) -> None:
         deadline = time.monotonic() + 60
-        while self.tracker.in_flight_any and time.monotonic() < deadline:
+        # a failed delivery is never acknowledged: waiting for it would only delay the error
+        while self.tracker.in_flight_any and self._failure is None and time.monotonic() < deadline:
             self.producer.flush(1.0)
             self._settle()
         if self._failure is not None:
@@ -241,7 +254,7 @@ class CdcReader:
         if force or flushed != self._last_sent_flush:
             stream.send_status(max(self._received, flushed), flushed)
             if flushed != self._last_sent_flush:
-                metrics.CONFIRMED_LSN.labels(self.slot).set(flushed)
+                self.metrics.confirmed_lsn.set(flushed)
                 if self.on_confirm:
                     self.on_confirm(flushed)
             self._last_sent_flush = flushed
@@ -250,75 +263,57 @@ class CdcReader:
         status = slots.slot_status(side, self.slot)
         if status is not None:
             if status.lag_bytes is not None:
-                metrics.SLOT_LAG_BYTES.labels(self.slot).set(status.lag_bytes)
+                self.metrics.slot_lag_bytes.set(status.lag_bytes)
             if status.retained_bytes is not None:
-                metrics.SLOT_RETAINED_BYTES.labels(self.slot).set(status.retained_bytes)
+                self.metrics.slot_retained_bytes.set(status.retained_bytes)
+
+    # --- Kafka reachability -------------------------------------------------------------
+    def _kafka_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (brokers down, resolution, authentication), served by poll."""
+        log.warning("kafka: %s", err)
+        self.health.failing("kafka", str(err))
+
+    def _probe_kafka(self) -> None:
+        """While Kafka is failing and nothing is in flight to prove otherwise, ask for metadata:
+        a reader with no changes to deliver must still see the broker come back."""
+        if not self.health.is_failing("kafka") or self.tracker.in_flight_any:
+            return
+        try:
+            self.producer.list_topics(next(iter(self._known_topics), None), timeout=1.0)
+        except KafkaException as exc:
+            self.health.failing("kafka", str(exc))
+        else:
+            self.health.ok("kafka")
 
     # --- one replication message -------------------------------------------------------
     def _handle(self, data: bytes | memoryview) -> bool:
         """Handle one CopyData frame; True if the server asked for an immediate reply."""
-        if data[0] == 0x77 and self._txn_source is not None and len(data) > _PAYLOAD + 6 and data[_PAYLOAD] == 0x49:  # 'w' + 'I'
-            # the hot path: an Insert of a relation whose writer is compiled, inside a
-            # transaction whose source fields are written; tuple text -> envelope, no objects
-            if type(data) is not bytes:
-                data = bytes(data)
-            (oid,) = _OID(data, _PAYLOAD + 1)
-            codec = self._codecs.get(oid)
-            if (
-                codec is not None
-                and codec.insert is not None
-                and data[_PAYLOAD + 5] == 0x4E  # 'N'
-                and codec.relation is self.cache.relations.get(oid)
-            ):
-                wal_start, wal_end = _XLOG_LSNS(data, 1)
-                written = codec.insert(data, _PAYLOAD + 6, self._header, wal_start, self._txn_source)
-                if written is not None:
-                    if wal_end > self._received:
-                        self._received = wal_end
-                    target = self._insert_targets.get(oid)
-                    if target is None:
-                        relation = codec.relation
-                        target = self._insert_targets[oid] = (
-                            self._topic(relation),
-                            self._callback(relation, "c", self._commit_unix_s),
-                        )
-                    self._send(target[0], written[1], written[0], target[1], None)
-                    return False
+        if type(data) is not bytes:
+            data = bytes(data)
+        if (
+            data[0] == XLOG_DATA
+            and self._txn_source is not None
+            and len(data) > PAYLOAD_OFFSET + 6
+            and data[PAYLOAD_OFFSET] == INSERT
+            and self._insert_from_frame(data)
+        ):
+            return False
         frame = parse_copy_message(data)
+        if frame.wal_end > self._received:
+            self._received = frame.wal_end
         if isinstance(frame, Keepalive):
-            if frame.wal_end > self._received:
-                self._received = frame.wal_end
             if not self.tracker.in_flight_any:
                 self.tracker.idle_position(frame.wal_end)
             return frame.reply_requested
-        if frame.wal_end > self._received:
-            self._received = frame.wal_end
         message = decode(frame.payload)
         if isinstance(message, (Insert, Update, Delete)):
-            begin = self._begin
-            if begin is None:
-                raise CdcError("row change outside a transaction")
-            relation = self.cache.get(message.relation_oid)
-            header = self._header
-            if header is None:  # a custom encoder: the generic path
-                src = SourceInfo(frame.wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
-                for event in change_events(self.converter, relation, message, src):
-                    self._produce(relation, event)
-                return False
-            codec = self._codecs.get(relation.oid)
-            if codec is None or codec.relation is not relation:
-                codec = self._codecs[relation.oid] = RelationCodec(relation, self.converter)
-            txn = self._txn_source
-            if txn is None:
-                txn = self._txn_source = source_txn(begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
-                self._commit_unix_s = pg_us_to_unix(begin.commit_time_us) / 1e6
-            commit_unix_s = self._commit_unix_s
-            for op, key, body in change_bodies(codec, message, frame.wal_start, txn):
-                self._send_event(relation, op, key, header + body, commit_unix_s)
+            self._row_change(message, frame.wal_start)
         elif isinstance(message, Begin):
             self._begin = message
-            self._txn_source = None
             self._txn_seq = self.tracker.begin()
+            commit_unix_us = pg_us_to_unix(message.commit_time_us)
+            self._txn_source = source_txn(message.final_lsn, message.xid, commit_unix_us)
+            self._commit_unix_s = commit_unix_us / 1e6
             self._insert_targets.clear()
             if len(self._callbacks) > 4096:
                 self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
@@ -326,21 +321,63 @@ class CdcReader:
             self.tracker.commit(self._txn_seq, message.end_lsn)
             self._begin = None
             self._txn_source = None
-            self._m_txns.inc()
+            self.metrics.transactions.inc()
         elif isinstance(message, (Relation, TypeMessage)):
-            if self.cache.update(message):
-                self.schema_changes += 1
-                log.info("schema change of %s.%s", message.namespace, message.name)  # type: ignore[union-attr]
+            self._relation(message)
         elif isinstance(message, Truncate):
-            begin = self._begin
-            assert begin is not None
-            src = SourceInfo(frame.wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
+            src = self._source(frame.wal_start)
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
                 self._produce(relation, truncate_event(relation, src))
         elif isinstance(message, LogicalMessage):
             pass  # heartbeats: their transaction's Commit is what lets the slot advance
         return False
+
+    def _insert_from_frame(self, data: bytes) -> bool:
+        """The hot path: an Insert of a relation with a generated writer, from the raw frame to
+        the producer with no message object. False: not the plain case, decode it instead."""
+        (oid,) = relation_oid(data, PAYLOAD_OFFSET + 1)
+        codec = self._codecs.get(oid)
+        if codec is None or data[PAYLOAD_OFFSET + 5] != NEW_TUPLE:
+            return False
+        wal_start, wal_end = xlog_positions(data, 1)
+        written = codec.insert(data, PAYLOAD_OFFSET + 6, self._header, wal_start, self._txn_source)
+        if written is None:
+            return False
+        if wal_end > self._received:
+            self._received = wal_end
+        target = self._insert_targets.get(oid)
+        if target is None:
+            relation = codec.relation
+            target = self._insert_targets[oid] = (self._topic(relation), self._callback(relation, "c"))
+        self._send(target[0], written[1], written[0], target[1], None)
+        return True
+
+    def _relation(self, message: Relation | TypeMessage) -> None:
+        if self.cache.update(message):
+            self.schema_changes += 1
+            log.info("schema change of %s.%s", message.namespace, message.name)
+        if isinstance(message, Relation) and self._header is not None:
+            codec = self._codecs.get(message.oid)
+            if codec is None or codec.relation != message:
+                # written once per Relation message: the writers of every change until the next one
+                self._codecs[message.oid] = RelationCodec(message, self.converter)
+
+    def _source(self, wal_start: int) -> SourceInfo:
+        begin = self._begin
+        if begin is None:
+            raise CdcError("row change outside a transaction")
+        return SourceInfo(wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
+
+    def _row_change(self, message: Insert | Update | Delete, wal_start: int) -> None:
+        relation = self.cache.get(message.relation_oid)
+        if self._header is None or self._txn_source is None:  # no framing we can write: the reference path
+            for event in change_events(self.converter, relation, message, self._source(wal_start)):
+                self._produce(relation, event)
+            return
+        codec = self._codecs[relation.oid]
+        for op, key, body in change_bodies(codec, message, wal_start, self._txn_source):
+            self._send_event(relation, op, key, self._header + body)
 
     def _topic(self, relation: Relation) -> str:
         topic = self._topics.get(relation.oid)
@@ -354,9 +391,9 @@ class CdcReader:
         return topic
 
     def _produce(self, relation: Relation, event: ChangeEvent) -> None:
-        commit_unix_s = event.value["source"]["commit_time"] / 1e6
-        self._send_event(relation, event.value["op"], event.key, self.encode(event.value), commit_unix_s)
+        self._send_event(relation, event.value["op"], event.key, self.encode(event.value))
 
+    # --- delivery ------------------------------------------------------------------------
     def _poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
         if self._acks:
@@ -367,8 +404,9 @@ class CdcReader:
         acks = self._acks
         if not acks:
             return
+        self.health.ok("kafka")
         now = time.time()
-        tracker, latency, sample = self.tracker, self._m_latency, self.on_latency
+        tracker, latency, sample = self.tracker, self.metrics.commit_to_publish, self.on_latency
         grouped = Counter(acks)
         acks.clear()
         for ack, count in grouped.items():
@@ -380,18 +418,16 @@ class CdcReader:
                 for _ in range(count):
                     sample(seconds)
 
-    def _callback(self, relation: Relation, op: str, commit_unix_s: float) -> Callable[[Any, Any], None]:
+    def _callback(self, relation: Relation, op: str) -> Callable[[Any, Any], None]:
         """The delivery callback shared by the messages of one transaction, table and op."""
-        seq = self._txn_seq
+        seq, commit_unix_s = self._txn_seq, self._commit_unix_s
         cache_key = (seq, relation.name, op, commit_unix_s)
         delivered = self._callbacks.get(cache_key)
         if delivered is not None:
             return delivered
-        counter_key = (relation.name, op)
-        counter = self._m_changes.get(counter_key)
+        counter = self._m_changes.get((relation.name, op))
         if counter is None:
-            counter = metrics.CHANGES.labels(self.slot, relation.name, op)
-            self._m_changes[counter_key] = counter
+            counter = self._m_changes[(relation.name, op)] = self.metrics.changes(relation.name, op)
         ack = _Acks(seq, counter, commit_unix_s)
         append = self._acks.append
 
@@ -400,17 +436,18 @@ class CdcReader:
                 append(ack)
             elif self._failure is None:
                 self._failure = err
+                self.health.failing("kafka", str(err))
 
         self._callbacks[cache_key] = delivered
         return delivered
 
-    def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes, commit_unix_s: float) -> None:
+    def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes) -> None:
         topic = self._topic(relation)
-        delivered = self._callback(relation, op, commit_unix_s)
-        if key is None:
+        delivered = self._callback(relation, op)
+        if op == "t":
             # a truncate concerns every key: one copy per partition keeps it in order with each
-            partitions = self._partition_count(topic)
-            for partition in range(partitions):
+            # (a row change without a key is one record, whichever path wrote it)
+            for partition in range(self._partition_count(topic)):
                 self._send(topic, value, None, delivered, partition)
         else:
             self._send(topic, value, key, delivered, None)
@@ -435,4 +472,3 @@ class CdcReader:
             count = len(meta.topics[topic].partitions) or 1
             self._partitions[topic] = count
         return count
-

@@ -1,4 +1,5 @@
-"""Publication and slot management, heartbeats and slot status (ordinary SQL connections)."""
+"""Publication and slot management, heartbeats, slot status and the catalog's view of a
+table (ordinary SQL connections; the replication connection is :mod:`.transport`'s)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from core.settings import Settings
-from streams.cdc.errors import CdcError, SlotLostError
+from core.settings import PostgresSettings
+from streams.cdc.errors import CdcError, SlotLostError, SlotMissingError
+from streams.cdc.pgoutput import Column, Relation
+from streams.pg.connect import connect as pg_connect
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
 
 
-def connect(settings: Settings) -> psycopg.Connection[Any]:
+def connect(pg: PostgresSettings, purpose: str = "cdc") -> psycopg.Connection[Any]:
+    """An autocommit connection for slot and publication work, named ``insights-<purpose>``."""
     try:
-        return psycopg.connect(settings.pg.conninfo(), autocommit=True, connect_timeout=10)
+        return pg_connect(pg, purpose)
     except psycopg.OperationalError as exc:
         raise CdcError(f"cannot connect to PostgreSQL: {exc}") from None
 
@@ -56,6 +60,21 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
 
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone() is not None
+
+
+def require_slot_unless_new(conn: psycopg.Connection[Any], slot: str, publication: str) -> None:
+    """Raise :class:`SlotMissingError` when the publication exists without its slot.
+
+    Publication and slot are made together (``cdc setup``, ``cdc snapshot``) and dropped
+    together (``cdc drop``): a publication alone means the slot went missing.
+    """
+    if slot_exists(conn, slot):
+        return
+    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() is None:
+        return
+    # the current WAL file name starts with the timeline: above 1, this server was promoted
+    row = conn.execute("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
+    raise SlotMissingError(slot, publication, int(row[0]) if row and row[0] is not None else None)
 
 
 def ensure_slot(conn: psycopg.Connection[Any], slot: str) -> bool:
@@ -141,3 +160,26 @@ def check_not_lost(conn: psycopg.Connection[Any], slot: str) -> None:
     status = slot_status(conn, slot)
     if status is not None and status.wal_status == "lost":
         raise SlotLostError(slot, "wal_status = lost")
+
+
+def table_relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Relation:
+    """A table as a Relation message would describe it (the key: its primary key columns)."""
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    if row is None:
+        raise CdcError(f"no table {schema}.{table}")
+    oid = row[0]
+    cols = conn.execute(
+        """
+        SELECT a.attname, a.atttypid, a.atttypmod,
+               coalesce(a.attnum = ANY (i.indkey), false) AS is_key
+          FROM pg_attribute a
+          LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum
+        """,
+        (oid,),
+    ).fetchall()
+    return Relation(oid, schema, table, "d", tuple(Column(n, t, m, k) for n, t, m, k in cols))

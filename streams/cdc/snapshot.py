@@ -8,8 +8,8 @@ connection stays open and idle (the exported snapshot lives only that long). Eve
 change committed later is streamed by ``insights cdc run`` from the slot: nothing is
 missed and nothing is counted twice.
 
-Values are read as the type's text output (the same text pgoutput sends) and go
-through the same conversion as streamed changes.
+Values are read as the type's text output (the same text pgoutput sends) and written
+by the same envelope writers as streamed changes (``envelope.read_body``).
 """
 
 from __future__ import annotations
@@ -19,24 +19,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from confluent_kafka import KafkaError, Producer
+import psycopg
 from psycopg import sql
 from psycopg.adapt import Loader
 from rich.console import Console
 from rich.progress import Progress
 
 from core.settings import Settings
+from streams.admin import ensure_topics
 from streams.cdc import slot as slots
-from streams.cdc.codec import make_encoder
-from streams.cdc.envelope import SourceInfo, read_event
+from streams.cdc.envelope import RelationCodec, SourceInfo, make_encoder, read_body, read_event, source_txn
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
-from streams.cdc.pgoutput import Column, Relation
-from streams.cdc.reader import producer_config
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
 from streams.cdc.values import ValueConverter
-from streams.admin import ensure_topics
+from streams.kafka.clients import producer_config
+from streams.pg.connect import connect
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
 
 
@@ -47,32 +46,29 @@ class _RawText(Loader):
         return bytes(data)
 
 
+#: ``(table, rows sent so far, rows estimated or None)``, after every fetched chunk and
+#: once at each table's start: the caller decides how to show it (the CLI draws bars)
+SnapshotProgress = Callable[[str, int, "int | None"], None]
+
+
 @dataclass
 class SnapshotResult:
     consistent_point: str
     rows: dict[str, int] = field(default_factory=dict)
 
 
-def _relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Relation:
+def _estimate(conn: psycopg.Connection[Any], relation: Relation) -> int | None:
+    """The planner's row count of a table and its partitions; None before any ANALYZE."""
     row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-        (schema, table),
-    ).fetchone()
-    if row is None:
-        raise CdcError(f"no table {schema}.{table}")
-    oid = row[0]
-    cols = conn.execute(
         """
-        SELECT a.attname, a.atttypid, a.atttypmod,
-               coalesce(a.attnum = ANY (i.indkey), false) AS is_key
-          FROM pg_attribute a
-          LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-         WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum
+        SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::bigint
+          FROM pg_class c
+         WHERE (c.oid = %(oid)s AND c.relkind = 'r')
+            OR c.oid IN (SELECT t.relid FROM pg_partition_tree(%(oid)s::oid::regclass) t WHERE t.isleaf)
         """,
-        (oid,),
-    ).fetchall()
-    return Relation(oid, schema, table, "d", tuple(Column(n, t, m, k) for n, t, m, k in cols))
+        {"oid": relation.oid},
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def run_snapshot(
@@ -83,9 +79,10 @@ def run_snapshot(
     console: Console | None = None,
     producer: Producer | None = None,
     fetch_size: int = 10_000,
+    on_progress: SnapshotProgress | None = None,
 ) -> SnapshotResult:
     schema = settings.cdc.schema_name
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg, "cdc-snapshot") as conn:
         slots.ensure_publication(conn, settings.cdc.publication, schema, cdc_tables(settings))
         if slots.slot_exists(conn, settings.cdc.slot_name):
             if not recreate_slot:
@@ -95,8 +92,9 @@ def run_snapshot(
                 )
             slots.drop(conn, settings.cdc.slot_name, "")
     ensure_topics(settings, cdc_topics(settings, tables, schema))
-    producer = producer or Producer(producer_config(settings))
+    producer = producer or Producer(producer_config(settings.kafka, "cdc"))
     encode = make_encoder(settings)
+    header = encode.header
     converter = ValueConverter()
     failures: list[KafkaError] = []
 
@@ -104,21 +102,26 @@ def run_snapshot(
         if err is not None:
             failures.append(err)
 
-    replication = ReplicationConnection(settings.pg.conninfo(replication="database", options=SESSION_OPTIONS))
+    replication = ReplicationConnection.open(settings.pg, "cdc-snapshot")
     try:
         created = replication.create_slot(settings.cdc.slot_name, export_snapshot=True)
         point = parse_lsn(created.consistent_point)
         result = SnapshotResult(created.consistent_point)
         src = SourceInfo(point, point, 0, int(time.time() * 1_000_000), snapshot=True)
-        with psycopg.connect(settings.pg.conninfo(options=SESSION_OPTIONS)) as conn:
+        txn = source_txn(src.commit_lsn, src.xid, src.commit_time_us)
+        with connect(settings.pg, "cdc-snapshot", autocommit=False, options=SESSION_OPTIONS) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:
                 for table in tables:
-                    relation = _relation(conn, schema, table)
+                    relation = slots.table_relation(conn, schema, table)
+                    codec = RelationCodec(relation, converter, snapshot=True)
                     topic = cdc_topic_name(settings, table, schema)
                     task = progress.add_task(f"{schema}.{table}", total=None)
                     count = 0
+                    estimate = _estimate(conn, relation) if on_progress is not None else None
+                    if on_progress is not None:
+                        on_progress(f"{schema}.{table}", 0, estimate)
                     with conn.cursor(name=f"cdc_snapshot_{table}") as cur:
                         for column in relation.columns:
                             cur.adapters.register_loader(column.type_oid, _RawText)
@@ -130,11 +133,19 @@ def run_snapshot(
                         )
                         while rows := cur.fetchmany(fetch_size):
                             for row in rows:
-                                after, _ = converter.envelope_row(relation, list(row))
-                                event = read_event(relation, after, src)
-                                _produce(producer, topic, event.key, encode(event.value), delivered)
+                                values = list(row)
+                                if header is None:  # a framing we cannot write ourselves
+                                    event = read_event(converter, relation, values, src)
+                                    key, value = event.key, encode(event.value)
+                                else:
+                                    key, body = read_body(codec, values, src.lsn, txn)
+                                    value = header + body
+                                _produce(producer, topic, key, value, delivered)
                             count += len(rows)
                             progress.update(task, completed=count)
+                            if on_progress is not None:
+                                # the planner's estimate may be low: never more done than total
+                                on_progress(f"{schema}.{table}", count, None if estimate is None else max(estimate, count))
                     result.rows[table] = count
             conn.rollback()
         _flush(producer, failures)

@@ -1,24 +1,98 @@
-"""The replication socket: COPY BOTH over psycopg's low-level ``pq`` layer.
+"""The wire, and which position may be confirmed on it: step 1 of 4 on the CDC path.
 
-psycopg has no replication API; since 3.3 its ``pq.PGconn`` accepts COPY BOTH results,
-so this module speaks the walsender protocol directly and stays small: connect with
-``replication=database``, run replication commands with the simple query protocol,
-then read CopyData frames (blocking on the socket with ``select``, never spinning) and
-write standby status updates. Everything else in the package is I/O-free.
+(transport -> pgoutput -> envelope -> reader.) Kept apart from the decoder, as in
+Debezium's connector: this module knows the replication protocol, not what a change is.
+
+* :class:`ReplicationConnection` - the replication socket: COPY BOTH over psycopg's
+  low-level ``pq`` layer. psycopg has no replication API; since 3.3 its ``pq.PGconn``
+  accepts COPY BOTH results, so this speaks the walsender protocol directly: connect with
+  ``replication=database``, run replication commands with the simple query protocol,
+  then read CopyData frames (blocking on the socket with ``select``, never spinning) and
+  write standby status updates. The only I/O of the streaming path besides Kafka.
+* The framing inside COPY BOTH (pure functions over bytes): XLogData frames carrying one
+  pgoutput message each, primary keepalives, standby status updates. Times on the wire
+  are microseconds since 2000-01-01 UTC.
+* :class:`AckTracker` - which WAL position may be confirmed to the slot: only what Kafka
+  has acknowledged. Transactions are tracked in commit order. A transaction becomes
+  confirmable once its Commit was decoded and every message produced for it was
+  acknowledged by the broker; the slot's flush position is then the ``end_lsn`` of the
+  newest transaction such that it and all older ones are confirmable. Confirming
+  ``end_lsn`` (past the commit record) is what makes PostgreSQL skip that transaction
+  after a restart; anything not yet confirmed is sent again (at-least-once).
 """
 
 from __future__ import annotations
 
 import select
+import struct
 import time
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from psycopg import OperationalError, pq, sql
 
-from streams.cdc.errors import CdcError, SlotInUseError
+from core.settings import PostgresSettings
+from streams.cdc.errors import CdcError, DecodeError, SlotInUseError
 from streams.cdc.lsn import format_lsn
-from streams.cdc.protocol import standby_status
+from streams.pg.connect import DEFAULT_CONNECT_TIMEOUT_S, application_name
 
+
+# --- framing inside COPY BOTH ----------------------------------------------------------------
+PG_EPOCH_US = int(datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000
+
+_XLOG = struct.Struct("!QQQ")
+#: a CopyData frame of WAL: 'w', wal_start, wal_end, send time, then one pgoutput message
+XLOG_DATA = 0x77
+#: where the pgoutput message starts in an XLogData frame (1 + 3 * 8 bytes)
+PAYLOAD_OFFSET = 1 + _XLOG.size
+#: wal_start and wal_end of an XLogData frame, read without building an XLogData
+xlog_positions = struct.Struct("!QQ").unpack_from
+_KEEPALIVE = struct.Struct("!QQB")
+_STATUS = struct.Struct("!cQQQQB")
+
+
+@dataclass(frozen=True, slots=True)
+class XLogData:
+    wal_start: int
+    wal_end: int
+    send_time_us: int
+    payload: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    wal_end: int
+    send_time_us: int
+    reply_requested: bool
+
+
+def parse_copy_message(data: bytes | memoryview) -> XLogData | Keepalive:
+    view = memoryview(data)
+    kind = view[0]
+    if kind == XLOG_DATA:
+        start, end, sent = _XLOG.unpack_from(view, 1)
+        return XLogData(start, end, sent, view[PAYLOAD_OFFSET:])
+    if kind == 0x6B:  # 'k'
+        end, sent, reply = _KEEPALIVE.unpack_from(view, 1)
+        return Keepalive(end, sent, bool(reply))
+    raise DecodeError(f"unexpected replication message type {chr(kind)!r}")
+
+
+def unix_us_to_pg(unix_us: int) -> int:
+    return unix_us - PG_EPOCH_US
+
+
+def pg_us_to_unix(pg_us: int) -> int:
+    return pg_us + PG_EPOCH_US
+
+
+def standby_status(written: int, flushed: int, applied: int, now_unix_us: int, reply: bool = False) -> bytes:
+    """A Standby Status Update ('r'): the server may drop WAL up to ``flushed``."""
+    return _STATUS.pack(b"r", written, flushed, applied, unix_us_to_pg(now_unix_us), 1 if reply else 0)
+
+
+# --- the replication socket --------------------------------------------------------------------
 # the walsender prints tuple values with these settings; values.py relies on them
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres"
 
@@ -55,6 +129,18 @@ class ReplicationConnection:
             self.pgconn.finish()
             raise CdcError(f"cannot open a replication connection: {message}")
         self.streaming = False
+
+    @classmethod
+    def open(cls, pg: PostgresSettings, purpose: str) -> ReplicationConnection:
+        """A replication connection named ``insights-<purpose>``, printing values as values.py expects."""
+        return cls(
+            pg.conninfo(
+                replication="database",
+                options=SESSION_OPTIONS,
+                application_name=application_name(purpose),
+                connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
+            )
+        )
 
     # --- commands --------------------------------------------------------------------
     def command(self, query: str | sql.Composable) -> list[tuple[str | None, ...]]:
@@ -144,3 +230,72 @@ class ReplicationConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- positions: what may be confirmed to the slot ------------------------------------------------
+@dataclass(slots=True)
+class _Txn:
+    seq: int
+    outstanding: int = 0
+    end_lsn: int | None = None  # known once the Commit arrived
+
+
+class AckTracker:
+    def __init__(self, confirmed: int = 0) -> None:
+        self._txns: deque[_Txn] = deque()
+        self._by_seq: dict[int, _Txn] = {}
+        self._next_seq = 0
+        self._outstanding = 0
+        self.confirmed = confirmed
+        self.open: _Txn | None = None
+
+    def begin(self) -> int:
+        txn = _Txn(self._next_seq)
+        self._next_seq += 1
+        self._txns.append(txn)
+        self._by_seq[txn.seq] = txn
+        self.open = txn
+        return txn.seq
+
+    def sent(self, seq: int, count: int = 1) -> None:
+        self._by_seq[seq].outstanding += count
+        self._outstanding += count
+
+    def acked(self, seq: int, count: int = 1) -> None:
+        txn = self._by_seq[seq]
+        txn.outstanding -= count
+        self._outstanding -= count
+        if txn.outstanding == 0 and txn.end_lsn is not None:
+            self._advance()
+
+    def commit(self, seq: int, end_lsn: int) -> None:
+        self._by_seq[seq].end_lsn = end_lsn
+        self.open = None
+        self._advance()
+
+    def idle_position(self, wal_end: int) -> None:
+        """A keepalive while nothing is open or in flight: everything up to it is done.
+
+        Safe because a transaction still in progress on the server commits later, past
+        ``wal_end``, and is then decoded in full even if its first change is older.
+        """
+        if self.open is None and not self._txns and wal_end > self.confirmed:
+            self.confirmed = wal_end
+
+    @property
+    def in_flight(self) -> int:
+        return self._outstanding
+
+    @property
+    def in_flight_any(self) -> bool:
+        return self._outstanding > 0
+
+    def _advance(self) -> None:
+        while self._txns:
+            head = self._txns[0]
+            if head.end_lsn is None or head.outstanding > 0:
+                break
+            self._txns.popleft()
+            del self._by_seq[head.seq]
+            if head.end_lsn > self.confirmed:
+                self.confirmed = head.end_lsn

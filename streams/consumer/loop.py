@@ -14,6 +14,13 @@ stored in PostgreSQL; records of partitions revoked while a batch was fetched ar
 their new owner. Setting ``stop`` (the service runner does, on SIGTERM/SIGINT) finishes
 the batch in hand, commits, leaves the group and returns. The loop installs no signal
 handler and serves no HTTP: it reports into the ``registry`` and ``health`` it is given.
+
+**Offsets that went back.** When the writer finds PostgreSQL's offsets below what this
+process stored (a failover to a replica that missed the last commits, a point-in-time
+restore; checked with every batch, and every ``IDLE_OFFSET_CHECK_S`` while idle), the loop
+drops everything it fetched and seeks every assigned partition to the offsets PostgreSQL
+holds: the lost transactions' records are read from Kafka again and stored once
+(docs/runbooks.md#primary-lost).
 """
 
 from __future__ import annotations
@@ -22,17 +29,26 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from core.errors import InsightsError
 from core.settings import ConsumerSettings, KafkaSettings, PostgresSettings
 from streams.consumer.policy import Action, ErrorPolicy, default_policy, describe
 from streams.consumer.sink import Item, Sink, Source
-from streams.consumer.transaction import Batch, BatchResult
+from streams.consumer.transaction import Batch, BatchResult, OffsetsWentBack
 from streams.consumer.writer import BatchWriter, Written
 from streams.dlq import DeadLetter, DeadLetterQueue
 from streams.kafka import consumer_config
@@ -44,6 +60,9 @@ log = logging.getLogger("insights.consumer")
 
 #: while Kafka is reported failing and no record arrives, ask the broker this often
 KAFKA_PROBE_S = 5.0
+
+#: how often an idle consumer checks that PostgreSQL still holds the offsets it stored
+IDLE_OFFSET_CHECK_S = 5.0
 
 
 class ConsumerError(InsightsError):
@@ -85,6 +104,9 @@ class ConsumerLoop:
         self._assigned: set[tuple[str, int]] = set()
         self._consumer: Consumer | None = None
         self._last_probe = 0.0
+        #: offsets found gone back, to rewind to before the next fetch (see the module doc)
+        self._pending_gap: OffsetsWentBack | None = None
+        self._next_idle_check = 0.0
         self.writer = BatchWriter(
             pg, sink, self.group, DeadLetterQueue(kafka, self.group),
             policy=policy, backoff=backoff, stop=self.stop, metrics=self.metrics, health=self.health,
@@ -140,14 +162,18 @@ class ConsumerLoop:
             messages = consumer.consume(num_messages=batch_size, timeout=max(wait, 0.001))
             self.health.beat()
             if self.writer.finished():  # a failed write surfaces now, not at the next batch
-                self._committed(self.writer.finish())
+                self._settle(self.writer.finish)
+            if self._rewind_if_behind():
+                continue  # what this consume() returned was fetched before the seek: it comes again
             if not messages:
                 self._probe_kafka(consumer)
                 if self.idle_exit_after is not None and time.monotonic() - last_data > self.idle_exit_after:
                     return
+                self._check_offsets_while_idle()
                 continue
             last_data = time.monotonic()
             self.process(messages)
+            self._rewind_if_behind()
             self.health.beat()
             batches += 1
             if self.max_batches is not None and batches >= self.max_batches:
@@ -208,7 +234,57 @@ class ConsumerLoop:
         if not next_offsets:
             return BatchResult()
         stamps = self.sink.timestamps([item.rows for item in items]) if items else {}
-        return self._committed(self.writer.submit(Batch(items, letters, next_offsets, stamps, started)))
+        batch = Batch(items, letters, next_offsets, stamps, started)
+        # when the previous batch finds the offsets gone back, this one is not submitted
+        return self._settle(lambda: self.writer.submit(batch))
+
+    def _settle(self, call: Callable[[], Written | None]) -> BatchResult:
+        """Run a writer call; offsets found gone back become a rewind before the next fetch."""
+        try:
+            return self._committed(call())
+        except OffsetsWentBack as gap:
+            self._pending_gap = gap
+            return BatchResult()
+
+    def _check_offsets_while_idle(self) -> None:
+        if time.monotonic() < self._next_idle_check or self._consumer is None:
+            return
+        self._next_idle_check = time.monotonic() + IDLE_OFFSET_CHECK_S
+        self._settle(self.writer.finish)  # nothing may be in flight while it looks
+        if self._pending_gap is None:
+            self._pending_gap = self.writer.went_back_while_idle(sorted(self._assigned))
+        self._rewind_if_behind()
+
+    def _rewind_if_behind(self) -> bool:
+        """Seek every assigned partition to the offsets PostgreSQL holds; True if it did.
+
+        Every partition, not only those behind: the batch dropped with the rewind (and
+        anything fetched meanwhile) may hold records of any of them.
+        """
+        gap, self._pending_gap = self._pending_gap, None
+        consumer = self._consumer
+        if gap is None or consumer is None:
+            return False
+        log.warning(
+            "offsets in PostgreSQL are behind what this process stored (a failover to a replica that "
+            "missed commits, or a restore): re-reading from the stored offsets",
+            extra={"topic": self.label, "behind": {f"{t}[{p}]": v for (t, p), v in gap.behind.items()}},
+        )
+        self.metrics.rebalances.labels("rewind").inc()
+        keys = sorted(self._assigned)
+        stored = self.writer.stored_offsets(keys) if keys else {}
+        # a partition PostgreSQL forgot entirely starts over as a new group would
+        fallback = OFFSET_BEGINNING if self.auto_offset_reset == "earliest" else OFFSET_END
+        for topic, partition in keys:
+            tp = TopicPartition(topic, partition, stored.get((topic, partition), fallback))
+            try:
+                consumer.seek(tp)  # also drops what librdkafka had fetched for it
+            except KafkaException:  # not fetching yet: assign it again at the offset
+                consumer.incremental_unassign([TopicPartition(topic, partition)])
+                consumer.incremental_assign([tp])
+        self.writer.forget(keys)
+        self.writer.remember(stored)
+        return True
 
     def _committed(self, written: Written | None) -> BatchResult:
         """A batch the writer committed: its offsets go to Kafka, from this thread."""
@@ -219,7 +295,7 @@ class ConsumerLoop:
 
     def _finish_inflight_quietly(self) -> None:
         try:
-            self._committed(self.writer.finish())
+            self._settle(self.writer.finish)  # gone back: rewound once consume() returns
         except Stopped:
             self._log_abandoned()
 
@@ -273,6 +349,7 @@ class ConsumerLoop:
             stored = {}
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_INVALID)
+        self.writer.remember(stored)
         consumer.incremental_assign(partitions)
         self._assigned.update(keys)
         log.info(
@@ -291,6 +368,7 @@ class ConsumerLoop:
         self._finish_inflight_quietly()  # the partitions leave with everything committed
         self.metrics.rebalances.labels(kind).inc()
         self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.writer.forget([(tp.topic, tp.partition) for tp in partitions])  # the next owner stores them
         self.metrics.forget_lag(partitions)
         log.info("partitions %s", "revoked" if kind == "revoke" else "lost",
                  extra={"topic": self.label, "partitions": sorted(tp.partition for tp in partitions)})

@@ -17,6 +17,12 @@ whole of it, in order:
    re-delivers the batch, which may dead-letter a record twice but never loses one;
 6. **commit**.
 
+With ``known`` (the offsets the writer stored or loaded before), step 1 also checks that
+PostgreSQL did not go back: ``GREATEST`` never lowers a stored offset, so one below what
+this process stored means the database lost commits (a failover to a replica that had not
+received them, a point-in-time restore). :class:`OffsetsWentBack` rolls the batch back and
+the loop re-reads from the offsets PostgreSQL holds (docs/runbooks.md#primary-lost).
+
 Kafka's own committed offsets are written after this, by the loop, only so that
 standard lag tools see progress; after any crash the loop resumes from these.
 """
@@ -31,12 +37,29 @@ from typing import Any, Protocol
 
 import psycopg
 
+from core.errors import InsightsError
 from streams.consumer.policy import Action, ErrorPolicy
 from streams.consumer.sink import Item, Sink
 from streams.dlq import DeadLetter
 from streams.faults import ErrorClass, describe
 
 TopicPartition = tuple[str, int]
+
+
+class OffsetsWentBack(InsightsError):
+    """PostgreSQL holds older offsets than this process stored: commits were lost (failover, restore)."""
+
+    def __init__(self, behind: Mapping[TopicPartition, tuple[int | None, int]]) -> None:
+        self.behind = dict(behind)  # (topic, partition) -> (stored now or None, stored before)
+        parts = ", ".join(f"{t}[{p}] {now} < {before}" for (t, p), (now, before) in sorted(self.behind.items()))
+        super().__init__(f"offsets in PostgreSQL went back: {parts}")
+
+
+def went_back(
+    stored: Mapping[TopicPartition, int], known: Mapping[TopicPartition, int], keys: Iterable[TopicPartition]
+) -> dict[TopicPartition, tuple[int | None, int]]:
+    """The partitions of ``keys`` whose stored offset is below (or lost from) what was known."""
+    return {k: (stored.get(k), known[k]) for k in keys if k in known and stored.get(k, -1) < known[k]}
 
 
 @dataclass
@@ -89,6 +112,7 @@ def commit_batch(
     group: str,
     policy: ErrorPolicy,
     dead_letters: DeadLetters,
+    known: Mapping[TopicPartition, int] | None = None,
 ) -> Committed:
     """Store ``batch`` in one transaction (steps 1-6 of the module docstring).
 
@@ -97,6 +121,9 @@ def commit_batch(
     """
     with conn.transaction():
         stored = stored_offsets(conn, group, batch.next_offsets, lock=True)  # 1. fence
+        behind = went_back(stored, known or {}, batch.next_offsets)
+        if behind:  # rolls this transaction back; the loop rewinds
+            raise OffsetsWentBack(behind)
 
         def fresh(topic: str, partition: int, offset: int) -> bool:  # 2. skip
             return offset >= stored.get((topic, partition), -1)

@@ -33,7 +33,16 @@ from confluent_kafka import KafkaException
 from core.settings import PostgresSettings
 from streams.consumer.policy import Action, ErrorPolicy
 from streams.consumer.sink import Sink
-from streams.consumer.transaction import Batch, BatchResult, Committed, TopicPartition, commit_batch, stored_offsets
+from streams.consumer.transaction import (
+    Batch,
+    BatchResult,
+    Committed,
+    OffsetsWentBack,
+    TopicPartition,
+    commit_batch,
+    stored_offsets,
+    went_back,
+)
 from streams.dlq import DeadLetterQueue
 from streams.faults import describe
 from streams.metrics import ConsumerMetrics
@@ -86,6 +95,10 @@ class BatchWriter:
         self._conn: psycopg.Connection[Any] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._inflight: Future[Written] | None = None
+        #: next offsets this process knows PostgreSQL holds: loaded on assignment or stored by
+        #: its own commits. Written by the writer thread, read and reset by the consumer's
+        #: thread only while no batch is in flight.
+        self.known: dict[TopicPartition, int] = {}
 
     # --- the consumer's thread ---------------------------------------------------------
     def submit(self, batch: Batch) -> Written | None:
@@ -121,6 +134,34 @@ class BatchWriter:
 
         return retry_transient(load, backoff=self.backoff, stop=self.stop, on_retry=self.on_retry)
 
+    def remember(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """What PostgreSQL holds now for these partitions (assignment, rewind)."""
+        self.known.update(offsets)
+
+    def forget(self, keys: list[TopicPartition]) -> None:
+        for key in keys:
+            self.known.pop(key, None)
+
+    def went_back_while_idle(self, keys: list[TopicPartition]) -> OffsetsWentBack | None:
+        """One look, no retry: do PostgreSQL's offsets trail what this process stored?
+
+        For a quiet consumer, which would otherwise notice a failover's lost commits only
+        with its next record. A database still away is not an error here: None.
+        """
+        assert self._inflight is None, "the connection is the writer thread's while a batch is in flight"
+        keys = [k for k in keys if k in self.known]
+        if not keys:
+            return None
+        try:
+            with self._guarded() as conn, conn.transaction():
+                stored = stored_offsets(conn, self.group, keys)
+        except Exception as exc:
+            if self.policy(exc).action is not Action.RETRY:
+                raise
+            return None
+        behind = went_back(stored, self.known, keys)
+        return OffsetsWentBack(behind) if behind else None
+
     def close(self) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
@@ -135,10 +176,13 @@ class BatchWriter:
             with self._guarded() as conn:
                 self._partitions.ensure(conn, batch.stamps)
                 return commit_batch(
-                    conn, batch, sink=self.sink, group=self.group, policy=self.policy, dead_letters=self.dead_letters
+                    conn, batch, sink=self.sink, group=self.group, policy=self.policy, dead_letters=self.dead_letters,
+                    known=self.known,
                 )
 
         committed = retry_transient(attempt, backoff=self.backoff, stop=self.stop, on_retry=self.on_retry)
+        for key, value in batch.next_offsets.items():
+            self.known[key] = max(self.known.get(key, value), value)
         self.last_commit_at = time.perf_counter()
         self.metrics.batch_seconds.observe(self.last_commit_at - batch.started)
         for table, count in committed.rows.items():

@@ -1,5 +1,5 @@
 """Kafka plumbing shared by every layer above: client profiles, built in one place."""
 
-from streams.kafka.clients import admin_client, consumer_config, producer_config
+from streams.kafka.clients import LIBRDKAFKA_LOGGER, admin_client, consumer_config, producer_config, routed
 
-__all__ = ["admin_client", "consumer_config", "producer_config"]
+__all__ = ["LIBRDKAFKA_LOGGER", "admin_client", "consumer_config", "producer_config", "routed"]

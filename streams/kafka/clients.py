@@ -7,10 +7,16 @@ replays), ``cdc`` (the change-stream reader: larger batches, short linger), ``dl
 acknowledged only once the in-sync replicas have it. Settings overrides
 (``INSIGHTS_KAFKA_OVERRIDES``) apply last, except the properties a guarantee of this
 project depends on (:data:`PROTECTED_PRODUCER`, :data:`PROTECTED_CONSUMER`).
+
+Every client gets ``logger``: librdkafka then hands its log lines to Python logging
+(served by the client's ``poll``/``consume``/``flush``) instead of printing
+``%3|…|FAIL|…`` to stderr itself, so they come out in the process's log format, JSON
+included (``streams.service.logs``). Routing by hand: :func:`routed`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from confluent_kafka.admin import AdminClient
@@ -18,6 +24,9 @@ from confluent_kafka.admin import AdminClient
 from core.settings import KafkaSettings
 
 Profile = Literal["events", "cdc", "dlq"]
+
+#: where librdkafka's own log lines go (their text starts with the facility, e.g. ``FAIL``)
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 #: what every producer promises; overrides cannot turn these off
 PROTECTED_PRODUCER = {"enable.idempotence": True, "acks": "all"}
@@ -94,11 +103,17 @@ _PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+def routed(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with librdkafka's log lines sent to Python logging (unless a caller chose a logger)."""
+    conf.setdefault("logger", LIBRDKAFKA_LOGGER)
+    return conf
+
+
 def producer_config(kafka: KafkaSettings, profile: Profile, **overrides: Any) -> dict[str, Any]:
     """librdkafka properties of a producer of ``profile``; ``overrides`` (e.g. callbacks) on top."""
     conf = {**_PROFILES[profile], **kafka.client_config(**overrides)}
     conf.update(PROTECTED_PRODUCER)
-    return conf
+    return routed(conf)
 
 
 def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
@@ -117,8 +132,8 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
         }
     )
     conf.update(overrides)
-    return conf
+    return routed(conf)
 
 
 def admin_client(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
-    return AdminClient(kafka.client_config(**overrides))
+    return AdminClient(routed(kafka.client_config(**overrides)))

@@ -20,6 +20,12 @@ import time
 from dataclasses import dataclass, field
 
 
+#: a main loop that has not turned for this long is stuck
+DEFAULT_STUCK_AFTER_S = 60.0
+#: a dependency failing for this long makes the process unhealthy
+DEFAULT_UNREACHABLE_AFTER_S = 30.0
+
+
 @dataclass(frozen=True)
 class HealthReport:
     healthy: bool
@@ -30,7 +36,11 @@ class HealthReport:
 
 
 class Health:
-    def __init__(self, *, stuck_after: float = 60.0, unreachable_after: float = 30.0) -> None:
+    """``stuck_after=None``: no liveness check, for a loop that does not call :meth:`beat`."""
+
+    def __init__(
+        self, *, stuck_after: float | None = DEFAULT_STUCK_AFTER_S, unreachable_after: float = DEFAULT_UNREACHABLE_AFTER_S
+    ) -> None:
         self.stuck_after = stuck_after
         self.unreachable_after = unreachable_after
         self._lock = threading.Lock()
@@ -41,6 +51,9 @@ class Health:
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()
+
+    def seconds_since_beat(self) -> float:
+        return time.monotonic() - self._last_beat
 
     def ok(self, dependency: str) -> None:
         if dependency in self._failing:  # cheap check first: ok() is called on the hot path
@@ -65,7 +78,7 @@ class Health:
         if self._fatal is not None:
             reasons.append(f"fatal: {self._fatal}")
         idle = now - self._last_beat
-        if idle > self.stuck_after:
+        if self.stuck_after is not None and idle > self.stuck_after:
             reasons.append(f"main loop stuck for {idle:.0f}s (limit {self.stuck_after:.0f}s)")
         with self._lock:
             failing = dict(self._failing)

@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from core.settings import Settings
 from streams.cdc import slot as slots
-from streams.cdc.codec import make_decoder
+from streams.cdc.envelope import make_decoder
 from streams.cdc.reader import CdcReader
 from streams.topics import cdc_topic_name
 
@@ -118,14 +118,14 @@ def drop_slot_when_free(dsn: str, settings: Settings) -> None:
 @contextmanager
 def running_reader(settings: Settings) -> Iterator[CdcReader]:
     """A reader streaming in a thread; stopped (and its deliveries confirmed) on exit."""
-    reader = CdcReader(settings)
-    reader.setup()
     stop = threading.Event()
+    reader = CdcReader(settings, stop=stop)
+    reader.setup()
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            reader.run(stop)
+            reader.run()
         except BaseException as exc:  # surfaced in the test thread
             errors.append(exc)
 

@@ -35,7 +35,7 @@ def test_one_million_row_transaction(cdc_settings: Settings, cdc_schema: str, pg
         )
         end = parse_lsn(pg.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
         wait_for(lambda: reader.tracker.confirmed >= end, timeout=480, what="the big transaction to be confirmed")
-    with slots.connect(cdc_settings) as conn:
+    with slots.connect(cdc_settings.pg) as conn:
         status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
     assert status is not None and parse_lsn(status.confirmed_flush_lsn or "0/0") >= end
 

@@ -41,7 +41,7 @@ def _start(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def _active_pid(settings: Settings) -> int | None:
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         status = slots.slot_status(conn, settings.cdc.slot_name)
     return status.active_pid if status else None
 
@@ -87,7 +87,7 @@ def test_sigkill_loses_nothing_standby_takes_over_and_sigterm_exits_0(
         second.wait(30)
         assert second.returncode == 0, second.stderr.read().decode() if second.stderr else ""
         # SIGTERM confirmed everything delivered: nothing left behind the slot but heartbeats
-        with slots.connect(cdc_settings) as conn:
+        with slots.connect(cdc_settings.pg) as conn:
             status = slots.slot_status(conn, cdc_settings.cdc.slot_name)
             last_commit = max(v["source"]["commit_lsn"] for _, _, v in got)
         from streams.cdc.lsn import parse_lsn

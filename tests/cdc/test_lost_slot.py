@@ -129,7 +129,7 @@ def test_lost_slot_stops_reader_and_status_fails(
         cdc_standby_retry_s=0.5,
     )
     slot = settings.cdc.slot_name
-    with slots.connect(settings) as conn:
+    with slots.connect(settings.pg) as conn:
         conn.execute(f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, body text NOT NULL)")
         assert slots.ensure_publication(conn, settings.cdc.publication, "public", (TABLE,))
         assert slots.ensure_slot(conn, slot)
@@ -139,7 +139,7 @@ def test_lost_slot_stops_reader_and_status_fails(
         # (1a) the reader as tests and `cdc run` drive it: run() ends with the typed error
         stop = threading.Event()
         notices: list[str] = []
-        exc = _in_thread(lambda: CdcReader(settings).run(stop, standby_notice=notices.append))
+        exc = _in_thread(lambda: CdcReader(settings, stop=stop).run(standby_notice=notices.append))
         assert isinstance(exc, SlotLostError), f"expected SlotLostError, got {exc!r}"
         assert exc.slot == slot and exc.exit_code == 3
         assert repr(slot) in str(exc) and RECOVERY_DOC in str(exc)
@@ -148,7 +148,7 @@ def test_lost_slot_stops_reader_and_status_fails(
         # (1b) the streaming path on its own (a slot lost while the reader was already set up):
         # START_REPLICATION fails with SQLSTATE 55000 and is mapped to the same error
         reader = CdcReader(settings)
-        exc = _in_thread(lambda: reader._stream(threading.Event()))
+        exc = _in_thread(reader._stream)
         assert isinstance(exc, SlotLostError), f"expected SlotLostError from the stream, got {exc!r}"
         assert repr(slot) in str(exc) and RECOVERY_DOC in str(exc)
 

@@ -21,7 +21,7 @@ from streams.cdc.pgoutput import (
     Update,
     decode,
 )
-from streams.cdc.protocol import Keepalive, XLogData, parse_copy_message, standby_status
+from streams.cdc.transport import Keepalive, XLogData, parse_copy_message, standby_status
 
 
 def cstr(text: str) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.cdc.positions import AckTracker
+from streams.cdc.transport import AckTracker
 
 
 def test_confirms_only_after_every_message_of_the_transaction_is_acked() -> None:

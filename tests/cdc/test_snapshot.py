@@ -62,5 +62,5 @@ def test_snapshot_then_stream_neither_misses_nor_double_counts(
     assert all(v["source"]["snapshot"] for v in reads)
     assert {v["source"]["commit_lsn"] for v in reads} == {reads[0]["source"]["lsn"]}
     assert any(v["after"]["weight"] == "0.01" for v in reads)
-    with slots.connect(cdc_settings) as conn:
+    with slots.connect(cdc_settings.pg) as conn:
         assert slots.slot_exists(conn, cdc_settings.cdc.slot_name)

@@ -111,7 +111,7 @@ def test_confirmed_flush_advances_while_published_tables_are_idle(
 ) -> None:
     pg.execute(_q(cdc_schema, "CREATE TABLE {s}.busy (id serial PRIMARY KEY, payload text)"))
     with running_reader(cdc_settings):
-        with slots.connect(cdc_settings) as conn:
+        with slots.connect(cdc_settings.pg) as conn:
             start = parse_lsn(slots.slot_status(conn, cdc_settings.cdc.slot_name).confirmed_flush_lsn or "0/0")  # type: ignore[union-attr]
             for _ in range(5):  # other tables are busy, the published ones idle
                 pg.execute(_q(cdc_schema, "INSERT INTO {s}.busy (payload) SELECT repeat('x', 200) FROM generate_series(1, 2000)"))

@@ -19,7 +19,8 @@ from consumers.scrape.mapping import PRODUCT_COLUMNS, merge, prepare, scrape_row
 from streams.consumer.policy import Action, default_policy
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, DeadLetter, dlq_headers, headers_dict
 from streams.faults import ErrorClass, is_transient
-from streams.metrics import ConsumerMetrics, MetricsServer
+from streams.metrics import ConsumerMetrics
+from streams.service.http import MetricsServer
 from streams.service.health import Health
 from streams.retry import Backoff, retry_transient
 from tests.consumers.events import alert, asin, scrape, shuffled

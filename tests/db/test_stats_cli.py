@@ -58,7 +58,7 @@ def test_cli_migrate_status_prune_stats_maintain(pg_dsn: str, monkeypatch: pytes
     assert result.exit_code == 0, result.output
     assert "product_snapshots_default" in result.output
     result = runner.invoke(app, ["db", "partitions", "prune", "--dry-run"], env=env)
-    assert result.exit_code == 0 and "would be dropped" in result.output
+    assert result.exit_code == 0 and "0 partition(s) past their retention: nothing to drop" in result.output
     result = runner.invoke(app, ["db", "partitions", "ensure", "--months-ahead", "5"], env=env)
     assert result.exit_code == 0 and "created alerts_" in result.output
     result = runner.invoke(app, ["db", "stats"], env=env, terminal_width=200)
@@ -89,4 +89,5 @@ def test_cli_error_is_one_line(tmp_path) -> None:
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("insights: error: cannot connect to PostgreSQL")
+    assert len(lines) == 1 and lines[0].startswith("insights: error: PostgreSQL at 127.0.0.1:1 refuses connections")
+    assert "INSIGHTS_PG_DSN" in lines[0] and "Traceback" not in done.stderr

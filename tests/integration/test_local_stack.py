@@ -61,12 +61,16 @@ def test_up_twice_is_a_no_op_and_down_leaves_no_process(private_settings):
     stack = LocalStack(private_settings)
     try:
         first = stack.up()
-        assert first == {"postgres": "initialised and started", "kafka": "formatted and started"}
+        assert {k: first[k] for k in ("postgres", "kafka")} == {
+            "postgres": "initialised and started", "kafka": "formatted and started"
+        }
+        # a new cluster archives its WAL through pgBackRest from the start (docs/runbooks.md#backups)
+        assert first["backups"].startswith("WAL archive and backups by pgBackRest"), first
         assert all(s.answers for s in stack.status())
         pids_before = {s.name: s.pid for s in stack.status()}
 
         second = stack.up()
-        assert second == {"postgres": "already running", "kafka": "already running"}
+        assert {k: second[k] for k in ("postgres", "kafka")} == {"postgres": "already running", "kafka": "already running"}
         assert {s.name: s.pid for s in stack.status()} == pids_before
     finally:
         stack.down()
@@ -87,12 +91,17 @@ def stack_status_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
 def test_status_lists_pgbouncer_while_it_runs(private_settings):
     stack = LocalStack(private_settings)
     try:
-        assert stack.up() == {"postgres": "initialised and started", "kafka": "formatted and started"}
+        first = stack.up()
+        assert {k: first[k] for k in ("postgres", "kafka")} == {
+            "postgres": "initialised and started", "kafka": "formatted and started"
+        }
         # started without PgBouncer: no row for it, and the status is not failed by it
         assert [s.name for s in stack.status()] == ["postgres", "kafka"]
 
         third = stack.up(with_pgbouncer=True)
-        assert third == {"postgres": "already running", "kafka": "already running", "pgbouncer": "started"}
+        assert {k: third[k] for k in ("postgres", "kafka", "pgbouncer")} == {
+            "postgres": "already running", "kafka": "already running", "pgbouncer": "started"
+        }
         rows = {s.name: s for s in stack.status()}
         assert list(rows) == ["postgres", "kafka", "pgbouncer"]
         assert rows["pgbouncer"].answers and rows["pgbouncer"].pid

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from streams.admin import ensure_topics
 from streams.dlq import H_ERROR_CLASS, H_OFFSET
 from streams.producer import EventProducer
-from streams.replay import H_REPLAY_FROM, ReplayError, replay_dlq, reset_group
+from streams.replay import H_REPLAY_FROM, ReplayError, dlq_depths, purge_dlq, replay_dlq, reset_group
 from streams.topics import dlq_name, event_topics
 
 pytestmark = pytest.mark.integration
@@ -73,6 +73,34 @@ def test_dlq_replay_republishes_once_and_resumes(settings, topics, consumer_grou
         headers = dict(m.headers())
         assert headers[H_REPLAY_FROM] == dlq.encode()
         assert m.key() == f"B0KEY{int(m.value().split(b'-')[1]):05d}".encode()
+
+
+def test_dlq_depth_counts_what_is_not_replayed_or_purged(settings, topics):
+    topic = topics[0].name
+    dlq = dlq_name(topic)
+    admin = AdminClient(settings.kafka.client_config())
+    _dead_letters(settings, dlq, 6)
+
+    def depth():
+        return dlq_depths(admin, settings.kafka, {dlq: 1})[dlq]
+
+    assert (depth().depth, depth().log_end) == (6, 6)
+    dry = replay_dlq(settings, topic, dry_run=True)
+    # the dry run says what is pending, and leaves it pending
+    assert (dry.pending, dry.replayed, dry.remaining) == (6, 6, 6) and depth().depth == 6
+    assert replay_dlq(settings, topic, limit=4).remaining == 2
+    assert depth().depth == 2 and depth().partitions[0].replayed_to == 4
+    _dead_letters(settings, dlq, 1)
+    assert depth().depth == 3
+
+    dry = purge_dlq(settings, topic, dry_run=True)
+    assert (dry.pending, dry.records) == (3, 7) and depth().depth == 3
+    done = purge_dlq(settings, topic)
+    assert (done.pending, done.records) == (3, 7)
+    after = depth()
+    assert (after.depth, after.log_start, after.log_end) == (0, 7, 7)
+    assert replay_dlq(settings, topic).replayed == 0  # nothing below the new log start is read
+    assert purge_dlq(settings, topic).records == 0
 
 
 def _produce(settings, topic, n, partitions=1):

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from core.settings import Settings
 from streams.admin import ensure_topics
-from streams.cdc.codec import make_encoder
+from streams.cdc.envelope import make_encoder
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, headers_dict
 from streams.topics import cdc_topic_name, cdc_topics, dlq_name
 from tests.summaries.conftest import consume_all, everything

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from insights.cli.main import app
 from core.settings import Settings
-from streams.cdc.codec import make_decoder
+from streams.cdc.envelope import make_decoder
 from streams.topics import cdc_topic_name
 from tests.summaries.conftest import (
     assert_matches_source,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -12,10 +14,11 @@ import pytest
 from insights.generate.market import OUT_OF_STOCK, Market
 
 START = datetime(2025, 3, 1, tzinfo=timezone.utc)
+RUN = uuid.UUID("00000000-0000-4000-8000-000000000001")
 
 
-def _run(products=40, events=6000, seed=7, span=None):
-    return list(Market(products, START, seed, span=span, events=events).scrapes(events))
+def _run(products=40, events=6000, seed=7, span=None, run_id=RUN):
+    return list(Market(products, START, seed, span=span, events=events, run_id=run_id).scrapes(events))
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,17 @@ def test_same_seed_same_events_other_seed_other_events(scrapes):
     assert _run() == scrapes
     other = _run(seed=8)
     assert {s.asin for s in other}.isdisjoint({s.asin for s in scrapes})
+
+
+def test_two_runs_of_one_seed_share_the_market_but_no_event_id():
+    """`insights demo` twice used to store every event id twice (identity contract)."""
+    first = _run(events=500, run_id=None)
+    second = _run(events=500, run_id=None)
+    assert [dataclasses.replace(s, event_id=RUN) for s in first] == [
+        dataclasses.replace(s, event_id=RUN) for s in second
+    ]
+    assert len({s.event_id for s in first} | {s.event_id for s in second}) == 1000
+    assert all(s.event_id.version == 4 for s in first)
 
 
 def test_asins_look_like_amazon_ones_and_every_product_is_scraped(scrapes):

@@ -18,7 +18,7 @@ import pytest
 
 from consumers.summaries.sql import SCHEMA, STATE_TABLES
 from core.settings import Settings
-from streams.cdc.codec import make_encoder
+from streams.cdc.envelope import make_encoder
 from streams.topics import SUMMARIES_SOURCE_TABLES, cdc_topic_name
 from tests.consumers.sink_contract import Poison, Record, SinkContract, State
 

@@ -1,0 +1,77 @@
+"""Pure parts of the operations code: DSN defaults, job periods, units, topology, messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from core.errors import ConfigError
+from core.settings import load_settings
+from insights.ops.schedule import JOBS, JobRun, schedule_period, systemd_units
+from insights.stack.replicas import NodeSpec, Topology
+from streams.cdc.errors import SlotMissingError
+
+MULTI = "postgresql://insights@127.0.0.1:5001,127.0.0.1:5002/insights"
+
+
+def test_a_multi_host_write_dsn_gets_read_write_and_the_read_dsn_prefer_standby() -> None:
+    settings = load_settings(pg_dsn=MULTI, pg_read_dsn=MULTI, pg_password="s3cret")
+    write = conninfo_to_dict(settings.pg.conninfo())
+    read = conninfo_to_dict(settings.pg.read_conninfo())
+    assert write["target_session_attrs"] == "read-write" and write["password"] == "s3cret"
+    assert read["target_session_attrs"] == "prefer-standby" and read["password"] == "s3cret"
+    # an explicit choice is kept; one host gets nothing added
+    explicit = load_settings(pg_dsn=MULTI + "?target_session_attrs=primary")
+    assert conninfo_to_dict(explicit.pg.conninfo())["target_session_attrs"] == "primary"
+    single = load_settings(pg_dsn="postgresql://insights@127.0.0.1:5001/insights")
+    assert "target_session_attrs" not in conninfo_to_dict(single.pg.conninfo())
+    # no read DSN: reads go where writes go
+    assert single.pg.read_conninfo() == single.pg.conninfo()
+
+
+def test_a_read_dsn_with_a_password_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="INSIGHTS_PG_READ_DSN"):
+        load_settings(pg_read_dsn="postgresql://insights:pw@127.0.0.1:5001/insights")
+
+
+def test_schedule_periods_and_overdue_jobs() -> None:
+    assert schedule_period("* * * * *") == timedelta(minutes=1)
+    assert schedule_period("*/15 * * * *") == timedelta(minutes=15)
+    assert schedule_period("7 * * * *") == timedelta(hours=1)
+    assert schedule_period("23 2 * * *") == timedelta(days=1)
+    assert schedule_period("0 3 * * 0") is None  # weekly: not judged
+    now = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    on_time = JobRun("j", "*/15 * * * *", True, now - timedelta(minutes=20), None, "succeeded", None, 0)
+    late = JobRun("j", "*/15 * * * *", True, now - timedelta(minutes=31), None, "succeeded", None, 0)
+    assert on_time.overdue(now) is None
+    assert late.overdue(now) == timedelta(minutes=1)
+    assert all(schedule_period(job.schedule) is not None for job in JOBS)  # every job can be judged
+
+
+def test_systemd_units_cover_what_pg_cron_cannot_run() -> None:
+    with_cron = systemd_units("/opt/insights/bin/insights", with_cron=True)
+    assert "insights-summaries-sweep.timer" in with_cron and "insights-backup-incr.service" in with_cron
+    assert "insights-maintain.timer" not in with_cron
+    assert "ExecStart=/opt/insights/bin/insights summaries sweep" in with_cron["insights-summaries-sweep.service"]
+    assert "Persistent=true" in with_cron["insights-backup-full.timer"]
+    without = systemd_units("insights", with_cron=False)
+    assert {"insights-maintain.timer", "insights-retention.timer", "insights-partitions.timer"} <= set(without)
+
+
+def test_topology_round_trips_and_defaults_to_the_single_primary(tmp_path: Path) -> None:
+    settings = load_settings(stack_dir=tmp_path, stack_pg_port=5999)
+    assert Topology.load(settings) == Topology(NodeSpec("pg", 5999))
+    topology = Topology(NodeSpec("replica-1", 6001), [NodeSpec("replica-2", 6002)], [{"name": "pg", "port": "5999"}])
+    topology.save(settings)
+    assert Topology.load(settings) == topology
+    assert NodeSpec("replica-2", 1).slot == "replica_2"
+
+
+def test_slot_missing_says_what_happened_and_what_to_run() -> None:
+    text = str(SlotMissingError("insights_cdc", "insights_cdc", timeline=2))
+    assert "does not exist but publication 'insights_cdc' does" in text
+    assert "timeline 2" in text and "insights cdc resync" in text and "docs/runbooks.md#primary-lost" in text
+    assert SlotMissingError("s", "p").exit_code == 3
