@@ -52,11 +52,19 @@ class TopicAdminError(InsightsError):
     """The broker refused or failed a topic operation (create, describe, alter)."""
 
 
-#: errors a topic shows while its partitions are still getting leaders after creation
+#: errors a topic shows while its partitions are still getting leaders after creation,
+#: or after a leader change (a broker died or restarted)
 _SETTLING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # Kafka calls these three retriable, librdkafka's flag does not (each seen in
+    # tests/cluster while describing topics across a leader change): a leader just elected
+    # does not know the high watermark until its followers fetch once, and metadata a
+    # moment old names a leader epoch the broker has moved past (or not reached yet)
+    KafkaError.OFFSET_NOT_AVAILABLE,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
 }
 
 DriftKind = Literal["partitions", "replication_factor", "config", "under_replicated", "offline"]

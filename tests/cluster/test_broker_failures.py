@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from core.settings import Settings
 from streams.admin import describe_topics
 from streams.topics import event_topics
+from insights.stack import LocalStack
 from insights.stack.kafka import LocalKafka
 from tests.cluster.conftest import wait_fully_replicated
 from tests.cluster.load import Ingest, leaders, probe_config, wait
@@ -49,6 +50,12 @@ def test_sigkill_of_the_broker_leading_most_scrape_partitions_loses_and_duplicat
         # the broker answering the metadata request has heard of the fencing)
         wait(lambda: "under_replicated" in topic_drift(ingest.settings, ingest.topic), 60, "under-replicated drift")
         assert "offline" not in topic_drift(ingest.settings, ingest.topic)
+        # and `stack status` says which node is down, while the quorum of three goes on with two
+        rows = {row.name: row for row in LocalStack(cluster.settings).kafka_status()}
+        assert not rows[f"kafka-{victim}"].answers and rows[f"kafka-{victim}"].pid is None
+        assert all(rows[f"kafka-{n.node_id}"].answers for n in cluster.nodes if n.node_id != victim)
+        assert rows["kafka quorum"].answers, rows["kafka quorum"].detail
+        assert not rows["kafka quorum"].detail.startswith(f"leader {victim} "), rows["kafka quorum"].detail
         # and ingest goes on with two brokers of three
         ingest.wait_stored(at_kill + 600, timeout=120)
         cluster.start_node(victim, wait=240)
