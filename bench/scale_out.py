@@ -9,8 +9,9 @@
    12-partition topic once (not timed), then for 1, 2 and 4 processes of ``insights
    consume scrape`` (real subprocesses, one group) into a fresh migrated database: the
    time from the first stored offset to the last one. Process start-up is not counted.
-3. The same single process against the local stack's single broker (replication 1), in
-   the same run: the baseline the ratios are taken to.
+3. The same single process against a private one-node Kafka from the same pom
+   (replication 1), started before the cluster and stopped before it starts, in the same
+   run: the baseline the ratios are taken to.
 4. The CDC reader on a backlog of ``--cdc-rows`` inserts (bench/cdc_bench.py's table),
    delivered to the cluster and to the single broker, timed until the slot confirmed the
    last commit (every change acknowledged by all in-sync replicas).
@@ -97,7 +98,7 @@ def ingest_run(settings: Settings, admin_dsn: str, topic: str, events: int, proc
     ]
     try:
         first = last = None
-        seen = 0
+        seen = at_first = 0
         deadline = time.monotonic() + 1800
         while seen < events:
             if time.monotonic() > deadline or all(p.poll() is not None for p in procs):
@@ -105,15 +106,21 @@ def ingest_run(settings: Settings, admin_dsn: str, topic: str, events: int, proc
             now_seen = stored(dsn, group)
             now = time.perf_counter()
             if now_seen and first is None:
-                first = now
+                first, at_first = now, now_seen
             if now_seen != seen:
                 last, seen = now, now_seen
             time.sleep(0.1)
         assert first is not None and last is not None
-        # the first progress was one batch already done: count the events after it
+        if at_first >= events:
+            raise SystemExit(f"all {events} events were stored in the first batch: nothing to time; raise --events")
+        # the first progress seen is batches already done before the clock started: the
+        # rate counts only the events stored after it
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = int(conn.execute("SELECT count(*) FROM product_snapshots").fetchone()[0])  # type: ignore[index]
-        return {"processes": processes, "seconds": last - first, "rows": rows, "rate": events / max(last - first, 1e-9)}
+        return {
+            "processes": processes, "seconds": last - first, "rows": rows,
+            "rate": (events - at_first) / (last - first),
+        }
     finally:
         for p in procs:
             if p.poll() is None:
@@ -170,41 +177,49 @@ def main() -> None:
 
     base = load_settings()
     admin_dsn = LocalPostgres(base).admin_dsn
-    single = base.replace(topic_prefix=f"scale-{uuid.uuid4().hex[:8]}", metrics_port=0)
     load_start = loadavg()
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     root = Path(tempfile.mkdtemp(prefix="insights-scale-"))
-    port = free_port_block()
-    cluster = LocalKafka(
-        load_settings(stack_dir=root, stack_kafka_port=port, stack_kafka_controller_port=port + 1,
-                      stack_kafka_heap_mb=args.heap_mb),
-        brokers=3,
-    )
     logs = root / "logs"
     logs.mkdir()
     results: dict[str, Any] = {}
     try:
-        print(f"starting a three-node cluster on 127.0.0.1:{port}… (load {load_start})", flush=True)
-        cluster.up(wait=600)
-        clustered = single.replace(kafka_bootstrap_servers=cluster.bootstrap)
-        # the baseline first, then the cluster; each figure the best of --repeat runs, so
-        # that one burst of other work on a shared machine does not decide a ratio
-        for name, settings in (("single", single), ("cluster", clustered)):
-            specs = event_topics(settings, partitions=PARTITIONS)
-            ensure_topics(settings, specs)  # replication from the cluster's size: 3/2 there, 1/1 on one broker
-            topic = specs[0].name
-            produce_events(settings, topic, args.events, args.products)
-            counts = [int(n) for n in args.processes.split(",")] if name == "cluster" else [1]
-            for n in counts:
-                runs = [ingest_run(settings, admin_dsn, topic, args.events, n, logs) for _ in range(args.repeat)]
-                results[(name, n)] = max(runs, key=lambda r: r["rate"])
-                print(f"{name}, {n} consumer process(es): "
-                      + ", ".join(f"{r['rate']:,.0f}" for r in runs) + " events/s", flush=True)
-            cdc = [cdc_run(settings, admin_dsn, args.cdc_rows) for _ in range(args.repeat)]
-            results[(name, "cdc")] = max(cdc)
-            print(f"{name}, CDC reader: " + ", ".join(f"{c:,.0f}" for c in cdc) + " changes/s", flush=True)
+        # the baseline first, then the cluster, each a private Kafka from the same pom
+        # (not the shared stack's broker, which runs whatever version it was started with
+        # and serves other work): one node, then three; one at a time, so the baseline
+        # does not share the machine with three more JVMs. Each figure is the best of
+        # --repeat runs, so that one burst of other work does not decide a ratio.
+        for name, nodes in (("single", 1), ("cluster", 3)):
+            port = free_port_block()
+            kafka = LocalKafka(
+                load_settings(stack_dir=root / name, stack_kafka_port=port, stack_kafka_controller_port=port + 1,
+                              stack_kafka_heap_mb=args.heap_mb),
+                brokers=nodes,
+            )
+            try:
+                print(f"starting {nodes} Kafka node(s) on 127.0.0.1:{port}… (load {loadavg()})", flush=True)
+                kafka.up(wait=600)
+                settings = base.replace(
+                    kafka_bootstrap_servers=kafka.bootstrap,
+                    topic_prefix=f"scale-{uuid.uuid4().hex[:8]}",
+                    metrics_port=0,
+                )
+                specs = event_topics(settings, partitions=PARTITIONS)
+                ensure_topics(settings, specs)  # replication from the cluster's size: 3/2 there, 1/1 on one node
+                topic = specs[0].name
+                produce_events(settings, topic, args.events, args.products)
+                counts = [int(n) for n in args.processes.split(",")] if name == "cluster" else [1]
+                for n in counts:
+                    runs = [ingest_run(settings, admin_dsn, topic, args.events, n, logs) for _ in range(args.repeat)]
+                    results[(name, n)] = max(runs, key=lambda r: r["rate"])
+                    print(f"{name}, {n} consumer process(es): "
+                          + ", ".join(f"{r['rate']:,.0f}" for r in runs) + " events/s", flush=True)
+                cdc = [cdc_run(settings, admin_dsn, args.cdc_rows) for _ in range(args.repeat)]
+                results[(name, "cdc")] = max(cdc)
+                print(f"{name}, CDC reader: " + ", ".join(f"{c:,.0f}" for c in cdc) + " changes/s", flush=True)
+            finally:
+                kafka.down()
     finally:
-        cluster.down()
         shutil.rmtree(root, ignore_errors=True)
     load_end = loadavg()
     text = report(args, results, started_at, load_start, load_end)
@@ -224,7 +239,8 @@ def report(args: argparse.Namespace, results: dict[Any, Any], started_at: str, l
         "",
         f"Machine: {os.cpu_count()} vCPU, Python {platform.python_version()}, {platform.platform()}; Kafka "
         f"{pom_version(POM.read_text())}, three KRaft nodes (combined roles, {args.heap_mb} MB heap each) on the "
-        "same machine as PostgreSQL and the consumers. Load average (1 / 5 / 15 min) "
+        "same machine as PostgreSQL and the consumers; the baseline a single node of the same version, "
+        "started alone before the cluster. Load average (1 / 5 / 15 min) "
         f"at the start {load_start}, at the end {load_end}.",
         "",
         f"Ingest: {args.events:,} events on {PARTITIONS} partitions, `insights consume scrape` processes of one group, "
@@ -233,7 +249,7 @@ def report(args: argparse.Namespace, results: dict[Any, Any], started_at: str, l
         "",
         "| setup | consumer processes | events/s | vs 1 process, 3 brokers | vs 1 process, 1 broker (baseline) |",
         "|---|---|---|---|---|",
-        f"| 1 broker, replication 1 | 1 | {baseline:,.0f} | – | 1.00 |",
+        f"| 1 node, replication 1 | 1 | {baseline:,.0f} | – | 1.00 |",
     ]
     for n in [int(x) for x in args.processes.split(",")]:
         rate = results[("cluster", n)]["rate"]
@@ -246,7 +262,7 @@ def report(args: argparse.Namespace, results: dict[Any, Any], started_at: str, l
         "",
         "| setup | changes/s | vs 1 broker |",
         "|---|---|---|",
-        f"| 1 broker, replication 1, acks=all | {cdc_single:,.0f} | 1.00 |",
+        f"| 1 node, replication 1, acks=all | {cdc_single:,.0f} | 1.00 |",
         f"| 3 brokers, replication 3, min.insync 2, acks=all | {cdc_cluster:,.0f} | {cdc_cluster / cdc_single:.2f} |",
     ]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from insights.stack.kafka import LocalKafka
 from tests.cli.helpers import run_cli
 from tests.fix_services import child_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_stack_status_shows_each_node_and_the_controller_quorum(cluster: LocalKafka) -> None:
