@@ -18,7 +18,7 @@ consumers and the topic admin all import it, never the other way round.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.settings import Settings
 
@@ -79,6 +79,25 @@ class TopicSpec:
             "retention.ms": str(self.retention_ms),
             **self.extra_config,
         }
+
+
+def replicated(specs: list[TopicSpec], replication_factor: int, min_insync_replicas: int) -> list[TopicSpec]:
+    """``specs`` with the cluster's replication: every topic of the system is as durable as the next.
+
+    The factors come from settings and the brokers that answer
+    (:meth:`core.settings.KafkaSettings.replication`); the topic admin applies them
+    where declarations meet the cluster (``streams.admin``), so each declaration above
+    needs no broker count. ``min.insync.replicas`` is a topic config, so a topic created
+    on a smaller cluster shows up as drift.
+    """
+    return [
+        replace(
+            spec,
+            replication_factor=replication_factor,
+            extra_config={**spec.extra_config, "min.insync.replicas": str(min_insync_replicas)},
+        )
+        for spec in specs
+    ]
 
 
 def dlq_name(topic: str) -> str:
