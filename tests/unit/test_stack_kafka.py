@@ -52,3 +52,15 @@ def test_the_format_command_keeps_an_id_starting_with_a_dash_in_one_argument():
     assert not any(arg.startswith("-") and prev in {"-t", "--cluster-id", "-c", "--config"}
                    for prev, arg in zip(cmd, cmd[1:]))
     assert cmd[cmd.index("--config") + 1] == "/x/server.properties"
+
+
+def test_the_pom_is_well_formed_xml_that_maven_can_read():
+    # Maven refuses the whole pom over one "--" inside a comment, and a cached jar directory
+    # hides that from every machine but a fresh one: parse it as Maven's reader would.
+    import xml.dom.minidom
+
+    from insights.stack.kafka import POM, pom_version
+
+    document = xml.dom.minidom.parse(str(POM))
+    assert document.documentElement.tagName == "project"
+    assert re.fullmatch(r"4\.\d+\.\d+", pom_version(POM.read_text()))
