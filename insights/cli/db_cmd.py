@@ -14,7 +14,7 @@ from rich.table import Table
 from insights.cli.confirm import confirm
 from insights.cli.context import console, err_console, settings_of
 from insights.cli.progress import reporting
-from insights.db import maintenance, migrations, partitions, roles, stats
+from insights.db import grants, maintenance, migrations, partitions, roles, stats
 from insights.db.errors import DatabaseError
 from streams.pg import connect
 
@@ -288,6 +288,20 @@ def stats_cmd(
         for row in report.rows:
             table.add_row(*("-" if value is None else str(value) for value in row))
         console.print(table)
+
+
+@app.command("grants")
+def grants_cmd(ctx: typer.Context) -> None:
+    """Compare every role's grants with the table in ddl/README.md; exit 1 listing each difference."""
+    with _connect(ctx, read_only=True) as conn:
+        found = grants.check(conn)
+    if not found:
+        console.print("grants match ddl/README.md")
+        return
+    for line in found:
+        err_console.print(line, highlight=False)
+    err_console.print(f"{len(found)} difference(s) from ddl/README.md: revoke them, or change the table and a migration")
+    raise typer.Exit(1)
 
 
 @app.command()
