@@ -67,10 +67,23 @@ track_commit_timestamp = on
 # only loadable at start). Connecting through the socket directory avoids localhost
 # resolving to ::1, where this server does not listen.
 CRON_CONF = """
-shared_preload_libraries = 'pg_cron'
 cron.database_name = '{database}'
 cron.host = '{socket_dir}'
 """
+
+# pgaudit (Debian's postgresql-15-pgaudit): the audit log of docs/security.md, in server.log
+# as `AUDIT:` lines (`insights db audit` reads them). The seed asks for 'all'; every read and
+# write of the ingest path would then be a log line (its cost is in BENCHMARKS.md), so the
+# default logs what changes the schema and the roles, for everyone, and writes too for the
+# admin role (ALTER ROLE app_admin SET pgaudit.log, done at start). Parameters are never
+# logged: a bound value may be a secret.
+AUDIT_CONF = """
+pgaudit.log = 'ddl, role'
+pgaudit.log_catalog = off
+pgaudit.log_parameter = off
+pgaudit.log_relation = on
+"""
+ADMIN_AUDIT = "write, ddl"
 
 HBA = """# written by insights stack: loopback only
 local   all          all                     trust
@@ -94,6 +107,11 @@ class PgPaths:
     @property
     def log(self) -> Path:
         return self.root / "server.log"
+
+
+def pgaudit_available() -> bool:
+    """Debian's postgresql-15-pgaudit is installed."""
+    return Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib/pgaudit.so").exists()
 
 
 def pg_cron_available() -> bool:
@@ -226,8 +244,13 @@ class LocalPostgres:
             what="initdb",
         )
         conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir)
-        if pg_cron_available():
+        preload = [name for name, ok in (("pg_cron", pg_cron_available()), ("pgaudit", pgaudit_available())) if ok]
+        if preload:
+            conf += f"\nshared_preload_libraries = '{','.join(preload)}'\n"
+        if "pg_cron" in preload:
             conf += CRON_CONF.format(database=DATABASE, socket_dir=self.paths.socket_dir)
+        if "pgaudit" in preload:
+            conf += AUDIT_CONF
         with open(self.paths.data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write(conf)
         (self.paths.data / "pg_hba.conf").write_text(HBA, encoding="utf-8")
@@ -240,3 +263,12 @@ class LocalPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')  # constant identifier
+            preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
+            if preloaded and "pgaudit" in preloaded[0]:
+                # the admin role's writes are audited too; the role is the migration's
+                # (created here first when the cluster is new: the migration tolerates that)
+                conn.execute(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_admin') "
+                    "THEN CREATE ROLE app_admin NOLOGIN; END IF; END $$"
+                )
+                conn.execute(f"ALTER ROLE app_admin SET pgaudit.log = '{ADMIN_AUDIT}'")  # constant
