@@ -264,6 +264,10 @@ class StackSettings(BaseSettings):
     pg_replica_base_port: int = Field(
         55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
     )
+    pg_tls: bool = Field(
+        False,
+        description="a NEW local PostgreSQL gets TLS (own CA), scram-sha-256 over TCP and generated passwords",
+    )
 
 
 class StatusSettings(BaseSettings):
