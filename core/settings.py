@@ -264,6 +264,9 @@ class StackSettings(BaseSettings):
     pg_replica_base_port: int = Field(
         55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
     )
+    kafka_ssl_port: int = Field(
+        0, ge=0, le=65535, description="a TLS listener of the local broker on this port (certificates from the stack CA); 0 = none"
+    )
     pg_tls: bool = Field(
         False,
         description="a NEW local PostgreSQL gets TLS (own CA), scram-sha-256 over TCP and generated passwords",

@@ -9,6 +9,7 @@ in code (``streams.topics``).
 from __future__ import annotations
 
 import base64
+import os
 import logging
 import subprocess
 import uuid
@@ -164,16 +165,77 @@ class LocalKafka:
             "-cp", f"{self.libs}/*",
         ]
 
+    @property
+    def ssl_port(self) -> int:
+        return self.settings.stack.kafka_ssl_port
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The stack CA (shared with PostgreSQL): what SSL clients set as ssl.ca.location."""
+        return self.settings.stack.dir / "pg" / "tls" / "ca.crt"
+
+    def _keystores(self) -> str:
+        """PKCS12 key- and truststore for the TLS listener, from the stack CA (keytool for the
+        truststore, openssl for the key pair); their password is generated and stays in the
+        0600 properties file."""
+        from insights.stack import tls
+
+        tls_dir = self.settings.stack.dir / "pg" / "tls"
+        ks_dir = self.root / "tls"
+        ks_dir.mkdir(parents=True, exist_ok=True)
+        secret_file = ks_dir / "store.password"
+        if not secret_file.exists():
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(tls.new_password())
+        password = secret_file.read_text().strip()
+        keystore, truststore = ks_dir / "broker.p12", ks_dir / "truststore.p12"
+        if not keystore.exists():
+            crt, key = tls.issue(tls_dir, "kafka")
+            proc.run(["openssl", "pkcs12", "-export", "-in", str(crt), "-inkey", str(key),
+                      "-certfile", str(tls_dir / "ca.crt"), "-name", "kafka", "-out", str(keystore),
+                      "-passout", f"file:{secret_file}"], what="openssl: Kafka keystore")
+        if not truststore.exists():
+            keytool = proc.which("keytool", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
+            proc.run([keytool, "-importcert", "-noprompt", "-alias", "insights-ca", "-file", str(tls_dir / "ca.crt"),
+                      "-keystore", str(truststore), "-storetype", "PKCS12", "-storepass:file", str(secret_file)],
+                     what="keytool: Kafka truststore")
+        keystore.chmod(0o600)
+        return (
+            f"ssl.keystore.type=PKCS12\nssl.keystore.location={keystore}\nssl.keystore.password={password}\n"
+            f"ssl.key.password={password}\n"
+            f"ssl.truststore.type=PKCS12\nssl.truststore.location={truststore}\n"
+            f"ssl.truststore.password={password}\nssl.enabled.protocols=TLSv1.3,TLSv1.2\n"
+            "ssl.endpoint.identification.algorithm=https\n"
+        )
+
     def write_config(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "server.properties"
-        config.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                data_dir=self.root / "data",
-            )
+        text = SERVER_PROPERTIES.format(
+            port=self.port,
+            controller_port=self.controller_port,
+            data_dir=self.root / "data",
         )
+        if self.ssl_port:
+            from insights.stack import tls
+
+            tls.ensure_ca(self.settings.stack.dir / "pg" / "tls")
+            listeners = f"PLAINTEXT://127.0.0.1:{self.port},SSL://127.0.0.1:{self.ssl_port}"
+            text = (text
+                    .replace(f"listeners=PLAINTEXT://127.0.0.1:{self.port},", f"listeners={listeners},", 1)
+                    .replace(f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                             f"advertised.listeners={listeners}")
+                    .replace("listener.security.protocol.map=PLAINTEXT:PLAINTEXT,",
+                             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,"))
+            text += self._keystores()
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         return config
 
     def _format(self, cluster_id: str | None = None) -> bool:
@@ -197,6 +259,8 @@ class LocalKafka:
         proc.require_port_free(
             self.controller_port, "the Kafka controller", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
         )
+        if self.ssl_port:
+            proc.require_port_free(self.ssl_port, "the Kafka TLS listener", "INSIGHTS_STACK_KAFKA_SSL_PORT")
         self.write_config()
         formatted = self._format()
         with open(self.log, "ab") as log:
