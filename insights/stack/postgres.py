@@ -336,8 +336,10 @@ class LocalPostgres:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')  # constant identifier
-            preloaded = conn.execute("SHOW shared_preload_libraries").fetchone()
-            if preloaded and "pgaudit" in preloaded[0]:
+            preloaded = conn.execute(
+                "SELECT current_setting('shared_preload_libraries'), pg_is_in_recovery()").fetchone()
+            # a standby has the primary's roles and settings already, and cannot write them
+            if preloaded and "pgaudit" in preloaded[0] and not preloaded[1]:
                 # the admin role's writes are audited too; the role is the migration's
                 # (created here first when the cluster is new: the migration tolerates that)
                 conn.execute(
