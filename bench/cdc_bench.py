@@ -26,6 +26,7 @@ import os
 import platform
 import pstats
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -47,7 +48,9 @@ from core.settings import Settings, load_settings  # noqa: E402
 from streams.cdc import slot as slots  # noqa: E402
 from streams.cdc.codegen import EXAMPLE  # noqa: E402
 from streams.cdc.lsn import parse_lsn  # noqa: E402
+from streams.cdc import incremental  # noqa: E402
 from streams.cdc.reader import CdcReader  # noqa: E402
+from streams.cdc.snapshot import run_snapshot  # noqa: E402
 from streams.topics import cdc_topic_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,6 +276,29 @@ def main() -> None:
         results["p99_ms"] = percentile(samples, 0.99) * 1000
         results["max_ms"] = max(samples) * 1000
 
+        # --- snapshots of the whole table: full (a new slot's exported snapshot) and incremental ---
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            table_rows = conn.execute("SELECT count(*) FROM product_snapshots").fetchone()[0]
+        full_settings = settings.replace(cdc_slot_name=f"bench_full_{tag}")
+        t0 = time.perf_counter()
+        run_snapshot(full_settings, ("product_snapshots",))
+        results["full_snapshot_s"] = time.perf_counter() - t0
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (full_settings.cdc.slot_name,))
+        stop = threading.Event()
+        reader = CdcReader(settings, stop=stop)
+        thread = threading.Thread(target=reader.run)
+        thread.start()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            signal = incremental.request(conn, "public", settings.cdc.slot_name, ["product_snapshots"])
+            while incremental.progress(conn, "public", settings.cdc.slot_name, signal)[0].status != "done":
+                time.sleep(0.1)
+            results["incremental_snapshot_s"] = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        results["snapshot_rows"] = table_rows
+
         # --- profile ---------------------------------------------------------------------------
         with psycopg.connect(dsn, autocommit=True) as conn:
             first = args.rows + written + 1
@@ -304,6 +330,8 @@ def main() -> None:
                     pass
 
     results["cpu_us"] = reader_cpu(settings, args.cpu_rows) * 1e6
+    results["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ratio = results["recv_s"] / results["reader_s"]
     rows = args.rows
     report = f"""## CDC
 
@@ -318,10 +346,13 @@ Command: `{' '.join(['.venv/bin/python', 'bench/cdc_bench.py'] + sys.argv[1:])}`
 | measurement | result |
 |---|---|
 | `pg_recvlogical` (pgoutput, to /dev/null): ceiling | {rows / results['recv_s']:,.0f} changes/s ({results['recv_s']:.2f} s) |
-| CDC reader: decoded, Avro-encoded, delivered to Kafka (acks=all, idempotent) and confirmed | {rows / results['reader_s']:,.0f} changes/s ({results['reader_s']:.2f} s) |
+| CDC reader: decoded, Avro-encoded, delivered to Kafka (acks=all, idempotent) and confirmed | {rows / results['reader_s']:,.0f} changes/s ({results['reader_s']:.2f} s), **{ratio:.2f}** of `pg_recvlogical` |
 | steady load offered | {results['steady_rows'] / results['steady_s']:,.0f} row changes/s for {results['steady_s']:.1f} s (100-row transactions every 10 ms, separate process) |
 | commit -> Kafka ack latency at that load | p50 {results['p50_ms']:.1f} ms, p99 {results['p99_ms']:.1f} ms, max {results['max_ms']:.1f} ms ({results['samples']:,} changes) |
 | reader CPU per change (in-memory Insert frames -> frame handler -> counting producer, best of 5) | {results['cpu_us']:.1f} us ({1e6 / results['cpu_us']:,.0f} changes/s on one core, {args.cpu_rows:,} Inserts per round) |
+| full snapshot (`cdc snapshot`, new slot's exported snapshot) of the table | {results['snapshot_rows'] / results['full_snapshot_s']:,.0f} rows/s ({results['snapshot_rows']:,} rows, {results['full_snapshot_s']:.2f} s) |
+| incremental snapshot (`cdc snapshot --incremental`, chunks of {settings.cdc.incremental_chunk_size:,} between watermarks, reader streaming) | {results['snapshot_rows'] / results['incremental_snapshot_s']:,.0f} rows/s ({results['incremental_snapshot_s']:.2f} s, request to state `done`) |
+| peak RSS of the benchmark process (reader, producer, profiler) | {results['rss_mb']:,.0f} MB |
 
 Targets: >= 50,000 changes/s sustained; p99 < 100 ms at 10,000/s.
 

@@ -42,6 +42,7 @@ def build_loop(
     stop: threading.Event | None = None,
     registry: CollectorRegistry | None = None,
     health: Health | None = None,
+    loop_class: type[ConsumerLoop] = ConsumerLoop,
     **options: Any,
 ) -> ConsumerLoop:
     """The shared loop around sink ``name``, reading the topics it declares.
@@ -59,7 +60,7 @@ def build_loop(
         missing_hint=spec.missing_hint,
         before_consuming=(lambda: ensure_topics(settings, own_dlqs(settings))) if own_dlqs else None,
     )
-    return ConsumerLoop(
+    return loop_class(
         sink, source, kafka=settings.kafka, pg=settings.pg, batching=settings.consumer,
         group=group, stop=stop, registry=registry, health=health, **options,
     )

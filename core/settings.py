@@ -249,6 +249,27 @@ class CdcSettings(BaseSettings):
     heartbeat_interval_s: float = Field(10.0, gt=0, le=3600)
     status_interval_s: float = Field(1.0, gt=0, le=60, description="how often the slot position is confirmed")
     standby_retry_s: float = Field(2.0, gt=0, le=300, description="hot standby: how often to try the slot")
+    reconnect_max_s: float = Field(
+        10.0, gt=0, le=600, description="a lost stream is reconnected with backoff up to this many seconds apart"
+    )
+    include_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, the only columns published (JSON; key columns always are)"
+    )
+    exclude_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, columns never published (JSON; not key columns)"
+    )
+    mask_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="per table, columns published as the SHA-256 of their text (JSON)"
+    )
+    transaction_topic: bool = Field(
+        False, description="publish BEGIN/END of each transaction with event counts to <prefix>.cdc.transactions"
+    )
+    incremental_chunk_size: int = Field(
+        1024, ge=1, le=1_000_000, description="incremental snapshots: rows per chunk (between two watermarks)"
+    )
+    stream_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="no message from the server for this long (after asking): the stream is lost"
+    )
 
 
 class StackSettings(BaseSettings):

@@ -31,9 +31,10 @@ from insights.db import migrations
 from insights.generate import alerts as alert_generator
 from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
-from streams.admin import admin_client, end_offsets, ensure_topics
+from streams.admin import admin_client, ensure_topics
 from streams.kafka import producer_config
 from streams.pg import connect
+from streams.replay import dlq_depths
 from streams.topics import declared_topics, event_topics
 
 
@@ -227,9 +228,11 @@ class DemoRun:
 
     def dead_letters(self) -> str:
         admin = admin_client(self.settings)
-        dlqs = [s for s in event_topics(self.settings) if s.name.endswith(".dlq")]
-        counts = {s.name: sum(end_offsets(admin, s.name, s.partitions).values()) for s in dlqs}
-        return ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+        dlqs = {s.name: s.partitions for s in event_topics(self.settings) if s.name.endswith(".dlq")}
+        # pending = not yet replayed or purged (what `insights status` grades); the log keeps
+        # every dead letter ever written, earlier demo runs' included
+        depths = dlq_depths(admin, self.settings.kafka, dlqs)
+        return ", ".join(f"{t}={d.depth} pending ({d.log_end} ever written)" for t, d in sorted(depths.items()))
 
     def show_summaries(self) -> str:
         with self._read_conn() as conn:

@@ -488,8 +488,11 @@ def _cdc_slot(settings: Settings, conn: psycopg.Connection[Any]) -> Check:
     retained = found.retained_bytes or 0
     state = grade_high(retained, t.slot_retained_warn, t.slot_retained_fail)
     limit = t.slot_retained_fail if state == "fail" else t.slot_retained_warn
+    # an idle slot keeps every WAL segment written since (by anything on the cluster) until
+    # a reader confirms it: name both ways out
+    fix = "; start insights cdc run, or insights cdc drop if nothing reads it" if not found.active else ""
     findings.append((state, f"{reader}, holding {size(retained)} of WAL" +
-                     (f" (threshold {size(limit)})" if state != "ok" else "")))
+                     (f" (threshold {size(limit)}){fix}" if state != "ok" else "")))
     if found.safe_wal_size is not None:
         state = grade_low(found.safe_wal_size, t.slot_safe_wal_warn, t.slot_safe_wal_fail)
         if state != "ok":

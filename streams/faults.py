@@ -48,6 +48,29 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03")
 # 21 cardinality violation (one statement touching a row twice).
 _DATA_SQLSTATE_PREFIXES = ("21", "22", "23")
 
+# SQLSTATEs no retry fixes and no record causes: 28 invalid authorization (wrong password,
+# no such role, no pg_hba entry), 3D000 no such database, 42501 insufficient privilege,
+# 42P01 undefined table and 3F000 no such schema (the database was not migrated)
+_PERMANENT_SQLSTATES = {"28000", "28P01", "3D000", "42501", "42P01", "3F000"}
+
+# libpq's words for the same refusals while connecting, when psycopg has no SQLSTATE yet
+_PG_PERMANENT_TEXTS = (
+    "password authentication failed",
+    "authentication failed for user",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
+)
+_PG_MISSING = ('database "', 'role "')
+
+_KAFKA_PERMANENT_CODES = {
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+
 _KAFKA_TRANSIENT_CODES = {
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
@@ -64,20 +87,56 @@ _KAFKA_TRANSIENT_CODES = {
 }
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, then what caused it or was being handled when it was raised."""
+    seen: set[int] = set()
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when waiting and retrying the same work may succeed.
 
     Wrapped errors count by their cause: a helper that turns a dropped connection into
-    its own error type (``raise PartitionError(...) from exc``) is still transient.
+    its own error type (``raise PartitionError(...) from exc``) is still transient. A
+    permanent refusal (:func:`is_permanent`) never is, whatever else the chain holds:
+    libpq reports a wrong password as an ``OperationalError`` without SQLSTATE, which
+    would otherwise look like a connection that broke and be retried forever.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if _transient_itself(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    chain = _chain(exc)
+    if any(_permanent_itself(link) for link in chain):
+        return False
+    return any(_transient_itself(link) for link in chain)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when no retry can help and no record is at fault: wrong password or role, no
+    privilege, no such database, tables missing (not migrated), a Kafka ACL or SASL refusal.
+    The process must stop with the fix, not retry and not dead-letter."""
+    return any(_permanent_itself(link) for link in _chain(exc))
+
+
+def _permanent_itself(exc: BaseException) -> bool:
+    if isinstance(exc, KafkaException):
+        err = exc.args[0] if exc.args else None
+        return isinstance(err, KafkaError) and err.code() in _KAFKA_PERMANENT_CODES
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if state:
+        return state in _PERMANENT_SQLSTATES
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    # no SQLSTATE: the connection never opened; libpq's text says whether it was refused
+    text = str(exc)
+    if any(s in text for s in _PG_PERMANENT_TEXTS):
+        return True
+    return "does not exist" in text and any(s in text for s in _PG_MISSING)
 
 
 def _transient_itself(exc: BaseException) -> bool:

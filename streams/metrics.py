@@ -7,6 +7,8 @@ gets a registry of its own, so that several loops in one process do not collide.
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -22,6 +24,18 @@ class ConsumerMetrics:
         )
         self.rows = Counter(
             "insights_consumer_rows_written", "rows written to PostgreSQL", ["table"], registry=self.registry
+        )
+        self.row_changes = Counter(
+            "insights_consumer_row_changes",
+            "rows PostgreSQL reported inserted or updated (op=written: the sink cannot tell which)",
+            ["table", "op"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "insights_consumer_events",
+            "records by outcome: stored (changed rows), already_stored (changed nothing), dead_lettered",
+            ["outcome"],
+            registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "insights_consumer_batch_seconds",
@@ -52,6 +66,19 @@ class ConsumerMetrics:
         )
         self.info = Gauge("insights_consumer_info", "static labels of this process", list(labels), registry=self.registry)
         self.info.labels(**labels).set(1)
+
+    def record_batch(self, writes: Any, result: Any) -> None:
+        """One committed batch (``streams.consumer``'s ``Writes`` and ``BatchResult``, not
+        imported: the write path imports this module): rows per table and operation, events
+        per outcome."""
+        for op, per_table in (("inserted", writes.inserted), ("updated", writes.updated), ("written", writes.written)):
+            for table, count in per_table.items():
+                self.row_changes.labels(table, op).inc(count)
+                self.rows.labels(table).inc(count)
+        for outcome, count in (("stored", result.stored), ("already_stored", result.already_stored),
+                               ("dead_lettered", result.dead_letters)):
+            if count:
+                self.events.labels(outcome).inc(count)
 
     def record_lag(self, consumer: Consumer, committed: list[TopicPartition]) -> None:
         """Lag of each partition just committed, from the high watermark the client has cached."""

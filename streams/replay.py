@@ -17,6 +17,15 @@ cheap: per partition, ``log end - max(log start, replayer's committed offset)``
 sum of the end offsets is not it: it never goes down, and a replayed record that fails
 again is a new dead letter on top.
 
+**Classes that cannot succeed.** A dead letter whose bytes are not a record
+(``corrupt_payload``) or whose schema nobody knows (``unknown_schema``) fails the same way
+on every replay; re-sending it only adds a new dead letter on top. ``replay_dlq`` skips
+those classes (:data:`NOT_REPLAYABLE`) unless the caller includes them (``include``; the
+CLI's ``--include-class``, e.g. after registering the missing schema), counts what it
+skipped by class, and moves past them like past the replayed ones: the run dealt with
+every pending record, so the depth goes to 0, and the skipped ones stay in the log until
+retention or a purge drops them.
+
 ``reset_group`` rewinds (or forwards) a consumer group on one topic. The consumers
 seek to the offsets in PostgreSQL's ``consumer_offsets`` on assignment, so both that
 table and Kafka's committed offsets are set; the table rows are written in a
@@ -27,7 +36,7 @@ active members is refused: they would overwrite the reset at their next commit.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -43,6 +52,7 @@ from core.errors import InsightsError
 from core.settings import KafkaSettings, Settings
 from streams.admin import end_offsets
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, H_PARTITION
+from streams.faults import ErrorClass
 from streams.kafka import admin_client, consumer_config
 from streams.pg import connect
 from streams.producer import EventProducer
@@ -159,13 +169,31 @@ def dlq_depths(
 # --- DLQ replay ------------------------------------------------------------------------
 
 
+#: dead-letter classes a replay cannot fix: the same bytes fail the same way again
+NOT_REPLAYABLE: frozenset[str] = frozenset({ErrorClass.CORRUPT.value, ErrorClass.UNKNOWN_SCHEMA.value})
+
+#: every class a dead letter can have (the ``insights.error.class`` header)
+ERROR_CLASSES: tuple[str, ...] = tuple(c.value for c in ErrorClass)
+
+
+def skipped_classes(include: Collection[str] = ()) -> frozenset[str]:
+    """The classes a replay leaves out when the caller asks to include ``include``."""
+    unknown = sorted(set(include) - set(ERROR_CLASSES))
+    if unknown:
+        raise ReplayError(f"unknown error class {', '.join(unknown)}: one of {', '.join(ERROR_CLASSES)}")
+    return NOT_REPLAYABLE - set(include)
+
+
 @dataclass
 class DlqReplayReport:
     source: str
     target: str
     replayed: int = 0
     dry_run: bool = False
+    #: replayed (or, on a dry run, to be replayed) per error class
     by_error_class: Counter[str] = field(default_factory=Counter)
+    #: left out because they cannot succeed again, per error class (see the module doc)
+    skipped: Counter[str] = field(default_factory=Counter)
     #: dead letters not yet replayed or purged when the run started
     pending: int = 0
     #: dead letters still pending after this run (beyond --limit; all of them on a dry run)
@@ -197,12 +225,23 @@ def _kafka_error(exc: KafkaException) -> str:
     return error.str() if isinstance(error, KafkaError) else str(error)
 
 
-def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_run: bool = False) -> DlqReplayReport:
+def replay_dlq(
+    settings: Settings,
+    topic: str,
+    *,
+    limit: int | None = None,
+    dry_run: bool = False,
+    include: Collection[str] = (),
+) -> DlqReplayReport:
     """Re-publish ``<topic>.dlq`` to ``topic`` (see the module doc).
 
-    A dry run reads the same records and counts them by error class, but publishes and
-    commits nothing: ``pending`` and ``remaining`` then both say what a real run would face.
+    Records of the :data:`NOT_REPLAYABLE` classes not named in ``include`` are skipped
+    (counted in ``report.skipped``). ``limit`` counts every record the run handles,
+    skipped or replayed. A dry run reads the same records and counts them by error class,
+    but publishes and commits nothing: ``pending`` and ``remaining`` then both say what a
+    real run would face.
     """
+    leave_out = skipped_classes(include)
     source = dlq_name(topic)
     admin = admin_client(settings.kafka)
     report = DlqReplayReport(source, topic, dry_run=dry_run)
@@ -224,31 +263,37 @@ def replay_dlq(settings: Settings, topic: str, *, limit: int | None = None, dry_
         positions = dict(starts)
         with EventProducer(settings) as producer:
             chunk = 0
-            while todo and report.replayed < budget:
-                for msg in consumer.consume(num_messages=min(CHUNK, budget - report.replayed), timeout=1.0):
+            handled = 0  # replayed or skipped
+            while todo and handled < budget:
+                for msg in consumer.consume(num_messages=min(CHUNK, budget - handled), timeout=1.0):
                     if msg.error() is not None:
                         raise ReplayError(f"cannot read {source}: {msg.error().str()}")
                     p = msg.partition()
                     if p not in todo or msg.offset() >= todo[p]:
                         continue  # written after we started: the next run's business
-                    report.by_error_class[dict(msg.headers() or []).get(H_ERROR_CLASS, b"?").decode()] += 1
-                    if not dry_run:
-                        producer.produce_event(topic, msg.key(), msg.value(), _replay_headers(msg, source))
-                    report.replayed += 1
+                    error_class = dict(msg.headers() or []).get(H_ERROR_CLASS, b"?").decode()
+                    if error_class in leave_out:
+                        report.skipped[error_class] += 1
+                    else:
+                        report.by_error_class[error_class] += 1
+                        if not dry_run:
+                            producer.produce_event(topic, msg.key(), msg.value(), _replay_headers(msg, source))
+                        report.replayed += 1
+                    handled += 1
                     chunk += 1
                     positions[p] = msg.offset() + 1
                     if positions[p] >= todo[p]:
                         del todo[p]
-                    if report.replayed >= budget:
+                    if handled >= budget:
                         break
-                if not dry_run and (chunk >= CHUNK or not todo or report.replayed >= budget) and chunk:
+                if not dry_run and (chunk >= CHUNK or not todo or handled >= budget) and chunk:
                     producer.flush()  # raises if anything was not acknowledged: then no commit
                     # these committed offsets are what the DLQ depth is measured from
                     consumer.commit(
                         offsets=[TopicPartition(source, p, o) for p, o in positions.items()], asynchronous=False
                     )
                     chunk = 0
-        report.remaining = report.pending if dry_run else report.pending - report.replayed
+        report.remaining = report.pending if dry_run else report.pending - handled
     except KafkaException as exc:
         raise ReplayError(f"replay of {source} failed: {_kafka_error(exc)}") from None
     finally:
@@ -349,6 +394,31 @@ def _targets(
     return {p: (found[p] if found[p] >= 0 else ends[p]) for p in range(count)}
 
 
+def _relative_targets(
+    admin: AdminClient,
+    topic: str,
+    count: int,
+    db_before: Mapping[int, int],
+    kafka_before: Mapping[int, int | None],
+    shift_by: int | None,
+    to_latest: bool,
+) -> dict[int, int]:
+    """Targets of --shift-by, --to-earliest (``shift_by`` None, ``to_latest`` False) and --to-latest."""
+    ends = end_offsets(admin, topic, count)
+    starts = _offsets(admin, [TopicPartition(topic, p) for p in range(count)], OffsetSpec.earliest(), TIMEOUT_S)
+    targets: dict[int, int] = {}
+    for p in range(count):
+        start, end = starts[(topic, p)], ends[p]
+        if shift_by is None:
+            targets[p] = end if to_latest else start
+            continue
+        # where the group stands: PostgreSQL's row is what the consumers seek to
+        current = db_before.get(p, kafka_before.get(p))
+        base = start if current is None else current
+        targets[p] = min(max(base + shift_by, start), end)
+    return targets
+
+
 def _kafka_committed(admin: AdminClient, group: str, topic: str, count: int) -> dict[int, int | None]:
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(count)])]
     result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[group].result(timeout=TIMEOUT_S)
@@ -377,21 +447,34 @@ def reset_group(
     *,
     to_time: datetime | None = None,
     to_offset: int | None = None,
+    shift_by: int | None = None,
+    to_earliest: bool = False,
+    to_latest: bool = False,
     dry_run: bool = False,
 ) -> ResetReport:
-    """Point ``group`` at ``to_time`` or ``to_offset`` on every partition of ``topic`` (see the module doc)."""
-    if (to_time is None) == (to_offset is None):
-        raise ReplayError("give exactly one of --to-time and --to-offset")
+    """Point ``group`` at a new offset on every partition of ``topic`` (see the module doc).
+
+    Exactly one target: ``to_time``, ``to_offset``, ``shift_by`` (relative to where the group
+    stands: its consumer_offsets row, else Kafka's committed offset, else the log start; as
+    ``kafka-consumer-groups --shift-by``), ``to_earliest`` or ``to_latest``. Every target is
+    clamped into what the log holds.
+    """
+    chosen = [to_time is not None, to_offset is not None, shift_by is not None, to_earliest, to_latest]
+    if sum(chosen) != 1:
+        raise ReplayError("give exactly one of --to-time, --to-offset, --shift-by, --to-earliest and --to-latest")
     admin = admin_client(settings.kafka)
     count = _partitions(admin, topic)
     members = _active_members(admin, group)
     if members:
         raise ReplayError(f"group {group} has {members} active member(s): stop its consumers first")
-    targets = _targets(admin, topic, count, to_time, to_offset)
     kafka_before = _kafka_committed(admin, group, topic, count)
     # not autocommit: the offsets commit only once Kafka accepted the new ones (see below)
     with connect(settings.pg, "replay-reset", autocommit=False) as conn:
         db_before = dict(conn.execute(_DB_BEFORE, (group, topic)).fetchall())
+        if to_time is not None or to_offset is not None:
+            targets = _targets(admin, topic, count, to_time, to_offset)
+        else:
+            targets = _relative_targets(admin, topic, count, db_before, kafka_before, shift_by, to_latest)
         report = ResetReport(
             group,
             topic,

@@ -148,6 +148,20 @@ def cdc_topics(
     ]
 
 
+def cdc_transactions_topic(settings: Settings, replication_factor: int = 1) -> TopicSpec:
+    """``<prefix>.cdc.transactions``: BEGIN/END of each transaction with changes (``cdc_transaction_topic``)."""
+    return TopicSpec(
+        key="cdc.transactions",
+        name=settings.kafka.topic("cdc.transactions"),
+        partitions=1,  # one partition: the records of all transactions in commit order
+        replication_factor=replication_factor,
+        retention_ms=CDC_RETENTION_MS,
+        key_doc='JSON {"xid": <transaction id>}',
+        doc="Transaction metadata of the CDC reader: a JSON BEGIN and END per transaction, END with event counts "
+        "per table (docs/cdc.md#transaction-metadata).",
+    )
+
+
 def summaries_source_topics(settings: Settings) -> list[str]:
     """The CDC topics the summaries sink subscribes to, in :data:`SUMMARIES_SOURCE_TABLES` order."""
     return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in SUMMARIES_SOURCE_TABLES]
@@ -175,4 +189,5 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         *event_topics(settings),
         *cdc_topics(settings, cdc_tables(settings), settings.cdc.schema_name),
         *summaries_dlq_topics(settings),
+        *([cdc_transactions_topic(settings)] if settings.cdc.transaction_topic else []),
     ]

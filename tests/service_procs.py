@@ -195,6 +195,12 @@ class TcpProxy:
     def cut(self) -> None:
         import socket
 
+        try:
+            # wakes the accept() in progress; a bare close() leaves it waiting, and the next
+            # client would still be let through once
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []

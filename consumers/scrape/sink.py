@@ -12,6 +12,7 @@ from consumers.copy import copy_rows, use_fast_json
 from consumers.scrape import sql
 from consumers.scrape.mapping import ScrapeRows, merge, prepare
 from consumers.spec import SinkSpec, topic_for_subject
+from streams.consumer.sink import Writes
 
 
 class ScrapeSink:
@@ -24,9 +25,9 @@ class ScrapeSink:
     def timestamps(self, items: Sequence[ScrapeRows]) -> Mapping[str, Iterable[datetime]]:
         return {"product_snapshots": [r.snapshot[13] for r in items]}
 
-    def write(self, conn: psycopg.Connection, items: Sequence[ScrapeRows]) -> Mapping[str, int]:
+    def write(self, conn: psycopg.Connection, items: Sequence[ScrapeRows]) -> Writes:
         batch = merge(items)
-        written: dict[str, int] = {}
+        done = Writes()
         with conn.cursor() as cur:
             use_fast_json(cur)  # orjson for dimensions, bsr_data, images, variations, raw_data
             cur.execute(sql.CREATE_STAGING)
@@ -36,13 +37,21 @@ class ScrapeSink:
                 copy_rows(cur, sql.COPY_FEATURES, sql.FEATURE_TYPES, batch.features)
             # products first: snapshots and features reference them
             cur.execute(sql.UPSERT_PRODUCTS)
-            written["products"] = cur.rowcount
+            done.count("products", *_pair(cur.fetchone()))
             cur.execute(sql.INSERT_SNAPSHOTS)
-            written["product_snapshots"] = cur.rowcount
+            snapshots = max(cur.rowcount, 0)
+            done.count("product_snapshots", snapshots, 0)
             if batch.features:
                 cur.execute(sql.UPSERT_FEATURES)
-                written["product_features"] = cur.rowcount
-        return written
+                done.count("product_features", *_pair(cur.fetchone()))
+        # a scrape is its snapshot (event identity, ddl/README.md): one whose snapshot was
+        # there already (a redelivery, a duplicate in this batch) changed nothing new
+        done.already_stored = len(items) - snapshots
+        return done
+
+
+def _pair(row: tuple[int, int] | None) -> tuple[int, int]:
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 SPEC = SinkSpec(

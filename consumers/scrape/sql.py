@@ -8,6 +8,11 @@ Idempotency and order independence live in these statements:
 * product_snapshots: one row per ``(asin, scraped_at)``; a redelivery is a no-op;
 * product_features: one row per ``(asin, feature_category, feature_name)``; a newer
   ``extracted_at`` wins.
+
+Each statement also says what it did, in PostgreSQL's own words, for the counters the
+operator reads (inserted, updated, already stored): an upsert returns ``xmax = 0`` for a
+row it inserted and false for one it updated; a row its ``WHERE`` guard kept is not
+returned at all; ``DO NOTHING`` counts only the rows it added.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ COPY_SNAPSHOTS = f"COPY stage_snapshots ({', '.join(SNAPSHOT_COLUMNS)}) FROM STD
 COPY_FEATURES = f"COPY stage_features ({', '.join(FEATURE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 UPSERT_PRODUCTS = """
+WITH up AS (
 INSERT INTO products AS p (asin, title, brand, category, manufacturer, model, dimensions, weight,
                            last_scraped_at, first_tracked_at, last_updated_at, updated_at)
 SELECT asin, title, brand, category, manufacturer, model, dimensions, weight,
@@ -63,6 +69,9 @@ ON CONFLICT (asin) DO UPDATE SET
     last_updated_at = now(),
     updated_at = now()
 WHERE p.last_scraped_at IS NULL OR EXCLUDED.last_scraped_at > p.last_scraped_at
+RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 """
 
 INSERT_SNAPSHOTS = """
@@ -77,6 +86,7 @@ ON CONFLICT (asin, scraped_at) DO NOTHING
 """
 
 UPSERT_FEATURES = """
+WITH up AS (
 INSERT INTO product_features AS f (asin, feature_category, feature_name, feature_value,
                                    confidence_score, extracted_at, extraction_method)
 SELECT asin, feature_category, feature_name, feature_value, confidence_score, extracted_at,
@@ -88,4 +98,7 @@ ON CONFLICT (asin, feature_category, feature_name) DO UPDATE SET
     extracted_at = EXCLUDED.extracted_at,
     extraction_method = EXCLUDED.extraction_method
 WHERE EXCLUDED.extracted_at > f.extracted_at
+RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 """

@@ -17,6 +17,7 @@ import psycopg
 from consumers.summaries import store
 from consumers.summaries.changes import Change, parse_change
 from consumers.summaries.fold import fold
+from streams.consumer.sink import Writes
 
 
 class SummariesSink:
@@ -29,10 +30,23 @@ class SummariesSink:
     def timestamps(self, items: Sequence[Change]) -> Mapping[str, Iterable[datetime]]:
         return {}  # the summaries tables are not partitioned
 
-    def write(self, conn: psycopg.Connection, items: Sequence[Change]) -> Mapping[str, int]:
-        applied = store.apply(conn, fold(items))
+    def write(self, conn: psycopg.Connection, items: Sequence[Change]) -> Writes:
+        folded = fold(items)
+        applied = store.apply(conn, folded)
         # windows that moved since their row was computed ride along with the batch, so a
         # busy stream keeps them right without the sweep (which covers quiet periods)
         touched = applied.touched | set(store.expired(conn))
         written, deleted = store.recompute(conn, touched)
-        return {**applied.rows, "summaries.product_summary": written + deleted}
+        done = Writes()
+        for table in applied.inserted.keys() | applied.updated.keys():
+            done.count(table, applied.inserted.get(table, 0), applied.updated.get(table, 0))
+        # recomputed summaries: rewritten (or removed) whole, an insert and an update alike
+        if written + deleted:
+            done.written["summaries.product_summary"] += written + deleted
+        # a net row the version guard refused (a redelivery, a change older than the stored
+        # row) changed nothing. Counted per net row: changes folded into a newer change of
+        # the same row in this batch count as stored (they are part of what was written)
+        net = sum(len(batch.rows) for batch in folded.values())
+        written_rows = sum(applied.inserted.values()) + sum(applied.updated.values())
+        done.already_stored = min(max(net - written_rows, 0), len(items))
+        return done

@@ -60,7 +60,9 @@ def apply_statement(table: StateTable) -> sql.Composed:
     to keep), ``del``, ``cl``/``l`` (version), ``ct`` (commit time)) and ``source``.
     A row older than the table's newest truncate, or not newer than the stored row, is
     skipped. A delete becomes a tombstone that keeps the row's last values (its ASIN).
-    The touched ASINs are the stored ones before the change and the new ones.
+    Returns ``(asin, inserted)`` rows: one per row written (``inserted`` true for a new
+    row, false for an update: PostgreSQL's ``xmax = 0``), and ``(old asin, NULL)`` for the
+    ASIN a row had before the change. The touched ASINs are all of them (NULLs aside).
     """
     state = sql.Identifier(SCHEMA, table.name)
     columns = table.key + table.values
@@ -101,11 +103,11 @@ WITH i AS (
     SELECT {columns}, del, cl, l, ct FROM merged
     ON CONFLICT ({keys}) DO UPDATE SET {updates}
     WHERE (s.commit_lsn, s.lsn) < (EXCLUDED.commit_lsn, EXCLUDED.lsn)
-    RETURNING s.{asin} AS asin
+    RETURNING s.{asin} AS asin, (xmax = 0) AS inserted
 )
-SELECT asin FROM up WHERE asin IS NOT NULL
-UNION
-SELECT old_asin FROM merged WHERE old_asin IS NOT NULL
+SELECT asin, inserted FROM up
+UNION ALL
+SELECT old_asin, NULL FROM merged WHERE old_asin IS NOT NULL
 """
     ).format(
         record=record,

@@ -54,13 +54,16 @@ _TRUNCATE = {name: sql.truncate_statement(t) for name, t in sql.STATE_TABLES.ite
 @dataclass
 class Applied:
     touched: set[str]
-    rows: dict[str, int]
+    #: state rows added / changed per table (rows the version guard kept are in neither)
+    inserted: dict[str, int]
+    updated: dict[str, int]
 
 
 def apply(conn: psycopg.Connection, batches: Mapping[str, TableBatch]) -> Applied:
     """Truncates first (they only remove what is older), then the net row changes."""
     touched: set[str] = set()
-    rows: dict[str, int] = {}
+    inserted: dict[str, int] = {}
+    updated: dict[str, int] = {}
     with conn.cursor() as cur:
         # the 30-day arithmetic in UTC, whatever the server's default TimeZone
         cur.execute("SET LOCAL TimeZone = 'UTC'")
@@ -74,10 +77,12 @@ def apply(conn: psycopg.Connection, batches: Mapping[str, TableBatch]) -> Applie
                 continue
             table = sql.STATE_TABLES[source]
             cur.execute(_APPLY[source], {"rows": _rows_json(table, batch.rows.values()), "source": source})
-            found = [r[0] for r in cur.fetchall()]
-            touched.update(found)
-            rows[f"summaries.{table.name}"] = len(batch.rows)
-    return Applied(touched, rows)
+            found = cur.fetchall()
+            touched.update(asin for asin, _ in found if asin is not None)
+            name = f"summaries.{table.name}"
+            inserted[name] = sum(1 for _, new in found if new is True)
+            updated[name] = sum(1 for _, new in found if new is False)
+    return Applied(touched, inserted, updated)
 
 
 def expired(conn: psycopg.Connection, limit: int = SWEEP_CHUNK) -> list[str]:

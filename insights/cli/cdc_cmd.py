@@ -64,15 +64,38 @@ def drop(
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Show the slot: confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size."""
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    reader: str | None = typer.Option(
+        None, "--reader", metavar="URL",
+        help="the reader's metrics endpoint (default http://127.0.0.1:<INSIGHTS_METRICS_PORT>/metrics)",
+    ),
+) -> None:
+    """Show the slot (confirmed_flush_lsn, restart_lsn, lag in bytes and seconds, wal_status, safe_wal_size)
+    and the reader's own view from its metrics endpoint (connected, positions, lag, last event time)."""
+    from streams.cdc.metrics import read_view  # lazy: CLI start-up of the other commands
+
     settings = settings_of(ctx)
     with slots.connect(settings.pg) as conn:
         found = slots.slot_status(conn, settings.cdc.slot_name)
     if found is None:
         raise CdcError(f"no replication slot {settings.cdc.slot_name!r} (run `insights cdc setup`)")
+    url = reader or f"http://127.0.0.1:{settings.service.metrics_port}/metrics"
+    view: dict[str, object]
+    try:
+        seen = read_view(url, settings.cdc.slot_name)
+        view = {**seen.as_dict(), "answering": True}
+        for name in ("received_lsn", "confirmed_lsn"):
+            value = view[name]
+            view[name] = format_lsn(value) if isinstance(value, int) else value
+        for name in ("last_event_commit_time", "last_event_delivered"):
+            value = view[name]
+            view[name] = _iso(value) if isinstance(value, float) else value
+    except (OSError, LookupError, ValueError) as exc:
+        view = {"url": url, "answering": False, "why": " ".join(str(exc).split())}
     if as_json:
-        console.print_json(json.dumps(found.as_dict()))
+        console.print_json(json.dumps({**found.as_dict(), "reader": view}))
     else:
         table = Table(title=f"slot {found.slot}")
         table.add_column("field")
@@ -80,6 +103,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         for name, value in found.as_dict().items():
             table.add_row(name, "" if value is None else str(value))
         console.print(table)
+        mine = Table(title="reader (its /metrics)")
+        mine.add_column("field")
+        mine.add_column("value")
+        for name, value in view.items():
+            mine.add_row(name, "" if value is None else str(value))
+        console.print(mine)
     if found.wal_status == "lost":
         raise CdcError(f"slot {found.slot!r} is lost: see docs/cdc.md#lost-slot-recovery")
 
@@ -110,6 +139,12 @@ def run(
     log.info("stopped; confirmed %s", format_lsn(confirmed), extra={"confirmed_lsn": format_lsn(confirmed)})
 
 
+def _iso(unix_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
 class _StandbyNotice:
     """Hot standby retries every few seconds: say so once, then only at debug level."""
 
@@ -125,16 +160,35 @@ class _StandbyNotice:
 @app.command()
 def snapshot(
     ctx: typer.Context,
+    tables_arg: list[str] = typer.Argument(None, metavar="TABLE", help="tables to snapshot (same as -t)"),
     table: list[str] = typer.Option(None, "--table", "-t", help="table to snapshot (repeatable); default: cdc_tables"),
     recreate_slot: bool = typer.Option(
         False, "--recreate-slot", help="drop an existing slot first (the reader must be stopped)"
     ),
+    incremental: bool = typer.Option(
+        False, "--incremental",
+        help="ask the running reader for an incremental snapshot (chunks between watermarks, while it streams; "
+        "resumable); shows its progress",
+    ),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="--incremental: follow the progress until done"),
 ) -> None:
-    """Emit the current rows as read events (op r) from the snapshot the slot's creation exports."""
+    """Emit the current rows as read events (op r).
+
+    Without --incremental: from the snapshot the slot's creation exports (an empty slot).
+    With --incremental: the running `insights cdc run` reads the tables in primary-key chunks
+    interleaved with the live stream (DBLog watermarks); the request goes through the signal
+    table, the progress is kept in PostgreSQL, and a restarted reader continues it.
+    """
+    settings = settings_of(ctx)
+    chosen = [*(tables_arg or []), *(table or [])]
+    tables = tuple(chosen) if chosen else cdc_tables(settings)
+    if incremental:
+        _incremental_snapshot(settings, list(tables), wait)
+        return
+    if not wait:
+        raise typer.BadParameter("--no-wait goes with --incremental")
     from streams.cdc.snapshot import run_snapshot  # lazy: CLI start-up of the other commands
 
-    settings = settings_of(ctx)
-    tables = tuple(table) if table else cdc_tables(settings)
     with reporting("cdc snapshot", "rows") as progress:
         current: list[str] = []
 
@@ -150,6 +204,45 @@ def snapshot(
     console.print(
         f"snapshot at {result.consistent_point}: "
         + ", ".join(f"{t} {n} rows" for t, n in result.rows.items())
+    )
+
+
+def _incremental_snapshot(settings: Settings, tables: list[str], wait: bool) -> None:
+    import time
+
+    from streams.cdc import incremental as inc  # lazy: CLI start-up of the other commands
+
+    schema, slot = settings.cdc.schema_name, settings.cdc.slot_name
+    with slots.connect(settings.pg, "cdc-snapshot") as conn:
+        signal = inc.request(conn, schema, slot, tables)
+        console.print(f"incremental snapshot {signal} requested for {', '.join(tables)} (slot {slot})", highlight=False)
+        if not wait:
+            return
+        finished: set[str] = set()
+        warned = False
+        started = time.monotonic()
+        with reporting("cdc snapshot --incremental", "rows") as progress:
+            while True:
+                states = inc.progress(conn, schema, slot, signal)
+                for state in states:
+                    if state.table in finished:
+                        continue
+                    progress.update(f"{schema}.{state.table}", state.rows_done,
+                                    max(state.rows_estimate or 0, state.rows_done) or None)
+                    if state.status == "done":
+                        progress.finish(f"{schema}.{state.table}")
+                        finished.add(state.table)
+                if len(finished) == len(states):
+                    break
+                if not warned and not any(s.taken for s in states) and time.monotonic() - started > 10:
+                    err_console.print(
+                        f"no reader took the request yet: is `insights cdc run` streaming slot {slot}? (waiting)",
+                        highlight=False,
+                    )
+                    warned = True
+                time.sleep(0.5)
+    console.print(
+        "incremental snapshot done: " + ", ".join(f"{s.table} {s.rows_done} rows" for s in states), highlight=False
     )
 
 

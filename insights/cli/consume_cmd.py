@@ -68,8 +68,5 @@ def consume(
         totals = loop.run()
     log.info("stopped cleanly", extra={"sink": name, **vars(totals)})
     # stdout, for a person or a script (the demo quotes it): the logs are on stderr
-    console.print(
-        f"{name}: stopped cleanly: {totals.stored} stored, {totals.skipped} already stored, "
-        f"{totals.dead_letters} dead-lettered",
-        highlight=False,
-    )
+    # soft_wrap: one line whatever the width, for a script (and the demo) that quotes it
+    console.print(f"{name}: stopped cleanly: {totals.summary()}", highlight=False, soft_wrap=True)

@@ -97,15 +97,33 @@ def _show_prunable(items: list[partitions.Pruned], heading: str) -> None:
         err_console.print(f"  {_line(item)}", highlight=False, soft_wrap=True)
 
 
+def _archiver(directory: Path):  # type: ignore[no-untyped-def]
+    from streams.archive import export_partition  # lazy: CLI start-up of the other commands
+
+    def archive(conn: psycopg.Connection, item: partitions.Pruned, schema: str, name: str) -> None:
+        parent = item.parent.split(".")[-1]
+        entry = export_partition(conn, directory, table=parent, schema=schema, partition=name,
+                                 lower=item.lower, upper=item.upper)
+        console.print(f"archived {entry.count:,} row(s) of {name} to {directory / entry.file}",
+                      highlight=False, soft_wrap=True)
+
+    return archive
+
+
 @partitions_app.command("prune")
 def partitions_prune(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="list what would be dropped, drop nothing"),
     yes: bool = typer.Option(False, "--yes", "-y", help="drop without asking (required when not interactive)"),
+    archive: Path | None = typer.Option(
+        None, "--archive", help="first export each partition's rows to this archive directory "
+        "(Avro container files and a manifest; `insights archive restore` loads them back)"
+    ),
 ) -> None:
     """Detach and drop the partitions wholly older than their table's retention (by bounds).
 
-    Shows what it will drop and asks; without a terminal it needs --yes.
+    Shows what it will drop and asks; without a terminal it needs --yes. With --archive,
+    each partition's rows are written and fsynced to the archive before it is dropped.
     """
     at = datetime.now(UTC)
     with _connect(ctx) as conn:
@@ -128,6 +146,7 @@ def partitions_prune(
             gone = partitions.prune(
                 conn, now=at, only={p.partition for p in planned},
                 on_progress=lambda done, total, name: progress.update("prune", done, total, note=name),
+                before_drop=None if archive is None else _archiver(archive),
             )
             progress.finish("prune")
     for item in gone:

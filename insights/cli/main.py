@@ -18,6 +18,7 @@ from core.settings import Settings, load_settings
 from insights import __version__
 from insights.cli import backup_cmd, cdc_cmd, consume_cmd, db_cmd, demo_cmd, produce_cmd, replay_cmd, schemas_cmd
 from insights.cli import stack_cmd, status_cmd, summaries_cmd, topics_cmd
+from insights.cli import archive_cmd, dlq_cmd, replay_events_cmd
 from insights.cli.context import err_console
 from insights.cli.failures import log_traceback, operator_error
 from streams.service.logs import json_logging_active
@@ -74,6 +75,9 @@ app.add_typer(status_cmd.app, name="status")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(produce_cmd.app, name="produce")
 app.add_typer(replay_cmd.app, name="replay")
+replay_cmd.app.command(name="events")(replay_events_cmd.events)
+app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(archive_cmd.app, name="archive")
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(summaries_cmd.app, name="summaries")

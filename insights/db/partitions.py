@@ -162,6 +162,7 @@ def prune(
     dry_run: bool = False,
     only: Collection[str] | None = None,
     on_progress: StepProgress | None = None,
+    before_drop: Callable[[psycopg.Connection, Pruned, str, str], None] | None = None,
 ) -> list[Pruned]:
     """Drop the partitions wholly older than their table's retention, chosen by bounds.
 
@@ -169,6 +170,8 @@ def prune(
     depends on the partition makes the prune fail loudly instead of vanishing with it.
     ``only``: drop no partition outside these names, i.e. what an operator was shown and
     confirmed (a partition that became prunable since then waits for the next prune).
+    ``before_drop(conn, item, schema, name)`` runs first for each partition (the archive of
+    ``prune --archive``); when it raises, that partition and the ones after it stay.
     """
     at = now or datetime.now(UTC)
     rows = conn.execute(PRUNABLE, {"now": at, "table": None, "retention": None}).fetchall()
@@ -178,6 +181,8 @@ def prune(
     for parent, partition, lower, upper, parent_nsp, parent_rel, nspname, relname, estimate in rows:
         item = Pruned(parent, partition, lower, upper, int(estimate))
         if not dry_run:
+            if before_drop is not None:
+                before_drop(conn, item, nspname, relname)
             target = sql.Identifier(nspname, relname)
             parent_name = sql.Identifier(parent_nsp, parent_rel)
             statements = [

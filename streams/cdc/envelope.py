@@ -30,6 +30,7 @@ Both end in :func:`body`, the fields in the order of ``schemas/avro/cdc_change/v
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ from core.settings import Settings
 from streams.cdc import avro
 from streams.cdc.codegen import compile_writers, relation_source
 from streams.cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
-from streams.cdc.values import EnvelopeValue, ValueConverter
+from streams.cdc.values import MASKED, EnvelopeValue, ValueConverter, mask_text
 from streams.serde import make_deserializer, make_serializer
 
 SUBJECT = "cdc_change"
@@ -56,6 +57,47 @@ Image = Callable[[TupleData], tuple[R, Sequence[str]]]
 
 
 # --- the rules --------------------------------------------------------------------------------
+def keyed(relation: Relation, primary_key: Sequence[str] | None = None) -> Relation:
+    """``relation`` with its key columns (``Column.is_key``) set by the record-key rule.
+
+    The record key of a row is, in this order:
+
+    1. its **primary key** (``primary_key``, from the catalog), when the table has one and
+       its replica identity is DEFAULT, FULL or NOTHING (FULL flags *every* column as
+       identity on the wire: keying by all of them would give one row a new key on every
+       update);
+    2. the columns of its **replica identity index** (REPLICA IDENTITY USING INDEX: those
+       are what a 'K' old tuple carries);
+    3. otherwise **every column** (a table without a primary key, insert-only or REPLICA
+       IDENTITY FULL): the row's content is its identity. Identical rows share a key, and an
+       UPDATE of such a row is a ``d`` of the old content's key plus a ``u`` of the new one.
+    """
+    names = {c.name for c in relation.columns}
+    if primary_key and relation.replica_identity != "i" and set(primary_key) <= names:
+        wanted = set(primary_key)
+    elif relation.replica_identity in ("i", "d") and any(c.is_key for c in relation.columns):
+        return relation  # the identity PostgreSQL flags is the primary key (d) or the index (i)
+    else:
+        wanted = names
+    columns = tuple(
+        c if c.is_key == (c.name in wanted) else dataclasses.replace(c, is_key=c.name in wanted)
+        for c in relation.columns
+    )
+    return relation if columns == relation.columns else dataclasses.replace(relation, columns=columns)
+
+
+def masking(relation: Relation, names: Sequence[str] | None) -> Relation:
+    """``relation`` whose columns ``names`` are published masked: the SHA-256 (hex) of their text
+    instead of their value, in rows and keys alike (equal values stay equal, for joins)."""
+    masked = frozenset(names or ()) & {c.name for c in relation.columns}
+    return relation if masked == relation.masked else dataclasses.replace(relation, masked=masked)
+
+
+def needs_primary_key(relation: Relation) -> bool:
+    """Whether :func:`keyed` needs the catalog's primary key to key ``relation`` (FULL, NOTHING)."""
+    return relation.replica_identity in ("f", "n")
+
+
 def changes(
     message: Insert | Update | Delete,
     image: Image[R],
@@ -149,7 +191,12 @@ def _key_values(converter: ValueConverter, relation: Relation, values: TupleData
     for i in relation.key_indexes:
         raw = values[i]
         missing = raw is None or raw is UNCHANGED_TOAST
-        out[columns[i].name] = None if missing else converter.to_envelope(columns[i].type_oid, raw)  # type: ignore[arg-type]
+        if missing:
+            out[columns[i].name] = None
+        elif columns[i].name in relation.masked:
+            out[columns[i].name] = mask_text(raw)  # type: ignore[arg-type]
+        else:
+            out[columns[i].name] = converter.to_envelope(columns[i].type_oid, raw)  # type: ignore[arg-type]
     return out
 
 
@@ -255,7 +302,7 @@ class RelationCodec:
     def __init__(self, relation: Relation, converter: ValueConverter, snapshot: bool = False) -> None:
         self.relation = relation
         columns = relation.columns
-        self.writers = [converter.writer(c.type_oid) for c in columns]
+        self.writers = [MASKED if c.name in relation.masked else converter.writer(c.type_oid) for c in columns]
         self.names = [avro.string(c.name) for c in columns]
         self.key_indexes = relation.key_indexes
         #: ``{"a":`` then ``,"b":``: what precedes each key column's JSON in the record key

@@ -58,6 +58,8 @@ class Relation:
     name: str
     replica_identity: str  # d(efault), n(othing), f(ull), i(ndex)
     columns: tuple[Column, ...]
+    #: columns published as the SHA-256 of their text (``cdc_mask_columns``; envelope.masking)
+    masked: frozenset[str] = frozenset()
 
     # The record key is made of these columns, on every path (reference, fast, generated).
     @property

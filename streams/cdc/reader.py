@@ -20,6 +20,7 @@ builds below itself gets only its concern (the replication connection and slot q
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,29 +36,41 @@ from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
-    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, make_encoder, source_txn,
-    truncate_event,
+    ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder, masking,
+    needs_primary_key, read_body, read_event, source_txn, truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
+from streams.cdc.healing import Outage, stream_lost
+from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Window
+from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
 from streams.cdc.pgoutput import (
     INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
     TypeMessage, Update, decode, relation_oid,
 )
 from streams.cdc.transport import (
-    PAYLOAD_OFFSET, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
+    PAYLOAD_OFFSET, SESSION_OPTIONS, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
     parse_copy_message, pg_us_to_unix, xlog_positions,
 )
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
+from streams.retry import Backoff
 from streams.service.health import Health
-from streams.topics import cdc_tables, cdc_topic_name, cdc_topics
+from streams.topics import cdc_tables, cdc_topic_name, cdc_topics, cdc_transactions_topic
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
 GAUGE_INTERVAL_S = 5.0
+#: how often the signal table is read for incremental snapshot requests
+SIGNAL_INTERVAL_S = 1.0
+#: the first reconnection waits about this long; then twice as long each time, up to ``cdc.reconnect_max_s``
+RECONNECT_FIRST_S = 0.5
+
+
+class _Stopping(Exception):
+    """The stop event was set while the reader waited for room in Kafka's queue."""
 
 
 class _Acks:
@@ -127,6 +140,30 @@ class CdcReader:
         self._m_changes: dict[tuple[str, str], Any] = {}
         self._received = 0
         self._last_sent_flush = -1
+        #: change events Kafka acknowledged
+        self.delivered = 0
+        # --- self-healing
+        self.outage = Outage(log, self.cdc.reconnect_max_s)
+        self._stream_conn: ReplicationConnection | None = None
+        self._side: psycopg.Connection[Any] | None = None  # heartbeats, gauges, catalog look-ups
+        self._paused_since: float | None = None
+        self._next_paused_status = 0.0
+        self._pause_told = False
+        self._set_up = False
+        # --- incremental snapshots (DBLog watermarks); the window's table OID while one is open
+        self.incremental = IncrementalSnapshots(
+            settings.pg, self.cdc.schema_name, self.slot, self.cdc.incremental_chunk_size,
+            key_of=lambda relation: RelationCodec(
+                masking(relation, self.cdc.mask_columns.get(relation.name)), self.converter, snapshot=True
+            ),
+            include=self.cdc.include_columns,
+            exclude=self.cdc.exclude_columns,
+            session_options=SESSION_OPTIONS,
+        )
+        self._window_oid = -1
+        # --- transaction metadata (cdc_transaction_topic): events per table of the open transaction
+        self._txn_counts: dict[str, int] | None = {} if self.cdc.transaction_topic else None
+        self._txn_topic = cdc_transactions_topic(settings).name
 
     # --- setup -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -135,7 +172,10 @@ class CdcReader:
             with slots.connect(self.settings.pg, "cdc-setup") as conn:
                 # a publication without its slot: lost in a failover, never silently re-created
                 slots.require_slot_unless_new(conn, self.slot, self.cdc.publication)
-                slots.ensure_publication(conn, self.cdc.publication, self.cdc.schema_name, self.tables)
+                slots.ensure_publication(
+                    conn, self.cdc.publication, self.cdc.schema_name, self.tables,
+                    self.cdc.include_columns, self.cdc.exclude_columns,
+                )
                 slots.ensure_slot(conn, self.slot)
                 slots.check_not_lost(conn, self.slot)
         except CdcError as exc:
@@ -143,6 +183,8 @@ class CdcReader:
             raise
         self.health.ok("postgres")
         specs = cdc_topics(self.settings, self.tables, self.cdc.schema_name)
+        if self._txn_counts is not None:
+            specs.append(cdc_transactions_topic(self.settings))
         ensure_topics(self.settings, specs)
         self._known_topics.update(s.name for s in specs)
 
@@ -150,38 +192,81 @@ class CdcReader:
     def run(self, standby_notice: Callable[[str], None] | None = None) -> int:
         """Stream until the stop event is set; wait as a hot standby while another process holds the slot.
 
-        Returns the last confirmed LSN. Everything acknowledged by Kafka is confirmed before return.
+        A lost stream (the walsender terminated, PostgreSQL restarting, a network cut, the
+        broker away: :func:`.healing.stream_lost`) is reconnected with capped backoff and
+        resumes from the newest position the reader knows is safe; anything else (a lost or
+        missing slot, a wrong password, a missing publication) ends it. Returns the last
+        confirmed LSN. Everything acknowledged by Kafka is confirmed before return.
         """
-        self.setup()
+        delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
+        start = 0
         while not self.stop.is_set():
             try:
-                return self._stream()
+                if not self._set_up:
+                    self.setup()
+                    self._set_up = True
+                return self._stream(start)
             except SlotInUseError as exc:
                 self.health.ok("postgres")  # it answered: the slot is busy, which is a standby's normal
                 self.health.beat()
-                if standby_notice:
+                if standby_notice and not self.outage.ongoing:
                     standby_notice(str(exc))
+                start = self._forget_stream()
                 self.stop.wait(self.cdc.standby_retry_s)
+            except _Stopping:
+                break
+            except Exception as exc:
+                if not stream_lost(exc):
+                    raise
+                start = self._forget_stream()
+                if not self.outage.ongoing:
+                    self.metrics.reconnects.inc()
+                self.outage.lost(exc, format_lsn(start))
+                if self.outage.attempts == 1:  # a new outage starts from the shortest wait
+                    delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
+                self.health.beat()
+                self.stop.wait(next(delays))
         return self.tracker.confirmed
 
-    def _stream(self) -> int:
+    def _forget_stream(self) -> int:
+        """After a lost stream: drop the open transaction (it comes again) and say where to resume."""
+        if self._txn_counts:
+            self._txn_counts.clear()  # its BEGIN is sent again with it
+        self.incremental.reset()
+        self._window_oid = -1
+        self._begin = None
+        self._txn_source = None
+        self._insert_targets.clear()
+        self._received = 0
+        self._last_sent_flush = -1
+        self._poll(0)
+        return self.tracker.resume()
+
+    def _stream(self, start: int = 0) -> int:
         try:
             side = slots.connect(self.settings.pg, "cdc-heartbeat")
         except CdcError as exc:
             self.health.failing("postgres", str(exc))
             raise
         try:
+            if self.outage.ongoing:
+                # reconnected, maybe to a promoted standby: never stream from a slot that is not ours
+                slots.require_slot_unless_new(side, self.slot, self.cdc.publication)
+                slots.check_not_lost(side, self.slot)
             stream = ReplicationConnection.open(self.settings.pg, "cdc-stream")
-        except CdcError as exc:
+        except (CdcError, psycopg.Error) as exc:
             side.close()
             self.health.failing("postgres", str(exc))
             raise
+        self._stream_conn, self._side = stream, side
         try:
             try:
-                stream.start(self.slot, self.cdc.publication)
+                stream.start(self.slot, self.cdc.publication, start)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
+            self.outage.regained(format_lsn(start))
+            self.metrics.connected.set(1)
             self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
@@ -191,6 +276,8 @@ class CdcReader:
             self.health.failing("postgres", str(exc))
             raise
         finally:
+            self.metrics.connected.set(0)
+            self._stream_conn = self._side = None
             stream.close()
             side.close()
 
@@ -200,6 +287,9 @@ class CdcReader:
         next_status = now + cdc.status_interval_s
         next_heartbeat = now + cdc.heartbeat_interval_s
         next_gauge = now
+        last_heard = now
+        asked = False
+        next_signals = now
         while not self.stop.is_set():
             health.beat()
             wait = IN_FLIGHT_WAIT_S if self.tracker.in_flight_any else IDLE_WAIT_S
@@ -208,7 +298,9 @@ class CdcReader:
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
-            health.ok("postgres")
+            heard = data is not None
+            if heard:
+                health.ok("postgres")
             reply = False
             handled = 0
             while data is not None:
@@ -223,6 +315,18 @@ class CdcReader:
             if self._failure is not None:
                 raise CdcError(f"Kafka did not accept a change event: {self._failure}")
             now = time.monotonic()
+            if heard:
+                last_heard, asked = now, False
+            elif now - last_heard > cdc.stream_timeout_s / 2:
+                # a silent server: a cut network can keep the socket open for hours. Ask for
+                # a keepalive; no answer within the timeout means the stream is lost.
+                if now - last_heard > cdc.stream_timeout_s:
+                    raise ReplicationError(
+                        f"no message from the server for {now - last_heard:.0f} s: connection lost"
+                    )
+                if not asked:
+                    stream.send_status(max(self._received, self.tracker.confirmed), self.tracker.confirmed, reply=True)
+                    asked = True
             if reply or now >= next_status:
                 self._send_status(stream, force=reply)
                 next_status = now + cdc.status_interval_s
@@ -233,6 +337,12 @@ class CdcReader:
                 self._update_gauges(side)
                 self._probe_kafka()
                 next_gauge = now + GAUGE_INTERVAL_S
+            if now >= next_signals:
+                self.incremental.poll()
+                next_signals = now + SIGNAL_INTERVAL_S
+            incremental = self.incremental
+            if incremental.tables and incremental.window is None:
+                incremental.open_window()  # the next chunk as soon as the last one's high watermark passed
 
     def _drain(self) -> None:
         deadline = time.monotonic() + 60
@@ -251,10 +361,13 @@ class CdcReader:
 
     def _send_status(self, stream: ReplicationConnection, force: bool) -> None:
         flushed = self.tracker.confirmed
+        self.metrics.received_lsn.set(self._received)
         if force or flushed != self._last_sent_flush:
             stream.send_status(max(self._received, flushed), flushed)
             if flushed != self._last_sent_flush:
                 self.metrics.confirmed_lsn.set(flushed)
+                if self.incremental.pending:
+                    self.incremental.confirmed(flushed)
                 if self.on_confirm:
                     self.on_confirm(flushed)
             self._last_sent_flush = flushed
@@ -318,7 +431,11 @@ class CdcReader:
             if len(self._callbacks) > 4096:
                 self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
         elif isinstance(message, Commit):
+            if self._txn_counts:
+                self._transaction_end(message)
             self.tracker.commit(self._txn_seq, message.end_lsn)
+            if self.incremental.pending:
+                self.incremental.committed(self._txn_seq, message.end_lsn)
             self._begin = None
             self._txn_source = None
             self.metrics.transactions.inc()
@@ -329,8 +446,12 @@ class CdcReader:
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
                 self._produce(relation, truncate_event(relation, src))
+                if oid == self._window_oid and self.incremental.window is not None:
+                    self.incremental.window.rows.clear()  # the chunk's rows are gone
         elif isinstance(message, LogicalMessage):
-            pass  # heartbeats: their transaction's Commit is what lets the slot advance
+            # heartbeats: their transaction's Commit is what lets the slot advance
+            if message.prefix == WATERMARK_PREFIX:
+                self._watermark(message, frame.wal_start)
         return False
 
     def _insert_from_frame(self, data: bytes) -> bool:
@@ -346,6 +467,10 @@ class CdcReader:
             return False
         if wal_end > self._received:
             self._received = wal_end
+        if oid == self._window_oid:
+            self._in_window(written[0])
+        if self._txn_counts is not None:
+            self._count(codec.relation)
         target = self._insert_targets.get(oid)
         if target is None:
             relation = codec.relation
@@ -354,6 +479,11 @@ class CdcReader:
         return True
 
     def _relation(self, message: Relation | TypeMessage) -> None:
+        if isinstance(message, Relation):
+            # the record key: primary key, identity index, or every column (envelope.keyed)
+            side = self._side
+            primary = slots.primary_key(side, message.oid) if side is not None and needs_primary_key(message) else None
+            message = masking(keyed(message, primary), self.cdc.mask_columns.get(message.name))
         if self.cache.update(message):
             self.schema_changes += 1
             log.info("schema change of %s.%s", message.namespace, message.name)
@@ -373,11 +503,96 @@ class CdcReader:
         relation = self.cache.get(message.relation_oid)
         if self._header is None or self._txn_source is None:  # no framing we can write: the reference path
             for event in change_events(self.converter, relation, message, self._source(wal_start)):
+                if relation.oid == self._window_oid:
+                    self._in_window(event.key)
                 self._produce(relation, event)
             return
         codec = self._codecs[relation.oid]
+        window = relation.oid == self._window_oid
         for op, key, body in change_bodies(codec, message, wal_start, self._txn_source):
+            if window:
+                self._in_window(key)
             self._send_event(relation, op, key, self._header + body)
+
+    # --- transaction metadata ---------------------------------------------------------------
+    def _count(self, relation: Relation) -> None:
+        counts = self._txn_counts
+        assert counts is not None
+        if not counts:
+            self._transaction_record({"status": "BEGIN"})  # lazily: transactions without changes have none
+        name = f"{relation.namespace}.{relation.name}"
+        counts[name] = counts.get(name, 0) + 1
+
+    def _transaction_end(self, commit: Commit) -> None:
+        counts = self._txn_counts
+        assert counts is not None
+        self._transaction_record({
+            "status": "END",
+            "end_lsn": commit.end_lsn,
+            "event_count": sum(counts.values()),
+            "data_collections": [{"data_collection": t, "event_count": n} for t, n in counts.items()],
+        })
+        counts.clear()
+
+    def _transaction_record(self, fields: dict[str, Any]) -> None:
+        begin = self._begin
+        if begin is None:
+            return
+        value = {"xid": begin.xid, "commit_lsn": begin.final_lsn,
+                 "commit_time": pg_us_to_unix(begin.commit_time_us), **fields}
+        self._send(self._txn_topic, json.dumps(value, separators=(",", ":")).encode(),
+                   json.dumps({"xid": begin.xid}).encode(), self._meta_callback(), None)
+
+    def _meta_callback(self) -> Callable[[Any, Any], None]:
+        """Delivery of a metadata record: tracked with its transaction, counted as no change."""
+        seq, commit_unix_s = self._txn_seq, self._commit_unix_s
+        cache_key = (seq, "", "tx", commit_unix_s)
+        delivered = self._callbacks.get(cache_key)
+        if delivered is None:
+            ack = _Acks(seq, self.metrics.transaction_records, commit_unix_s)
+            append = self._acks.append
+
+            def delivered(err: KafkaError | None, _msg: Any) -> None:
+                if err is None:
+                    append(ack)
+                elif self._failure is None:
+                    self._failure = err
+                    self.health.failing("kafka", str(err))
+
+            self._callbacks[cache_key] = delivered
+        return delivered
+
+    # --- incremental snapshots ------------------------------------------------------------
+    def _in_window(self, key: bytes | None) -> None:
+        """A change inside a chunk's window: the streamed change wins over the chunk's row."""
+        window = self.incremental.window
+        if window is not None and window.open:
+            window.discard(key)
+
+    def _watermark(self, message: LogicalMessage, wal_start: int) -> None:
+        found = self.incremental.watermark(message.content)
+        if found is None:
+            return
+        kind, window = found
+        if kind == "low":
+            self._window_oid = window.table.relation.oid
+            return
+        self._window_oid = -1
+        self._publish_window(window, wal_start)
+
+    def _publish_window(self, window: Window, wal_start: int) -> None:
+        """The chunk's rows left at its high watermark, as read events at that position."""
+        relation = window.codec.relation
+        if self._header is not None and self._txn_source is not None:
+            for values in window.rows.values():
+                key, body = read_body(window.codec, values, wal_start, self._txn_source)
+                self._send_event(relation, "r", key, self._header + body)
+        else:
+            src = self._source(wal_start)
+            src = SourceInfo(src.lsn, src.commit_lsn, src.xid, src.commit_time_us, snapshot=True)
+            for values in window.rows.values():
+                self._produce(relation, read_event(self.converter, relation, values, src))
+        self.incremental.published(window, self._txn_seq)
 
     def _topic(self, relation: Relation) -> str:
         topic = self._topics.get(relation.oid)
@@ -409,7 +624,15 @@ class CdcReader:
         tracker, latency, sample = self.tracker, self.metrics.commit_to_publish, self.on_latency
         grouped = Counter(acks)
         acks.clear()
+        self.metrics.last_event_at.set(now)
+        self.metrics.last_event_time.set(max(ack.commit_unix_s for ack in grouped))
+        meta = self.metrics.transaction_records
         for ack, count in grouped.items():
+            if ack.counter is meta:  # transaction metadata: no change, no latency sample
+                tracker.acked(ack.seq, count)
+                meta.inc(count)
+                continue
+            self.delivered += count
             tracker.acked(ack.seq, count)
             ack.counter.inc(count)
             seconds = now - ack.commit_unix_s
@@ -442,6 +665,8 @@ class CdcReader:
         return delivered
 
     def _send_event(self, relation: Relation, op: str, key: bytes | None, value: bytes) -> None:
+        if self._txn_counts is not None:
+            self._count(relation)
         topic = self._topic(relation)
         delivered = self._callback(relation, op)
         if op == "t":
@@ -460,10 +685,50 @@ class CdcReader:
                     self.producer.produce(topic, value, key, on_delivery=cb)
                 else:
                     self.producer.produce(topic, value, key, partition=partition, on_delivery=cb)
+                if self._paused_since is not None:
+                    self._resumed()
                 return
             except BufferError:
-                # the local queue is full (a huge transaction): let deliveries drain it
-                self._poll(0.05)
+                # the local queue is full (a huge transaction, or the broker away): stop
+                # reading, and so decoding, until deliveries make room; memory stays bounded
+                self._pause()
+
+    def _pause(self) -> None:
+        """Wait for room in the producer's queue; the slot keeps everything meanwhile."""
+        now = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = now
+            self._next_paused_status = now
+            self.metrics.paused.set(1)
+        elif now - self._paused_since > 5 and not self._pause_told:
+            # a full queue for seconds is an outage, not a big transaction: say it once
+            self._pause_told = True
+            log.warning(
+                "Kafka's queue is full (%d changes waiting for the broker): reading paused", self.tracker.in_flight,
+                extra={"in_flight": self.tracker.in_flight},
+            )
+        if self.stop.is_set():
+            raise _Stopping()
+        self.health.beat()
+        self._poll(0.05)
+        stream = self._stream_conn
+        if stream is not None and now >= self._next_paused_status:
+            # the walsender waits for our replies: without them it ends the stream after
+            # wal_sender_timeout, and the reader would reconnect for nothing
+            self._next_paused_status = now + self.cdc.status_interval_s
+            try:
+                self._send_status(stream, force=True)
+            except ReplicationError:
+                pass  # the loop notices on its next read
+
+    def _resumed(self) -> None:
+        if self._pause_told:
+            log.info(
+                "Kafka accepts changes again after %.1f s: reading resumed", time.monotonic() - (self._paused_since or 0),
+            )
+        self._paused_since = None
+        self._pause_told = False
+        self.metrics.paused.set(0)
 
     def _partition_count(self, topic: str) -> int:
         count = self._partitions.get(topic)

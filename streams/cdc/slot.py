@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from core.settings import PostgresSettings
 from streams.cdc.errors import CdcError, SlotLostError, SlotMissingError
 from streams.cdc.pgoutput import Column, Relation
+from streams.cdc.transport import NETWORK_TIMEOUTS
 from streams.pg.connect import connect as pg_connect
 
 HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
@@ -21,18 +22,35 @@ HEARTBEAT_PREFIX = "insights.cdc.heartbeat"
 def connect(pg: PostgresSettings, purpose: str = "cdc") -> psycopg.Connection[Any]:
     """An autocommit connection for slot and publication work, named ``insights-<purpose>``."""
     try:
-        return pg_connect(pg, purpose)
+        # keepalives: a query on a connection whose peer vanished fails in about half a
+        # minute instead of waiting for the kernel's default of two hours and more
+        return pg_connect(pg, purpose, **NETWORK_TIMEOUTS)
     except psycopg.OperationalError as exc:
         raise CdcError(f"cannot connect to PostgreSQL: {exc}") from None
 
 
-def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, tables: tuple[str, ...]) -> bool:
-    """Create the publication (via partition root) or bring its table list in line; True if created."""
-    table_list = sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
-    row = conn.execute(
-        "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)
-    ).fetchone()
+def ensure_publication(
+    conn: psycopg.Connection[Any],
+    name: str,
+    schema: str,
+    tables: tuple[str, ...],
+    include: dict[str, list[str]] | None = None,
+    exclude: dict[str, list[str]] | None = None,
+) -> bool:
+    """Create the publication (via partition root) or bring its tables and columns in line; True if created.
+
+    ``include``/``exclude`` (per table) become the publication's column lists (PostgreSQL 15):
+    a column left out is never sent by the server, so it costs the reader nothing. A table's
+    primary key columns are always published (they are the record key).
+    """
     try:
+        columns = {t: published_columns(conn, schema, t, (include or {}).get(t), (exclude or {}).get(t)) for t in tables}
+        table_list = sql.SQL(", ").join(
+            sql.Identifier(schema, t) if columns[t] is None
+            else sql.SQL("{} ({})").format(sql.Identifier(schema, t), sql.SQL(", ").join(map(sql.Identifier, columns[t])))
+            for t in tables
+        )
+        row = conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
         if row is None:
             conn.execute(
                 sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
@@ -41,13 +59,14 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
             )
             return True
         current = {
-            r[0]
+            r[0]: list(r[1] or [])
             for r in conn.execute(
-                "SELECT tablename FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s",
+                "SELECT tablename, attnames FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s",
                 (name, schema),
             )
         }
-        if current != set(tables):
+        wanted = {t: columns[t] or all_columns(conn, schema, t) for t in tables}
+        if set(current) != set(tables) or any(sorted(current[t]) != sorted(wanted[t]) for t in tables):
             conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), table_list))
         if not row[0]:
             conn.execute(
@@ -56,6 +75,45 @@ def ensure_publication(conn: psycopg.Connection[Any], name: str, schema: str, ta
     except psycopg.errors.UndefinedTable as exc:
         raise CdcError(f"cannot publish: {exc.diag.message_primary}") from None
     return False
+
+
+def all_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    return [c.name for c in table_relation(conn, schema, table).columns]
+
+
+def published_relation(
+    conn: psycopg.Connection[Any], schema: str, table: str, include: list[str] | None, exclude: list[str] | None
+) -> Relation:
+    """:func:`table_relation` with only the columns the publication sends (what a Relation message has)."""
+    relation = table_relation(conn, schema, table)
+    chosen = published_columns(conn, schema, table, include, exclude)
+    if chosen is None:
+        return relation
+    return Relation(relation.oid, schema, table, relation.replica_identity,
+                    tuple(c for c in relation.columns if c.name in chosen))
+
+
+def published_columns(
+    conn: psycopg.Connection[Any], schema: str, table: str, include: list[str] | None, exclude: list[str] | None
+) -> list[str] | None:
+    """The column list of ``table`` in the publication; None: every column (no list)."""
+    if not include and not exclude:
+        return None
+    try:
+        relation = table_relation(conn, schema, table)
+    except CdcError:
+        raise psycopg.errors.UndefinedTable(f'relation "{schema}.{table}" does not exist') from None
+    names = [c.name for c in relation.columns]
+    unknown = sorted((set(include or []) | set(exclude or [])) - set(names))
+    if unknown:
+        raise CdcError(f"cdc column lists name columns {schema}.{table} does not have: {', '.join(unknown)}")
+    keys = set(relation.key_columns)
+    dropped = keys & set(exclude or [])
+    if dropped:
+        raise CdcError(f"cannot exclude key column(s) {', '.join(sorted(dropped))} of {schema}.{table}: "
+                       "they are the record key")
+    chosen = [n for n in names if (not include or n in include or n in keys) and n not in set(exclude or [])]
+    return chosen
 
 
 def slot_exists(conn: psycopg.Connection[Any], slot: str) -> bool:
@@ -165,12 +223,13 @@ def check_not_lost(conn: psycopg.Connection[Any], slot: str) -> None:
 def table_relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Relation:
     """A table as a Relation message would describe it (the key: its primary key columns)."""
     row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
         (schema, table),
     ).fetchone()
     if row is None:
         raise CdcError(f"no table {schema}.{table}")
-    oid = row[0]
+    oid, identity = row
     cols = conn.execute(
         """
         SELECT a.attname, a.atttypid, a.atttypmod,
@@ -182,4 +241,20 @@ def table_relation(conn: psycopg.Connection[Any], schema: str, table: str) -> Re
         """,
         (oid,),
     ).fetchall()
-    return Relation(oid, schema, table, "d", tuple(Column(n, t, m, k) for n, t, m, k in cols))
+    return Relation(oid, schema, table, identity, tuple(Column(n, t, m, k) for n, t, m, k in cols))
+
+
+def primary_key(conn: psycopg.Connection[Any], oid: int) -> tuple[str, ...]:
+    """The primary key columns of the table ``oid``, in key order; empty without one."""
+    rows = conn.execute(
+        """
+        SELECT a.attname
+          FROM pg_index i
+          JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = %s AND i.indisprimary
+         ORDER BY k.n
+        """,
+        (oid,),
+    ).fetchall()
+    return tuple(r[0] for r in rows)

@@ -29,7 +29,7 @@ from rich.progress import Progress
 from core.settings import Settings
 from streams.admin import ensure_topics
 from streams.cdc import slot as slots
-from streams.cdc.envelope import RelationCodec, SourceInfo, make_encoder, read_body, read_event, source_txn
+from streams.cdc.envelope import RelationCodec, SourceInfo, keyed, make_encoder, masking, read_body, read_event, source_txn
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
@@ -83,7 +83,10 @@ def run_snapshot(
 ) -> SnapshotResult:
     schema = settings.cdc.schema_name
     with slots.connect(settings.pg, "cdc-snapshot") as conn:
-        slots.ensure_publication(conn, settings.cdc.publication, schema, cdc_tables(settings))
+        slots.ensure_publication(
+            conn, settings.cdc.publication, schema, cdc_tables(settings),
+            settings.cdc.include_columns, settings.cdc.exclude_columns,
+        )
         if slots.slot_exists(conn, settings.cdc.slot_name):
             if not recreate_slot:
                 raise CdcError(
@@ -114,7 +117,11 @@ def run_snapshot(
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:
                 for table in tables:
-                    relation = slots.table_relation(conn, schema, table)
+                    found = slots.published_relation(
+                        conn, schema, table, settings.cdc.include_columns.get(table), settings.cdc.exclude_columns.get(table)
+                    )
+                    # the key and masks streamed changes get
+                    relation = masking(keyed(found, found.key_columns), settings.cdc.mask_columns.get(table))
                     codec = RelationCodec(relation, converter, snapshot=True)
                     topic = cdc_topic_name(settings, table, schema)
                     task = progress.add_task(f"{schema}.{table}", total=None)

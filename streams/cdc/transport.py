@@ -93,6 +93,11 @@ def standby_status(written: int, flushed: int, applied: int, now_unix_us: int, r
 
 
 # --- the replication socket --------------------------------------------------------------------
+#: libpq parameters of every CDC connection: a peer that vanished (network cut, host lost)
+#: is an error within about 30 s, not a socket silent for the kernel's two hours and more
+NETWORK_TIMEOUTS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                    "tcp_user_timeout": 30_000}
+
 # the walsender prints tuple values with these settings; values.py relies on them
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres"
 
@@ -115,7 +120,7 @@ def _error_of(result: pq.abc.PGresult | None, pgconn: pq.PGconn) -> ReplicationE
         return ReplicationError(pgconn.get_error_message().decode(errors="replace").strip() or "connection lost")
     raw_state = result.error_field(pq.DiagnosticField.SQLSTATE)
     state = raw_state.decode() if raw_state else None
-    text = result.error_message.decode(errors="replace").strip()
+    text = result.error_message.decode(errors="replace").strip() or f"unexpected replication result {result.status.name}"
     if state == "55006":
         return SlotInUseError(text)
     return ReplicationError(text, state)
@@ -139,6 +144,7 @@ class ReplicationConnection:
                 options=SESSION_OPTIONS,
                 application_name=application_name(purpose),
                 connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
+                **NETWORK_TIMEOUTS,
             )
         )
 
@@ -202,9 +208,12 @@ class ReplicationConnection:
                 except OperationalError as exc:
                     raise ReplicationError(f"replication connection lost: {exc}") from None
                 continue
-            # -1: the server ended the copy (an error follows); -2: connection error
+            # -1: the server ended the copy (an error follows, or nothing: a walsender of a
+            # server shutting down ends the copy cleanly); -2: connection error
             self.streaming = False
             result = self.pgconn.get_result()
+            if result is not None and result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.COPY_OUT):
+                raise ReplicationError("the server ended the replication stream (shutting down?): connection lost")
             raise _error_of(result, self.pgconn)
 
     def send_status(self, written: int, flushed: int, reply: bool = False) -> None:
@@ -238,6 +247,7 @@ class _Txn:
     seq: int
     outstanding: int = 0
     end_lsn: int | None = None  # known once the Commit arrived
+    abandoned: bool = False  # its stream was lost before its Commit: it will be sent again whole
 
 
 class AckTracker:
@@ -265,7 +275,10 @@ class AckTracker:
         txn = self._by_seq[seq]
         txn.outstanding -= count
         self._outstanding -= count
-        if txn.outstanding == 0 and txn.end_lsn is not None:
+        if txn.abandoned:
+            if txn.outstanding == 0:
+                del self._by_seq[seq]
+        elif txn.outstanding == 0 and txn.end_lsn is not None:
             self._advance()
 
     def commit(self, seq: int, end_lsn: int) -> None:
@@ -281,6 +294,29 @@ class AckTracker:
         """
         if self.open is None and not self._txns and wal_end > self.confirmed:
             self.confirmed = wal_end
+
+    def resume(self) -> int:
+        """The stream was lost: where a new one starts, past every transaction whose Commit was decoded.
+
+        The transaction open at the loss is abandoned: the server sends it again whole (with
+        the same LSNs); what was produced of it is still acknowledged but confirms nothing.
+        Transactions committed and still in flight stay tracked: they confirm the slot once
+        Kafka has them, and the new stream skips them (a logical slot started at a position
+        skips every transaction whose commit record begins before it).
+        """
+        txn = self.open
+        if txn is not None:
+            self.open = None
+            self._txns.remove(txn)
+            txn.abandoned = True
+            if txn.outstanding == 0:
+                del self._by_seq[txn.seq]
+            self._advance()
+        position = self.confirmed
+        for txn in self._txns:
+            if txn.end_lsn is not None and txn.end_lsn > position:
+                position = txn.end_lsn
+        return position
 
     @property
     def in_flight(self) -> int:

@@ -52,6 +52,7 @@ from streams.consumer.sink import Item, Sink, Source
 from streams.consumer.transaction import Batch, BatchResult, OffsetsWentBack
 from streams.consumer.writer import BatchWriter, Written
 from streams.dlq import DeadLetter, DeadLetterQueue
+from streams.faults import is_transient
 from streams.kafka import consumer_config
 from streams.metrics import ConsumerMetrics
 from streams.retry import Backoff, Stopped
@@ -64,6 +65,17 @@ KAFKA_PROBE_S = 5.0
 
 #: how often an idle consumer checks that PostgreSQL still holds the offsets it stored
 IDLE_OFFSET_CHECK_S = 5.0
+
+#: how long one look for the topics waits for the broker (then the loop backs off and asks again)
+TOPIC_CHECK_S = 5.0
+
+#: error callback codes that are a refusal, not an outage
+_KAFKA_REFUSED = {
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+}
 
 
 class ConsumerError(InsightsError):
@@ -107,6 +119,8 @@ class ConsumerLoop:
         self._last_probe = 0.0
         #: offsets found gone back, to rewind to before the next fetch (see the module doc)
         self._pending_gap: OffsetsWentBack | None = None
+        #: serving errors queued before the broker answered (they end, not start, an outage)
+        self._draining_errors = False
         self._next_idle_check = 0.0
         self.writer = BatchWriter(
             pg, sink, self.group, DeadLetterQueue(kafka, self.group),
@@ -130,7 +144,8 @@ class ConsumerLoop:
         }))
         self._consumer = consumer
         try:
-            self._require_topics(consumer)
+            if not self._require_topics(consumer):
+                return self.totals  # stopped while waiting for the broker (the finally block logs it)
             if self.source.before_consuming is not None:
                 self.source.before_consuming()
             consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -162,6 +177,7 @@ class ConsumerLoop:
         while not self.stop.is_set():
             messages = consumer.consume(num_messages=batch_size, timeout=max(wait, 0.001))
             self.health.beat()
+            self._raise_permanent()
             if self.writer.finished():  # a failed write surfaces now, not at the next batch
                 self._settle(self.writer.finish)
             if self._rewind_if_behind():
@@ -180,12 +196,45 @@ class ConsumerLoop:
             if self.max_batches is not None and batches >= self.max_batches:
                 return
 
-    def _require_topics(self, consumer: Consumer) -> None:
-        found = {t: consumer.list_topics(t, timeout=15).topics.get(t) for t in self.topics}
+    def _raise_permanent(self) -> None:
+        """A probe found a fault no retry fixes (wrong password, no such database): stop with it."""
+        if self.health.permanent is not None:
+            raise self.health.permanent
+
+    def _require_topics(self, consumer: Consumer) -> bool:
+        """Check that the topics exist; False when stopped before the broker answered.
+
+        A broker that does not answer is waited for, not an error: a consumer started
+        before its broker (systemd, compose, a host reboot) must come up by itself. The
+        wait is logged once when it starts and once when it ends (through the health);
+        a missing topic or a refused credential is raised at once.
+        """
+        delays = self.backoff.delays()
+        while True:
+            self._raise_permanent()
+            consumer.poll(0)  # serve librdkafka's error callbacks while they belong to this outage
+            try:
+                found = {t: consumer.list_topics(t, timeout=TOPIC_CHECK_S).topics.get(t) for t in self.topics}
+                break
+            except KafkaException as exc:
+                if not is_transient(exc):
+                    raise
+                self.health.failing("kafka", describe(exc)[:300])
+                self.health.beat()  # waiting for the broker is the loop's work now, not a hang
+                if self.stop.wait(next(delays)):
+                    return False
+        # errors librdkafka queued before the broker answered are the outage that just ended
+        self._draining_errors = True
+        try:
+            consumer.poll(0)
+        finally:
+            self._draining_errors = False
+        self.health.ok("kafka")
         missing = [t for t, meta in found.items() if meta is None or meta.error is not None]
         if missing:
             what = f"topic {missing[0]} does not exist" if len(missing) == 1 else f"topics {', '.join(missing)} do not exist"
             raise ConsumerError(f"{what}: {self.source.missing_hint}")
+        return True
 
     def _probe_kafka(self, consumer: Consumer) -> None:
         """Idle, with Kafka reported failing: no record will say it is back, so ask it."""
@@ -308,6 +357,7 @@ class ConsumerLoop:
                     value, self.source.decoder, self.sink.prepare,
                     self.source.context(msg.topic(), msg.partition(), offset), self.batching,
                 )
+                self.health.ok("schema registry")  # it answered, if it was asked (a no-op otherwise)
                 return Item(msg.topic(), msg.partition(), offset, _timestamp(msg), msg.key(), value, rows)
             except Exception as exc:
                 decision = self.policy(exc)
@@ -385,9 +435,14 @@ class ConsumerLoop:
             log.error("fatal kafka error", extra={"error": str(err)})
             self.health.fatal(f"kafka: {err}")
             self.stop.set()
+        elif err.code() in _KAFKA_REFUSED:  # credentials or ACLs: no retry will change them
+            self.health.found_permanent(KafkaException(err), f"kafka: {err.str()}")
         else:
-            self.health.failing("kafka", str(err))
-            log.warning("kafka error (librdkafka retries)", extra={"error": str(err)})
+            # the health logs the outage once; librdkafka retries by itself and says so in
+            # its own (suppressed, repeated) log lines
+            if not self._draining_errors:
+                self.health.failing("kafka", str(err))
+            log.debug("kafka error (librdkafka retries)", extra={"error": str(err)})
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -8,13 +8,16 @@ a sink owns only two things, kept apart on purpose:
   by one.
 * ``write``: set-based I/O for many prepared records at once, inside the transaction
   the loop opened (it must not commit). It must be idempotent: writing the same
-  records again changes nothing, because Kafka delivers at least once.
+  records again changes nothing, because Kafka delivers at least once. It says what
+  PostgreSQL did (:class:`Writes`: rows inserted and updated per table, and how many
+  of the records were already stored), so the operator's counters tell the truth.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -40,9 +43,45 @@ class Sink(Protocol[R]):
         """Per partitioned table, the partition-key timestamps ``items`` will write."""
         ...
 
-    def write(self, conn: psycopg.Connection, items: Sequence[R]) -> Mapping[str, int]:
-        """Write ``items`` inside the open transaction; return rows written per table."""
+    def write(self, conn: psycopg.Connection, items: Sequence[R]) -> Writes | Mapping[str, int]:
+        """Write ``items`` inside the open transaction; say what PostgreSQL did.
+
+        A plain mapping (rows per table) is accepted from a sink that cannot tell an
+        insert from an update; its rows are then reported as ``written``.
+        """
         ...
+
+
+@dataclass
+class Writes:
+    """What one ``write`` did, from PostgreSQL's answers (``RETURNING``, row counts)."""
+
+    #: rows added, per table
+    inserted: Counter[str] = field(default_factory=Counter)
+    #: rows changed, per table (an upsert's update, a counter bumped)
+    updated: Counter[str] = field(default_factory=Counter)
+    #: rows written where the sink cannot tell an insert from an update, per table
+    written: Counter[str] = field(default_factory=Counter)
+    #: records whose rows were all stored already: they changed nothing (no-ops)
+    already_stored: int = 0
+
+    def count(self, table: str, inserted: int, updated: int) -> None:
+        if inserted:
+            self.inserted[table] += inserted
+        if updated:
+            self.updated[table] += updated
+
+    def add(self, other: Writes) -> None:
+        self.inserted.update(other.inserted)
+        self.updated.update(other.updated)
+        self.written.update(other.written)
+        self.already_stored += other.already_stored
+
+    @classmethod
+    def of(cls, answer: Writes | Mapping[str, int]) -> Writes:
+        if isinstance(answer, Writes):
+            return answer
+        return cls(written=Counter({t: n for t, n in answer.items() if n}))
 
 
 @dataclass(slots=True)

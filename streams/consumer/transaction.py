@@ -29,7 +29,6 @@ standard lag tools see progress; after any crash the loop resumes from these.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +38,7 @@ import psycopg
 
 from core.errors import InsightsError
 from streams.consumer.policy import Action, ErrorPolicy
-from streams.consumer.sink import Item, Sink
+from streams.consumer.sink import Item, Sink, Writes
 from streams.dlq import DeadLetter
 from streams.faults import ErrorClass, describe
 
@@ -64,14 +63,36 @@ def went_back(
 
 @dataclass
 class BatchResult:
+    """What a batch (or a run: the sum of its batches) did, as the operator reads it.
+
+    Events: each consumed record is exactly one of ``stored`` (it added or changed rows),
+    ``already_stored`` (it changed nothing: below the offsets PostgreSQL holds, or its
+    rows were there already, e.g. a duplicate or a replay) or ``dead_letters``. Rows:
+    ``inserted`` and ``updated`` as PostgreSQL answered them, over all tables; ``written``
+    for a sink that cannot tell the two apart.
+    """
+
     consumed: int = 0
     stored: int = 0
-    skipped: int = 0  # already stored by a previous owner of the partition
+    already_stored: int = 0
     dead_letters: int = 0
+    inserted: int = 0
+    updated: int = 0
+    written: int = 0
 
     def add(self, other: BatchResult) -> None:
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)
+
+    def summary(self) -> str:
+        """One sentence for the CLI's closing line and the demo."""
+        rows = f"{self.inserted} rows inserted, {self.updated} updated"
+        if self.written:
+            rows += f", {self.written} written"
+        return (
+            f"{self.consumed} events: {self.stored} stored, {self.already_stored} already stored, "
+            f"{self.dead_letters} dead-lettered ({rows})"
+        )
 
 
 @dataclass
@@ -92,8 +113,8 @@ class Batch:
 @dataclass
 class Committed:
     result: BatchResult
-    #: rows written per table
-    rows: Counter[str]
+    #: rows inserted / updated / written per table
+    writes: Writes
     #: every record of the batch that went to a dead-letter topic
     letters: list[DeadLetter]
 
@@ -131,7 +152,7 @@ def commit_batch(
         todo = [i for i in batch.items if fresh(i.topic, i.partition, i.offset)]
         letters = [d for d in batch.letters if fresh(d.topic, d.partition, d.offset)]
         fresh_letters = len(letters)
-        rows, rejected = _write_isolating(conn, sink, todo, policy)  # 3. isolate
+        writes, rejected = _write_isolating(conn, sink, todo, policy)  # 3. isolate
         _save_offsets(conn, group, batch.next_offsets)  # 4. store offsets (the rows are in)
         letters += [
             DeadLetter(error_class, describe(exc), item.topic, item.partition, item.offset,
@@ -142,18 +163,23 @@ def commit_batch(
             dead_letters.deliver(letters)
     # 6. committed: leaving the block without an exception commits
     consumed = len(batch.items) + len(batch.letters)
+    # below the stored offsets (a previous owner stored them), or written and changing nothing
+    already = (len(batch.items) - len(todo)) + (len(batch.letters) - fresh_letters) + writes.already_stored
     result = BatchResult(
         consumed=consumed,
-        stored=len(todo) - len(rejected),
-        skipped=consumed - len(todo) - fresh_letters,
+        stored=len(todo) - len(rejected) - writes.already_stored,
+        already_stored=already,
         dead_letters=len(letters),
+        inserted=sum(writes.inserted.values()),
+        updated=sum(writes.updated.values()),
+        written=sum(writes.written.values()),
     )
-    return Committed(result, rows, letters)
+    return Committed(result, writes, letters)
 
 
 def _write_isolating(
     conn: psycopg.Connection[Any], sink: Sink[Any], items: Sequence[Item[Any]], policy: ErrorPolicy
-) -> tuple[Counter[str], list[tuple[Item[Any], BaseException, ErrorClass]]]:
+) -> tuple[Writes, list[tuple[Item[Any], BaseException, ErrorClass]]]:
     """Write ``items`` inside the caller's transaction; return rows per table and the rejects.
 
     The batch is written in one statement set; when PostgreSQL rejects it for a data
@@ -161,7 +187,7 @@ def _write_isolating(
     records. k bad records among n cost about k*log2(n) extra writes, and a batch with
     none costs one savepoint.
     """
-    rows: Counter[str] = Counter()
+    writes = Writes()
     rejected: list[tuple[Item[Any], BaseException, ErrorClass]] = []
 
     def attempt(chunk: Sequence[Item[Any]]) -> None:
@@ -181,10 +207,10 @@ def _write_isolating(
             attempt(chunk[:middle])
             attempt(chunk[middle:])
             return
-        rows.update(counts)
+        writes.add(Writes.of(counts))  # a chunk rolled back to its savepoint counts nothing
 
     attempt(items)
-    return rows, rejected
+    return writes, rejected
 
 
 # --- offsets in PostgreSQL ---------------------------------------------------------------

@@ -49,6 +49,7 @@ from streams.metrics import ConsumerMetrics
 from streams.pg import connect
 from streams.pg.partitions import PartitionsOnDemand
 from streams.retry import Backoff, retry_transient
+from streams.serde.errors import RegistryUnavailableError
 from streams.service.health import Health
 
 log = logging.getLogger("insights.consumer")
@@ -185,8 +186,7 @@ class BatchWriter:
             self.known[key] = max(self.known.get(key, value), value)
         self.last_commit_at = time.perf_counter()
         self.metrics.batch_seconds.observe(self.last_commit_at - batch.started)
-        for table, count in committed.rows.items():
-            self.metrics.rows.labels(table).inc(count)
+        self.metrics.record_batch(committed.writes, committed.result)
         if committed.letters:
             self.health.ok("kafka")  # the dead letters were acknowledged
         for letter in committed.letters:
@@ -197,10 +197,13 @@ class BatchWriter:
                        "error_class": letter.error_class.value, "reason": letter.reason[:300]},
             )
         self.totals.add(committed.result)
-        log.debug(
+        # per batch, what PostgreSQL did: events stored / already stored / dead-lettered,
+        # rows inserted / updated (per table in the fields)
+        log.info(
             "batch committed",
-            extra={"topic": self.label, "offsets": {f"{t}[{p}]": o for (t, p), o in batch.next_offsets.items()},
-                   **vars(committed.result)},
+            extra={"topic": self.label, **vars(committed.result),
+                   "inserted_rows": dict(committed.writes.inserted), "updated_rows": dict(committed.writes.updated),
+                   "offsets": {f"{t}[{p}]": o for (t, p), o in batch.next_offsets.items()}},
         )
         return Written(committed.result, batch.next_offsets)
 
@@ -234,13 +237,28 @@ class BatchWriter:
                 self._conn = None
 
     def on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
-        """A transient failure: count it, log it, and tell the health which dependency failed."""
-        cause = "postgres" if isinstance(exc, psycopg.Error) else "kafka" if isinstance(exc, KafkaException) else "other"
+        """A transient failure: count it and tell the health which dependency failed.
+
+        The health logs the start and the end of the outage, once each; every attempt in
+        between is only counted (``insights_consumer_transient_retries``) and logged at
+        debug level, so a database away for an hour is two lines, not thousands.
+        """
+        cause = dependency_of(exc)
         self.metrics.retries.labels(cause).inc()
         reason = describe(exc)[:300]
-        if cause != "other":
-            self.health.failing(cause, reason)
-        log.warning(
+        self.health.failing(cause, reason)
+        log.debug(
             "transient failure, retrying the batch",
             extra={"topic": self.label, "attempt": attempt, "delay_s": round(delay, 3), "error": reason},
         )
+
+
+def dependency_of(exc: BaseException) -> str:
+    """Which dependency a transient failure is about, for the health and the retry metric."""
+    if isinstance(exc, psycopg.Error):
+        return "postgres"
+    if isinstance(exc, KafkaException):
+        return "kafka"
+    if isinstance(exc, RegistryUnavailableError):
+        return "schema registry"
+    return "other"

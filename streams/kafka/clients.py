@@ -48,7 +48,13 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "linger.ms": 2,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
+        # what bounds the reader's memory while the broker is away: a full queue pauses
+        # reading (the slot keeps the changes), it does not fail
+        "queue.buffering.max.kbytes": 256 * 1024,
         "batch.num.messages": 10_000,
+        # never give up on a change while the broker is away (0 = no timeout): a change
+        # reported failed could only end the reader, which resends it anyway
+        "delivery.timeout.ms": 0,
     },
     "dlq": {"linger.ms": 5},
 }

@@ -10,14 +10,25 @@ Two kinds of evidence, both cheap to record from the hot path:
   still turns (it keeps retrying, but an orchestrator or a pager should know).
 
 A permanent fault (wrong password, missing table) is reported with
-:meth:`Health.fatal` just before the process exits non-zero.
+:meth:`Health.fatal` just before the process exits non-zero; one a probe finds while the
+loop is busy waiting for something else (PostgreSQL refusing the password while Kafka is
+still away) is kept as :attr:`Health.permanent`, for the loop to raise at its next turn.
+
+**One line per outage.** Whoever notices first (the probes, the loop, the writer's
+retries, librdkafka's error callback) reports into this object, so it is here, not in
+each of them, that the start and the end of a dependency's streak of failures are
+logged: once ``<dependency> unreachable`` when the streak starts, once ``<dependency>
+reachable again`` when it ends, however many attempts fail in between.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
+
+log = logging.getLogger("insights.service")
 
 
 #: a main loop that has not turned for this long is stuck
@@ -48,6 +59,8 @@ class Health:
         #: dependency -> (monotonic time it started failing, last reason)
         self._failing: dict[str, tuple[float, str]] = {}
         self._fatal: str | None = None
+        #: a permanent fault found while the loop was busy elsewhere (see the module doc)
+        self.permanent: BaseException | None = None
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()
@@ -58,19 +71,33 @@ class Health:
     def ok(self, dependency: str) -> None:
         if dependency in self._failing:  # cheap check first: ok() is called on the hot path
             with self._lock:
-                self._failing.pop(dependency, None)
+                ended = self._failing.pop(dependency, None)
+            if ended is not None:
+                log.info("%s reachable again", dependency,
+                         extra={"dependency": dependency, "down_s": round(time.monotonic() - ended[0], 1)})
 
     def failing(self, dependency: str, reason: str) -> None:
-        """Record a failed attempt; the first one of a streak starts its clock."""
+        """Record a failed attempt; the first one of a streak starts its clock (and is logged)."""
         with self._lock:
+            started = dependency not in self._failing
             since = self._failing.get(dependency, (time.monotonic(), reason))[0]
             self._failing[dependency] = (since, reason)
+        if started:
+            log.warning("%s unreachable", dependency,
+                        extra={"dependency": dependency, "error": reason, "retrying": True})
 
     def is_failing(self, dependency: str) -> bool:
         return dependency in self._failing
 
     def fatal(self, reason: str) -> None:
         self._fatal = reason
+
+    def found_permanent(self, exc: BaseException, reason: str) -> None:
+        """A fault no retry can fix, found outside the loop (a probe): unhealthy now, raised by the loop."""
+        # not logged here: the entry point reports the error once, as the one line naming the fix
+        if self.permanent is None:
+            self.permanent = exc
+        self.fatal(reason)
 
     def report(self) -> HealthReport:
         now = time.monotonic()

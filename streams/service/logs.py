@@ -7,7 +7,10 @@ With ``as_json`` the promise is that *every* line the process writes to stderr i
 JSON object, not only the lines our own code logs. The other writers are routed here:
 
 * librdkafka: the client profiles (``streams.kafka.clients``) hand it a Python
-  logger, so its ``%3|…|FAIL|…`` lines arrive as log records;
+  logger, so its ``%3|…|FAIL|…`` lines arrive as log records. With the broker away it
+  repeats the same line about a hundred times a second (every client, every reconnect);
+  :class:`_Repeats` lets one of each through per minute, saying how many it held back.
+  The outage itself is logged once by the health (``streams.service.health``);
 * Python warnings (``logging.captureWarnings``);
 * an exception nobody caught, in the main thread or any other (``sys.excepthook``,
   ``threading.excepthook``): a traceback as raw text would break a line-per-object parser;
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -117,6 +122,37 @@ def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
     )
 
 
+class _Repeats(logging.Filter):
+    """At most one line per ``window`` seconds for each distinct text (numbers ignored)."""
+
+    _NUMBERS = re.compile(r"\d+")
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[str, tuple[float, int]] = {}  # text -> (last let through, held back since)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = self._NUMBERS.sub("#", str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(text, (now - self.window, 0))
+            if now - last < self.window:
+                self._seen[text] = (last, held + 1)
+                return False
+            if len(self._seen) > 1000:  # texts with ever-new words: forget the oldest half
+                for key in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
+                    del self._seen[key]
+            self._seen[text] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} identical line(s) held back in the last {self.window:.0f}s)"
+        return True
+
+
+_REPEATS = _Repeats()
+
+
 class _Fields(logging.Filter):
     """Fields every record of the process carries (``service``), unless the record sets them."""
 
@@ -148,6 +184,9 @@ def configure_logging(level: str = "INFO", as_json: bool = False, fields: dict[s
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    librdkafka = logging.getLogger("librdkafka")  # streams.kafka.clients.LIBRDKAFKA_LOGGER
+    if _REPEATS not in librdkafka.filters:
+        librdkafka.addFilter(_REPEATS)
     logging.captureWarnings(True)
     if as_json:
         sys.excepthook = _excepthook

@@ -9,22 +9,21 @@ reports to :class:`Health`. Loops may report the same dependency names from thei
 work too: a failure starts the unreachability clock, a successful probe (a fresh
 connection did reach the server) stops it.
 
-Only a change of state is logged (unreachable, reachable again): a probe every few
-seconds must not flood the log.
+Only a change of state is logged (unreachable, reachable again), by :class:`Health`: a
+probe every few seconds must not flood the log. A refusal no retry can fix (a wrong
+password, a missing database: ``streams.faults.is_permanent``) is not an outage: the
+probe records it as permanent, ``/healthz`` fails at once and the loop stops with it.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from core.settings import KafkaSettings, PostgresSettings
-from streams.faults import describe
+from streams.faults import describe, is_permanent
 from streams.service.health import Health
-
-log = logging.getLogger("insights.service")
 
 
 class Probe(Protocol):
@@ -87,7 +86,6 @@ class Prober:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="probes", daemon=True)
-        self._down: set[str] = set()
 
     def start(self) -> Prober:
         if self.probes:
@@ -108,15 +106,12 @@ class Prober:
                 probe.check()
             except Exception as exc:
                 reason = describe(exc)[:300]
-                self.health.failing(name, reason)
-                if name not in self._down:
-                    self._down.add(name)
-                    log.warning("%s unreachable", name, extra={"dependency": name, "error": reason})
+                if is_permanent(exc):
+                    self.health.found_permanent(exc, f"{name}: {reason}")
+                else:
+                    self.health.failing(name, reason)
                 continue
             self.health.ok(name)
-            if name in self._down:
-                self._down.discard(name)
-                log.info("%s reachable again", name, extra={"dependency": name})
 
     def _run(self) -> None:
         while not self._stop.is_set():

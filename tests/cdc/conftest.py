@@ -133,6 +133,12 @@ def running_reader(settings: Settings) -> Iterator[CdcReader]:
     thread.start()
     try:
         yield reader
+    except BaseException as failed:
+        stop.set()
+        thread.join(60)
+        if errors:  # the reader's own failure explains the test's (a timeout, a missing event)
+            raise errors[0] from failed
+        raise
     finally:
         stop.set()
         thread.join(60)

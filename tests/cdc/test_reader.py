@@ -168,7 +168,7 @@ def test_a_librdkafka_error_marks_kafka_failing_until_a_probe_succeeds(cdc_confi
     assert not health.is_failing("kafka")
 
 
-def test_a_row_change_without_a_key_is_one_record_on_either_path(cdc_config: Settings) -> None:
+def test_a_row_change_without_a_key_is_one_record_keyed_by_the_row_on_either_path(cdc_config: Settings) -> None:
     """Only a truncate is copied to every partition: the fast path and the reference path agree."""
     keyless = b"R" + struct.pack("!I", OID) + b"public\0products\0d" + struct.pack("!H", 1)
     keyless += b"\0" + b"note\0" + struct.pack("!Ii", VARCHAR, -1)
@@ -183,4 +183,7 @@ def test_a_row_change_without_a_key_is_one_record_on_either_path(cdc_config: Set
     reference = _reader(cdc_config, FakeProducer(), encoder=Encoder(make_encoder(cdc_config), None))
     _feed(reference, data)
     assert fast.producer.records == reference.producer.records  # type: ignore[attr-defined]
-    assert [(key, partition) for _, key, partition, _ in fast.producer.records] == [(None, None)] * 3  # type: ignore[attr-defined]
+    # keyed by the whole row (envelope.keyed), one record each, the partitioner's choice
+    assert [(key, partition) for _, key, partition, _ in fast.producer.records] == [  # type: ignore[attr-defined]
+        (f'{{"note":"n{i}"}}'.encode(), None) for i in range(3)
+    ]

@@ -7,6 +7,9 @@ with its change counters and the process metrics, and every stderr line is JSON.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -68,6 +71,23 @@ def test_reader_and_hot_standby_on_default_settings_both_start_healthy_and_serve
         status, body = first.get("/metrics")
         assert status == 200 and _metric(body, changes) == 25
         assert "insights_cdc_confirmed_lsn{" in body.decode()
+        # `cdc status` shows the reader's own view from that endpoint
+        shown = subprocess.run(
+            [sys.executable, "-m", "insights", "cdc", "status", "--json",
+             "--reader", f"http://127.0.0.1:{first.port()}/metrics"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        view = json.loads(shown.stdout)["reader"]
+        assert view["answering"] is True and view["connected"] is True and view["paused"] is False
+        assert view["changes"] == 25 and view["stream_losses"] == 0
+        assert view["confirmed_lsn"] and "/" in view["confirmed_lsn"]
+        assert view["last_event_commit_time"] and view["last_event_commit_time"].startswith("20")
+        nobody = subprocess.run(
+            [sys.executable, "-m", "insights", "cdc", "status", "--json", "--reader", "http://127.0.0.1:1/metrics"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert nobody.returncode == 0 and json.loads(nobody.stdout)["reader"]["answering"] is False
         standby_status, standby_body = second.get("/metrics")
         assert standby_status == 200 and _metric(standby_body, changes) == 0  # it has streamed nothing
         for _, text in ((status, body), (standby_status, standby_body)):

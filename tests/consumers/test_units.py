@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import urllib.error
@@ -18,7 +19,7 @@ from consumers.alerts.mapping import merge as merge_alerts
 from consumers.scrape.mapping import PRODUCT_COLUMNS, merge, prepare, scrape_rows
 from streams.consumer.policy import Action, default_policy
 from streams.dlq import H_ERROR_CLASS, H_OFFSET, DeadLetter, dlq_headers, headers_dict
-from streams.faults import ErrorClass, is_transient
+from streams.faults import ErrorClass, is_permanent, is_transient
 from streams.metrics import ConsumerMetrics
 from streams.service.http import MetricsServer
 from streams.service.health import Health
@@ -77,6 +78,63 @@ def test_alert_rows_and_duplicates() -> None:
 def test_transient_classification(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
     assert (default_policy(exc).action is Action.RETRY) is transient
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        # libpq's words while connecting (psycopg gives no SQLSTATE then)
+        psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                                 'FATAL:  password authentication failed for user "insights"'),
+        psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                                 'FATAL:  database "nope" does not exist'),
+        psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                                 'FATAL:  role "nobody" does not exist'),
+        psycopg.OperationalError('connection failed: FATAL:  no pg_hba.conf entry for host "10.0.0.1"'),
+        psycopg.errors.InsufficientPrivilege(),
+        psycopg.errors.UndefinedTable(),
+        KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)),
+        KafkaException(KafkaError(KafkaError.SASL_AUTHENTICATION_FAILED)),
+    ],
+)
+def test_permanent_faults_are_never_retried_nor_dead_lettered(exc: BaseException) -> None:
+    assert is_permanent(exc) and not is_transient(exc)
+    assert default_policy(exc).action is Action.RAISE
+    try:  # wrapped, it is still permanent: the cause decides
+        raise RuntimeError("partition helper failed") from exc
+    except RuntimeError as outer:
+        assert is_permanent(outer) and not is_transient(outer)
+
+
+def test_a_server_going_away_is_not_permanent() -> None:
+    for exc in (
+        psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 1 failed: '
+                                 "Connection refused"),
+        psycopg.OperationalError("connection failed: FATAL:  the database system is starting up"),
+        KafkaException(KafkaError(KafkaError._TRANSPORT)),
+    ):
+        assert is_transient(exc) and not is_permanent(exc)
+
+
+def test_health_logs_an_outage_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    health = Health(unreachable_after=60)
+    with caplog.at_level(logging.INFO, logger="insights.service"):
+        for attempt in range(50):  # the probe, the loop and the writer's retries all report
+            health.failing("postgres", f"refused (attempt {attempt})")
+        health.ok("postgres")
+        health.ok("postgres")
+        health.failing("kafka", "down")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["postgres unreachable", "postgres reachable again", "kafka unreachable"]
+
+
+def test_a_permanent_fault_found_by_a_probe_makes_health_fail_at_once() -> None:
+    health = Health(unreachable_after=60)
+    refused = psycopg.OperationalError("password authentication failed")
+    health.found_permanent(refused, "postgres: password authentication failed")
+    report = health.report()
+    assert not report.healthy and report.reasons == ["fatal: postgres: password authentication failed"]
+    assert health.permanent is refused
 
 
 def test_a_wrapped_transient_error_is_still_transient() -> None:
@@ -149,3 +207,21 @@ def test_health_endpoint_fails_when_the_loop_is_stuck() -> None:
         assert "insights_consumer_batch_seconds_bucket" in body
     finally:
         server.stop()
+
+
+def test_batch_metrics_say_inserted_updated_and_already_stored() -> None:
+    from streams.consumer.sink import Writes
+    from streams.consumer.transaction import BatchResult
+
+    metrics = ConsumerMetrics("scrape", "g")
+    writes = Writes()
+    writes.count("product_snapshots", 7, 0)
+    writes.count("products", 2, 3)
+    metrics.record_batch(writes, BatchResult(consumed=10, stored=7, already_stored=2, dead_letters=1,
+                                             inserted=9, updated=3))
+    body = metrics.exposition().decode()
+    assert 'insights_consumer_row_changes_total{op="inserted",table="product_snapshots"} 7.0' in body
+    assert 'insights_consumer_row_changes_total{op="updated",table="products"} 3.0' in body
+    assert 'insights_consumer_rows_written_total{table="products"} 5.0' in body
+    assert 'insights_consumer_events_total{outcome="already_stored"} 2.0' in body
+    assert 'insights_consumer_events_total{outcome="dead_lettered"} 1.0' in body

@@ -170,3 +170,93 @@ def test_reset_refuses_an_active_group(settings, make_topic, consumer_group, pg)
     finally:
         member.close()
     assert pg.execute("SELECT count(*) FROM consumer_offsets WHERE consumer_group = %s", (consumer_group,)).fetchone()[0] == 0
+
+
+def _dead_letters_of(settings, dlq, classes):
+    with EventProducer(settings) as producer:
+        for i, error_class in enumerate(classes):
+            headers = [(H_ERROR_CLASS, error_class.encode()), (H_OFFSET, str(i).encode())]
+            producer.produce_event(dlq, f"B0KEY{i:05d}", f"payload-{i}".encode(), headers)
+
+
+def test_dlq_replay_skips_classes_that_cannot_succeed_unless_included(settings, topics, consumer_group):
+    topic = topics[0].name
+    dlq = dlq_name(topic)
+    admin = AdminClient(settings.kafka.client_config())
+    classes = ["unknown_schema", "validation", "corrupt_payload", "constraint", "unknown_schema", "validation"]
+    _dead_letters_of(settings, dlq, classes)
+
+    dry = replay_dlq(settings, topic, dry_run=True)
+    assert (dry.pending, dry.replayed, dry.remaining) == (6, 3, 6)
+    assert dry.skipped == {"unknown_schema": 2, "corrupt_payload": 1}
+    done = replay_dlq(settings, topic)
+    assert done.replayed == 3 and done.by_error_class == {"validation": 2, "constraint": 1}
+    assert done.skipped == {"unknown_schema": 2, "corrupt_payload": 1} and done.remaining == 0
+    # the run dealt with every pending record: the depth is 0, and only replayable ones were sent
+    assert dlq_depths(admin, settings.kafka, {dlq: 1})[dlq].depth == 0
+    got = _read_all(settings, topic, consumer_group, 3, topics[0].partitions)
+    assert sorted(m.value() for m in got) == [b"payload-1", b"payload-3", b"payload-5"]
+
+    # asked for: an unknown schema that was registered since is worth re-sending
+    _dead_letters_of(settings, dlq, ["unknown_schema", "corrupt_payload"])
+    asked = replay_dlq(settings, topic, include=["unknown_schema"])
+    assert asked.replayed == 1 and asked.by_error_class == {"unknown_schema": 1}
+    assert asked.skipped == {"corrupt_payload": 1}
+    with pytest.raises(ReplayError, match="unknown error class nonsense"):
+        replay_dlq(settings, topic, include=["nonsense"])
+
+
+def test_replay_cli_says_how_many_it_skipped_and_how_to_include_them(settings, topics):
+    from tests.cli.helpers import run_cli
+    from tests.fix_services import child_env
+
+    topic = topics[0].name
+    _dead_letters_of(settings, dlq_name(topic), ["unknown_schema", "validation", "unknown_schema"])
+    env = child_env(settings)
+    dry = run_cli("replay", "dlq", "--topic", topic, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"3 record(s) pending in {dlq_name(topic)}" in dry.stdout
+    assert "would skip 2 record(s) that cannot succeed again (unknown_schema: 2)" in dry.stdout
+    done = run_cli("replay", "dlq", "--topic", topic, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"replayed 1 record(s) from {dlq_name(topic)}" in done.stdout
+    assert "skipped 2 record(s) that cannot succeed again (unknown_schema: 2); to re-send them, run with " \
+           "--include-class unknown_schema" in done.stdout
+    assert f"0 record(s) left in {dlq_name(topic)}" in done.stdout
+    bad = run_cli("replay", "dlq", "--topic", topic, "--include-class", "nonsense", env=env)
+    assert bad.returncode == 1 and "unknown error class nonsense" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_reset_shift_by_earliest_and_latest(settings, make_topic, consumer_group, pg):
+    topic = make_topic(partitions=2)
+    _produce(settings, topic, 20, partitions=2)  # 10 per partition
+    pg.execute(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES (%s, %s, 0, 8), (%s, %s, 1, 2)",
+        (consumer_group, topic, consumer_group, topic),
+    )
+
+    def stored():
+        return [r[0] for r in pg.execute(
+            "SELECT next_offset FROM consumer_offsets WHERE consumer_group = %s AND topic = %s ORDER BY partition",
+            (consumer_group, topic),
+        ).fetchall()]
+
+    back = reset_group(settings, consumer_group, topic, shift_by=-5)
+    assert [p.target for p in back.partitions] == [3, 0]  # 8-5, and 2-5 clamped to the log start
+    assert stored() == [3, 0]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, shift_by=4).partitions] == [7, 4]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, shift_by=100).partitions] == [10, 10]
+    assert [p.target for p in reset_group(settings, consumer_group, topic, to_earliest=True).partitions] == [0, 0]
+    assert stored() == [0, 0]
+    latest = reset_group(settings, consumer_group, topic, to_latest=True, dry_run=True)
+    assert [p.target for p in latest.partitions] == [10, 10] and stored() == [0, 0]
+    reset_group(settings, consumer_group, topic, to_latest=True)
+    assert stored() == [10, 10]
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": consumer_group}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in committed] == [10, 10]
+    with pytest.raises(ReplayError, match="exactly one"):
+        reset_group(settings, consumer_group, topic, to_latest=True, shift_by=1)

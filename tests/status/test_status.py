@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -75,11 +76,14 @@ def test_clean_consume_is_ok_poison_shows_depth_replay_and_purge_bring_it_back(
 
     dry = cli(settings, "replay", "dlq", "--topic", topic, "--dry-run")
     assert dry.code == 0, dry.stderr
-    assert f"2 record(s) pending in {dlq}" in dry.stdout and "would replay 2" in dry.stdout
+    # the poison's schema id is one nobody knows: re-sending it can only fail again
+    assert f"2 record(s) pending in {dlq}" in dry.stdout and "would replay 0" in dry.stdout
+    assert "would skip 2 record(s) that cannot succeed again (unknown_schema: 2)" in dry.stdout
     assert _row(gather(settings), "dlq", dlq).metrics["depth"] == 2  # a dry run changes nothing
 
     report = replay_dlq(settings, topic)
-    assert (report.pending, report.replayed, report.remaining) == (2, 2, 0)
+    assert (report.pending, report.replayed, report.remaining) == (2, 0, 0)
+    assert report.skipped == {"unknown_schema": 2}
     replayed = _row(gather(settings), "dlq", dlq)
     assert replayed.metrics == {"depth": 0, "written": 2, "purged": 0, "replayed": 2}
     assert replayed.state == "ok"
@@ -141,7 +145,9 @@ def test_stopped_consumer_with_lag_beyond_the_threshold_exits_non_zero_with_the_
 def test_kafka_down_answers_fast_with_unknown_and_prints_no_librdkafka_lines(
     settings: Settings, pg_dsn: str
 ) -> None:
-    down = settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{closed_port()}", status_slot_required=False)
+    # a slot name of its own: the shared cluster's slots (a demo's, idle) are not this test's
+    down = settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{closed_port()}", status_slot_required=False,
+                            cdc_slot_name=f"nosuch_{uuid.uuid4().hex[:8]}")
     started = time.monotonic()
     report = gather(down)
     # refused everywhere: librdkafka says all brokers are down, nobody waits the full timeout
@@ -202,6 +208,7 @@ def test_missing_slot_fails_and_an_idle_slot_holding_wal_is_flagged(
     row = _row(tight, "cdc", name)
     assert row.state == "warn"  # (the test made no topics: the overall state is not the slot's)
     assert row.reason.startswith("idle (no reader), holding ") and "(threshold 1.0 MiB)" in row.reason
+    assert "start insights cdc run, or insights cdc drop if nothing reads it" in row.reason
     assert isinstance(row.metrics["retained_bytes"], int)
 
 

@@ -94,13 +94,17 @@ def test_a_stale_redelivery_never_resurrects_a_row_and_bad_records_are_dead_lett
     # the reader crashed before confirming: the insert comes again, after its delete, in a later batch
     before = everything(pg)
     send(cdc_settings, "product_snapshots", [(key1, created)])
-    consume_all(cdc_settings)
+    stale = consume_all(cdc_settings)
     assert everything(pg) == before
+    # and the counters say so: the version guard refused it, nothing inserted or updated
+    assert (stale.totals.stored, stale.totals.already_stored) == (0, 1)
+    assert (stale.totals.inserted, stale.totals.updated) == (0, 0)
 
     # a real new change still gets through
     send(cdc_settings, "product_snapshots", [
         (b'{"id":2}', event("product_snapshots", "c", 300, 1, after=snapshot_row(2, T2, "20.00")))])
-    consume_all(cdc_settings)
+    fresh = consume_all(cdc_settings)
+    assert (fresh.totals.stored, fresh.totals.already_stored, fresh.totals.inserted) == (1, 0, 1)
     assert pg.execute(summary, (ASIN,)).fetchone() == (Decimal("20.00"), Decimal("20.00"), Decimal("20.00"))
 
     letters = dead_letters(cdc_settings, "products", expect=2)
