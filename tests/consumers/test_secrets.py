@@ -80,6 +80,7 @@ def test_no_command_prints_or_logs_a_secret(
         (["db", "stats", "--primary"], env),
         (["db", "partitions", "status"], env),
         (["replay", "dlq", "--topic", topics.scrape, "--dry-run"], env),
+        (["dlq", "list", "--topic", topics.scrape], env),
         (["schemas", "check"], env),
         (["summaries", "status"], env),
         (["cdc", "status"], env),
