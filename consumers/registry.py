@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from consumers import alerts, scrape, summaries
+from consumers import alerts, competitive, rules, scrape, summaries
 from consumers.spec import SinkSpec
 from core.errors import ConfigError
 from core.settings import Settings
@@ -20,7 +20,7 @@ from streams.consumer import ConsumerLoop, Source
 from streams.serde import RecordContext, make_deserializer
 from streams.service.health import Health
 
-SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC)}
+SINKS: dict[str, SinkSpec] = {spec.name: spec for spec in (scrape.SPEC, alerts.SPEC, summaries.SPEC, rules.SPEC, competitive.SPEC)}
 
 
 def names() -> list[str]:
@@ -51,7 +51,7 @@ def build_loop(
     ``policy``...); ``group`` defaults to ``INSIGHTS_CONSUMER_GROUP``.
     """
     spec = get(name)
-    sink = spec.make()
+    sink = spec.build(settings, registry)
     own_dlqs = spec.own_dlq_topics
     source = Source(
         topics=tuple(spec.topics(settings)),
@@ -60,7 +60,11 @@ def build_loop(
         missing_hint=spec.missing_hint,
         before_consuming=(lambda: ensure_topics(settings, own_dlqs(settings))) if own_dlqs else None,
     )
-    return loop_class(
+    loop = loop_class(
         sink, source, kafka=settings.kafka, pg=settings.pg, batching=settings.consumer,
         group=group, stop=stop, registry=registry, health=health, **options,
     )
+    freshness = getattr(sink, "freshness", None)
+    if freshness is not None:  # a downstream sink records what it applied under its group
+        freshness.group = loop.group
+    return loop

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from core.settings import Settings
 from streams.consumer import ConsumerError, Sink
 from streams.topics import TopicSpec, event_topics
@@ -30,6 +32,12 @@ class SinkSpec:
     #: dead-letter topics the consumer creates itself before its first record; None when
     #: ``insights topics create`` makes them
     own_dlq_topics: Callable[[Settings], list[TopicSpec]] | None = None
+    #: for a sink that needs the settings (a producer of its own) or the service's metrics
+    #: registry: how to make it from them; used instead of ``make`` when set
+    make_for: Callable[[Settings, CollectorRegistry | None], Sink[Any]] | None = None
+
+    def build(self, settings: Settings, registry: CollectorRegistry | None = None) -> Sink[Any]:
+        return self.make_for(settings, registry) if self.make_for is not None else self.make()
 
 
 def topic_for_subject(settings: Settings, subject: str) -> str:

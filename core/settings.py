@@ -83,6 +83,12 @@ class KafkaSettings(BaseSettings):
         description="Confluent-compatible Schema Registry; unset = single-object encoding",
     )
     topic_prefix: str = Field("insights", pattern=r"^[A-Za-z0-9._-]+$", validation_alias=_alias("topic_prefix"))
+    replication_factor: int | None = Field(
+        None, ge=1, le=32, description="replicas of every declared topic; unset = 3 when >= 3 brokers answer, else 1"
+    )
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=32, description="min.insync.replicas of every declared topic; unset = 2 when the factor is >= 3, else 1"
+    )
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -121,6 +127,24 @@ class KafkaSettings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic, e.g. ``scrape`` -> ``insights.scrape``."""
         return f"{self.topic_prefix}.{name}"
+
+    def replication(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, ``min.insync.replicas``) of the topics of a ``brokers``-node cluster.
+
+        Unset, three replicas with two in sync once three brokers answer: with
+        ``acks=all`` a write then survives the loss of any one broker, and producing
+        goes on while one broker is down (a second loss stops writes rather than
+        acknowledging a record only one broker holds). One broker can only hold one
+        replica: 1 and 1.
+        """
+        factor = self.replication_factor or (3 if brokers >= 3 else 1)
+        min_insync = self.min_insync_replicas or (2 if factor >= 3 else 1)
+        if min_insync > factor:
+            raise ConfigError(
+                f"INSIGHTS_KAFKA_MIN_INSYNC_REPLICAS={min_insync} is more than the replication factor {factor}: "
+                "no write could ever be acknowledged; lower it or raise INSIGHTS_KAFKA_REPLICATION_FACTOR"
+            )
+        return factor, min_insync
 
 
 class PostgresSettings(BaseSettings):
@@ -281,12 +305,18 @@ class StackSettings(BaseSettings):
     pg_port: int = Field(55432, ge=1024, le=65535)
     kafka_port: int = Field(59092, ge=1024, le=65535)
     kafka_controller_port: int = Field(59093, ge=1024, le=65535)
+    kafka_brokers: int | None = Field(
+        None,
+        ge=1,
+        le=5,
+        description="Kafka nodes (broker + controller each); unset = as the stack was formatted, else 1",
+    )
+    kafka_heap_mb: int | None = Field(
+        None, ge=128, le=16384, description="JVM heap per Kafka node; unset = 1024 for one node, 384 each for more"
+    )
     pgbouncer_port: int = Field(56432, ge=1024, le=65535)
     pg_replica_base_port: int = Field(
         55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
-    )
-    kafka_ssl_port: int = Field(
-        0, ge=0, le=65535, description="a TLS listener of the local broker on this port (certificates from the stack CA); 0 = none"
     )
     pg_tls: bool = Field(
         False,
@@ -320,9 +350,13 @@ class StatusSettings(BaseSettings):
     summaries_stale_fail_s: float = Field(3600.0, gt=0)
     partitions_ahead_warn_days: float = Field(7.0, ge=0, description="partitions should exist this far ahead")
     partitions_ahead_fail_days: float = Field(1.0, ge=0)
+    freshness_warn_s: float = Field(
+        60.0, gt=0, description="a downstream consumer with changes waiting whose newest applied commit is this old"
+    )
+    freshness_fail_s: float = Field(600.0, gt=0)
 
     @field_validator("lag_records_fail", "lag_seconds_fail", "dlq_depth_fail", "slot_retained_fail",
-                     "summaries_stale_fail_s")
+                     "summaries_stale_fail_s", "freshness_fail_s")
     @classmethod
     def _fail_not_below_warn(cls, value: Any, info: ValidationInfo) -> Any:
         # a fail threshold under its warn threshold would skip the warning entirely

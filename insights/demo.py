@@ -1,10 +1,14 @@
 """The README's main job, end to end on the local stack, printing what happened.
 
 Steps: start the stack, migrate, create the topics, set up CDC and start its reader,
-seed the alert rules, produce a realistic stream (with duplicates, out-of-order
-events and a few poison records), run the consumers as real processes until they
-are idle, wait until the CDC reader has published every committed change, fold the
-changes into the summaries, and report row counts, dead letters and summaries.
+seed the alert rules (the simulated alerting service's, and rules the engine evaluates
+on the products the generator will scrape), produce a realistic stream (with duplicates,
+out-of-order events and a few poison records), run the consumers as real processes until
+they are idle, create competitive groups on the stored products, wait until the CDC
+reader has published every committed change, fold the changes into the summaries and
+the price history, run the alert-rule engine and store its alerts, rank the groups, and
+report row counts, dead letters, summaries, the alerts the rules fired, the groups'
+positions and a PNG price chart.
 
 Long-running applications run as the same ``insights`` processes an operator
 would start; the demo only orchestrates them.
@@ -28,7 +32,10 @@ from psycopg.types.json import Jsonb
 from core.errors import InsightsError
 from core.settings import Settings
 from insights.db import migrations
+from consumers.rules.conditions import validate_fields
+from insights.chart import price_chart
 from insights.generate import alerts as alert_generator
+from insights.generate import groups as group_generator
 from insights.generate.run import Plan, publish
 from insights.stack import LocalStack
 from streams.admin import admin_client, ensure_topics
@@ -126,17 +133,63 @@ class DemoRun:
             for rule in rules:
                 conn.execute(
                     """
-                    INSERT INTO alert_rules (id, name, rule_type, target_type, target_id, conditions, severity)
+                    INSERT INTO alert_rules (id, name, rule_type, target_type, target_id, conditions, severity,
+                                             is_active)
                     OVERRIDING SYSTEM VALUE
-                    VALUES (%s, %s, %s, 'product', '*', %s, %s)
-                    ON CONFLICT (id) DO NOTHING
+                    VALUES (%s, %s, %s, 'product', '*', %s, %s, false)
+                    ON CONFLICT (id) DO UPDATE SET is_active = false
                     """,
                     (rule.id, rule.name, rule.rule_type, Jsonb({"threshold": str(rule.threshold)}), rule.severity),
                 )
             conn.execute(
                 "SELECT setval(pg_get_serial_sequence('alert_rules', 'id'), GREATEST(max(id), 1)) FROM alert_rules"
             )
-        return f"{len(rules)} rules present"
+        # the simulated alerting service's rules: its alerts name them; the engine does not
+        # evaluate them (inactive: their conditions are that service's, not docs/alert-rules.md's)
+        return f"{len(rules)} rules of the simulated alerting service present"
+
+    SEED = 7
+
+    def engine_rules(self) -> str:
+        """Rules the engine evaluates, on products of the catalogue the generator will scrape."""
+        products = group_generator.catalogue(self.products, self.SEED)
+        rules = [validate_fields(r) for r in group_generator.watch_rules(products)]
+        with self._conn() as conn:
+            for rule in rules:
+                conn.execute(
+                    "INSERT INTO alert_rules (name, rule_type, target_type, target_id, conditions, severity) "
+                    "SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM alert_rules WHERE name = %s AND is_active)",
+                    (rule.name, rule.rule_type, rule.target_type, rule.target_id, Jsonb(rule.conditions),
+                     rule.severity, rule.name),
+                )
+        return f"{len(rules)} rules on {len(rules) // 2} products (price drop >= 10 %, stock-out)"
+
+    def groups(self) -> str:
+        """Competitive groups per category of the stored products, and a rank rule on each."""
+        with self._conn() as conn:
+            products = conn.execute("SELECT asin, category FROM products ORDER BY asin").fetchall()
+            defs = group_generator.competitive_groups(products)
+            for g in defs:
+                found = conn.execute("SELECT id FROM competitive_groups WHERE name = %s", (g.name,)).fetchone()
+                if found is None:
+                    found = conn.execute(
+                        "INSERT INTO competitive_groups (name, main_product_asin, industry_category) "
+                        "VALUES (%s, %s, %s) RETURNING id", (g.name, g.main_asin, g.category),
+                    ).fetchone()
+                    conn.cursor().executemany(
+                        "INSERT INTO competitive_group_members (group_id, competitor_asin) VALUES (%s, %s) "
+                        "ON CONFLICT DO NOTHING", [(found[0], a) for a in g.members],
+                    )
+                    rule = validate_fields({"name": f"{g.name}: rank past 1000", "rule_type": "rank_change",
+                                            "target_type": "group", "target_id": str(found[0]),
+                                            "conditions": {"category": g.category, "rank_worse_than": 1000}})
+                    conn.execute(
+                        "INSERT INTO alert_rules (name, rule_type, target_type, target_id, conditions, severity) "
+                        "VALUES (%s, %s, %s, %s, %s, 'low')",
+                        (rule.name, rule.rule_type, rule.target_type, rule.target_id, Jsonb(rule.conditions)),
+                    )
+        return f"{len(defs)} competitive groups (one per category) with a rank rule each"
 
     def produce(self) -> str:
         scrape = publish(
@@ -188,6 +241,50 @@ class DemoRun:
         child = self._cli("consume", "summaries", "--exit-when-idle", "5", log="consume-summaries.log")
         self._finish(child, "insights consume summaries")
         return self._closing_line("consume-summaries.log", "summaries")
+
+    def rules_engine(self) -> str:
+        """The engine over the CDC topics, then the alerts consumer again to store what it published."""
+        child = self._cli("consume", "rules", "--exit-when-idle", "5", log="consume-rules.log")
+        self._finish(child, "insights consume rules")
+        child = self._cli("consume", "alerts", "--exit-when-idle", "5", log="consume-alerts-engine.log")
+        self._finish(child, "insights consume alerts")
+        return self._closing_line("consume-rules.log", "rules")
+
+    def competitive(self) -> str:
+        child = self._cli("consume", "competitive", "--exit-when-idle", "5", log="consume-competitive.log")
+        self._finish(child, "insights consume competitive")
+        return self._closing_line("consume-competitive.log", "competitive")
+
+    def fired_alerts(self) -> str:
+        with self._read_conn() as conn:
+            per_type = conn.execute(
+                "SELECT alert_type, count(*) FROM alerts WHERE metadata ->> 'source' = 'rules-engine' "
+                "GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+            latest = conn.execute(
+                "SELECT a.triggered_at, r.name, a.title FROM alerts a JOIN alert_rules r ON r.id = a.rule_id "
+                "WHERE a.metadata ->> 'source' = 'rules-engine' ORDER BY a.triggered_at DESC LIMIT 5"
+            ).fetchall()
+        if not per_type:
+            raise DemoError("the rules created up front fired no alert; see consume-rules.log")
+        lines = [f"{at:%Y-%m-%d %H:%M} {name}: {title}" for at, name, title in latest]
+        return ", ".join(f"{t}={n}" for t, n in per_type) + "\n    " + "\n    ".join(lines)
+
+    def positions(self) -> str:
+        with self._read_conn() as conn:
+            rows = conn.execute(
+                "SELECT g.name, p.members, p.price_rank, p.rating_rank, p.bsr_rank FROM competitive.positions p "
+                "JOIN competitive_groups g ON g.id = p.group_id ORDER BY g.name LIMIT 5"
+            ).fetchall()
+            analyses = conn.execute("SELECT count(*) FROM competitive_analyses").fetchone()[0]
+        lines = [f"{name}: price #{pr}, rating #{rr}, BSR #{br} of {m}" for name, m, pr, rr, br in rows]
+        return f"{analyses} analyses written\n    " + "\n    ".join(lines)
+
+    def chart(self) -> str:
+        path = self.log_dir / "price-chart.png"
+        with self._read_conn() as conn:
+            shown = price_chart(conn, path)
+        return f"{path} ({', '.join(f'{a} -{d:.0%} {n} alert(s)' for a, d, n in shown)})"
 
     def summaries_match_view(self) -> str:
         """The CDC-fed summaries against the seed's materialized view, refreshed once here."""
@@ -257,13 +354,20 @@ def run_demo(settings: Settings, report: Callable[[str], None]) -> None:
         demo.step("topics", demo.topics)
         demo.step("cdc", demo.cdc_start)
         demo.step("alert rules", demo.alert_rules)
+        demo.step("rules for the engine", demo.engine_rules)
         demo.step("produced", demo.produce)
         demo.step("consumed", demo.consume)
+        demo.step("competitive groups", demo.groups)
         demo.step("cdc published", demo.cdc_caught_up)
         demo.step("summarised", demo.summaries)
+        demo.step("rules evaluated", demo.rules_engine)
+        demo.step("positions ranked", demo.competitive)
         demo.step("summaries check", demo.summaries_match_view)
         demo.step("rows", demo.counts)
         demo.step("dead letters", demo.dead_letters)
         demo.step("top products", demo.show_summaries)
+        demo.step("alerts the rules fired", demo.fired_alerts)
+        demo.step("competitive positions", demo.positions)
+        demo.step("price chart", demo.chart)
     finally:
         demo.stop_background()

@@ -42,6 +42,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from consumers.rules.store import invalid_rules
 from core.errors import InsightsError, ServiceUnavailableError
 from core.settings import Settings, StatusSettings
 from insights.db.errors import MigrationError
@@ -524,6 +525,56 @@ def _summaries(settings: Settings, conn: psycopg.Connection[Any]) -> Check | Non
                  f"{overdue} of {total} overdue for the sweep, the oldest by {duration(stale)}{hint}", metrics)
 
 
+def _freshness_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    if not conn.execute("SELECT to_regclass('downstream_freshness') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        return []
+    return conn.execute(
+        "SELECT consumer, consumer_group, extract(epoch FROM now() - applied_commit_at)::float8, scrape_lag_seconds "
+        "FROM downstream_freshness ORDER BY consumer, consumer_group"
+    ).fetchall()
+
+
+def _freshness(settings: Settings, rows: list[tuple[Any, ...]], consumers: list[Check] | None) -> list[Check]:
+    """Per downstream consumer (and group): how old the newest source commit it applied is.
+
+    The age alone would alarm on a quiet source, so it is graded only while changes wait
+    for the group on its topics (the consumers rows' lag); without Kafka the wait is unknown.
+    """
+    t = settings.status
+    out = []
+    for consumer, group, age, scrape_lag in rows:
+        waiting = None if consumers is None else sum(
+            int(c.metrics.get("lag_records") or 0) for c in consumers if c.metrics.get("group") == group)
+        metrics: dict[str, Metric] = {"consumer": consumer, "group": group, "applied_commit_age_seconds": _finite(age),
+                                      "scrape_to_applied_seconds": _finite(scrape_lag), "waiting_records": waiting}
+        newest = f"newest applied commit {duration(age)} old"
+        scraped = f"; last batch applied {duration(scrape_lag)} after its newest scrape" if scrape_lag is not None else ""
+        if waiting is None:
+            out.append(Check("freshness", f"{consumer}/{group}", "unknown", f"{newest}{scraped}; waiting changes unknown (Kafka)", metrics))
+        elif not waiting:
+            out.append(Check("freshness", f"{consumer}/{group}", "ok", f"caught up, {newest}{scraped}", metrics))
+        else:
+            state = grade_high(age, t.freshness_warn_s, t.freshness_fail_s)
+            out.append(Check("freshness", f"{consumer}/{group}", state,
+                             f"{waiting} change(s) waiting, {newest}{scraped}", metrics))
+    return out
+
+
+def _rules(conn: psycopg.Connection[Any]) -> Check | None:
+    """Active alert rules the engine skips because they do not validate (inserted by SQL)."""
+    if not conn.execute("SELECT to_regclass('rules.firings') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        return None
+    active = conn.execute("SELECT count(*) FROM alert_rules WHERE is_active IS TRUE").fetchone()[0]  # type: ignore[index]
+    invalid = invalid_rules(conn)
+    metrics: dict[str, Metric] = {"active": active, "invalid": len(invalid)}
+    if not invalid:
+        return Check("rules", "alert_rules", "ok", f"{active} active rule(s), all valid", metrics)
+    (rule_id, _version), why = min(invalid.items())
+    return Check("rules", "alert_rules", "warn",
+                 f"{len(invalid)} of {active} active rule(s) do not validate and are skipped (rule {rule_id}: {why}); "
+                 "fix or disable them: insights rules show/disable", metrics)
+
+
 _COVERAGE = """
 SELECT c.parent::text, p.period, c.is_default,
        extract(epoch FROM c.lower_bound)::float8, extract(epoch FROM c.upper_bound)::float8,
@@ -753,6 +804,7 @@ def gather(settings: Settings) -> Report:
     timeout = settings.status.timeout_s
     checks: list[Check] = []
     stored: list[tuple[str, str, int, int, float]] | None = None
+    freshness_rows: list[Any] = []
 
     # PostgreSQL: one connection for every check that needs it
     try:
@@ -771,6 +823,13 @@ def gather(settings: Settings) -> Report:
             checks += _guarded("cdc", settings.cdc.slot_name, lambda: _cdc_slot(settings, conn))
             if migrated:
                 checks += _guarded("summaries", "product_summary", lambda: _summaries(settings, conn))
+                checks += _guarded("rules", "alert_rules", lambda: _rules(conn))
+                fresh = _guarded("freshness", "-", lambda: _freshness_rows(conn))
+                if fresh and isinstance(fresh[0], Check):
+                    checks += fresh
+                    freshness_rows = []
+                else:
+                    freshness_rows = fresh
                 checks += _guarded("partitions", "-", lambda: _partitions(settings, conn))
                 try:
                     stored = _stored_offsets_routed(settings, conn, timeout)
@@ -793,7 +852,9 @@ def gather(settings: Settings) -> Report:
         checks += _guarded("dlq", "-", lambda: _dlqs(settings, kafka))
         if stored is not None:
             checks += _guarded("consumers", "-", lambda: _consumers(settings, kafka, stored))
-    order = ["postgres", "database", "kafka", "topics", "dlq", "consumers", "cdc", "summaries", "partitions",
+    consumer_rows = [c for c in checks if c.area == "consumers"] if metadata is not None else None
+    checks += _freshness(settings, freshness_rows, consumer_rows)
+    order = ["postgres", "database", "kafka", "topics", "dlq", "consumers", "cdc", "summaries", "rules", "freshness", "partitions",
              "replicas", "backups", "schedule"]
     checks.sort(key=lambda c: order.index(c.area) if c.area in order else len(order))
     return Report(tuple(checks), thresholds(settings.status))

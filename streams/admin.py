@@ -8,7 +8,17 @@ the live ones. Drift is *reported*, never repaired behind the operator's back; w
 set incrementally). A replication factor cannot be changed by this tool: it needs a
 partition reassignment, which is an operator's decision.
 
-The comparison is a pure function (:func:`drift_of`) so it is tested without a broker.
+Replication is the cluster's, not each declaration's: the factor and
+``min.insync.replicas`` come from settings, defaulting by the size of the cluster
+(:meth:`~core.settings.KafkaSettings.replication`), and are applied here where the
+declarations meet the brokers (:func:`~streams.topics.replicated`). ``describe_topics``
+also reports the partitions' health as drift: under-replicated partitions (a replica
+out of sync, usually a broker down or catching up) and offline ones (no leader: nothing
+can be read or written). Kafka repairs both itself once the brokers are back, so they
+are never "fixable" here; they say where to look.
+
+The comparisons are pure functions (:func:`drift_of`, :func:`health_of`) so they are
+tested without a broker.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from confluent_kafka.admin import (
 from core.errors import InsightsError
 from core.settings import Settings
 from streams.kafka import admin_client as kafka_admin_client
-from streams.topics import TopicSpec
+from streams.topics import TopicSpec, replicated
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -42,14 +52,22 @@ class TopicAdminError(InsightsError):
     """The broker refused or failed a topic operation (create, describe, alter)."""
 
 
-#: errors a topic shows while its partitions are still getting leaders after creation
+#: errors a topic shows while its partitions are still getting leaders after creation,
+#: or after a leader change (a broker died or restarted)
 _SETTLING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # Kafka calls these three retriable, librdkafka's flag does not (each seen in
+    # tests/cluster while describing topics across a leader change): a leader just elected
+    # does not know the high watermark until its followers fetch once, and metadata a
+    # moment old names a leader epoch the broker has moved past (or not reached yet)
+    KafkaError.OFFSET_NOT_AVAILABLE,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
 }
 
-DriftKind = Literal["partitions", "replication_factor", "config"]
+DriftKind = Literal["partitions", "replication_factor", "config", "under_replicated", "offline"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,23 @@ class TopicReport:
 
 
 @dataclass(frozen=True)
+class PartitionState:
+    """Who leads one partition and which replicas are in sync (broker ids; leader -1: none)."""
+
+    leader: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+
+@dataclass(frozen=True)
 class LiveTopic:
     """What the broker says about one topic."""
 
@@ -114,8 +149,11 @@ class LiveTopic:
     replication_factor: int
     #: every topic config the broker reports (declared keys are what we compare)
     config: dict[str, str]
-    #: partition -> high watermark (next offset to be written); filled by describe only
+    #: partition -> high watermark (next offset to be written); filled by describe only,
+    #: for partitions that have a leader
     end_offsets: dict[int, int] = field(default_factory=dict)
+    #: partition -> leader and replicas, from the cluster's metadata
+    states: dict[int, PartitionState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +201,70 @@ def drift_of(spec: TopicSpec, live: LiveTopic) -> tuple[Drift, ...]:
     return tuple(found)
 
 
+def _partition_list(states: dict[int, PartitionState]) -> str:
+    shown = [
+        f"p{p} isr {','.join(map(str, st.isr)) or '-'} of {','.join(map(str, st.replicas))}"
+        for p, st in sorted(states.items())
+    ]
+    return "; ".join(shown[:6]) + (f"; … {len(shown) - 6} more" if len(shown) > 6 else "")
+
+
+def health_of(live: LiveTopic) -> tuple[Drift, ...]:
+    """Offline and under-replicated partitions of ``live``, as drift nobody can "fix" here.
+
+    Offline: no leader, so neither reads nor writes (every in-sync replica is down, and
+    unclean election is off so no out-of-sync replica takes over). Under-replicated:
+    fewer replicas in sync than assigned; below ``min.insync.replicas`` in sync, writes
+    with ``acks=all`` are refused (NOT_ENOUGH_REPLICAS) until a replica catches up.
+    """
+    found: list[Drift] = []
+    offline = {p: st for p, st in live.states.items() if st.offline}
+    if offline:
+        found.append(
+            Drift("offline", "offline partitions", "0", f"{len(offline)} ({_partition_list(offline)})", fixable=False)
+        )
+    lagging = {p: st for p, st in live.states.items() if st.under_replicated and not st.offline}
+    if lagging:
+        min_insync = int(live.config.get("min.insync.replicas", "1") or 1)
+        refused = sum(1 for st in lagging.values() if len(st.isr) < min_insync)
+        note = f", {refused} below min.insync.replicas={min_insync} (writes refused)" if refused else ""
+        found.append(
+            Drift(
+                "under_replicated",
+                "under-replicated partitions",
+                "0",
+                f"{len(lagging)}{note} ({_partition_list(lagging)})",
+                fixable=False,
+            )
+        )
+    return tuple(found)
+
+
+def cluster_size(metadata) -> int:  # type: ignore[no-untyped-def]
+    """Brokers of the cluster: those registered now, and those holding replicas of any topic.
+
+    A broker that is down still belongs to the cluster while it holds replicas: the
+    replication resolved from the size must not drop to 1 (and call every topic's factor
+    of 3 drift) because one of three brokers is being restarted.
+    """
+    ids = set(metadata.brokers)
+    for topic in metadata.topics.values():
+        for partition in topic.partitions.values():
+            ids.update(partition.replicas)
+    return len(ids)
+
+
+def cluster_replication(settings: Settings, admin: AdminClient, timeout: float = DEFAULT_TIMEOUT_S) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for this cluster, from settings and its size."""
+    return settings.kafka.replication(cluster_size(_metadata(admin, timeout)))
+
+
+def with_cluster_replication(
+    settings: Settings, admin: AdminClient, specs: Sequence[TopicSpec], timeout: float = DEFAULT_TIMEOUT_S
+) -> list[TopicSpec]:
+    return replicated(list(specs), *cluster_replication(settings, admin, timeout))
+
+
 # --- broker I/O ------------------------------------------------------------------------
 
 
@@ -207,6 +309,9 @@ def live_topics(
             # the smallest replica set is the honest figure when partitions disagree
             replication_factor=min(replicas) if replicas else 0,
             config={k: e.value for k, e in entries.items() if e.value is not None},
+            states={
+                p.id: PartitionState(p.leader, tuple(p.replicas), tuple(p.isrs)) for p in meta.partitions.values()
+            },
         )
     return found
 
@@ -233,7 +338,10 @@ def _create(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> l
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 raced.append(name)
                 continue
-            raise TopicAdminError(f"cannot create topic {name}: {error.str()}") from None
+            hint = ""
+            if error.code() == KafkaError.INVALID_REPLICATION_FACTOR:
+                hint = " (start the missing brokers, or set INSIGHTS_KAFKA_REPLICATION_FACTOR)"
+            raise TopicAdminError(f"cannot create topic {name}: {error.str()}{hint}") from None
     return raced
 
 
@@ -269,9 +377,11 @@ def ensure_topics(
     """Create missing topics; report (or, with ``fix``, repair) drift of existing ones.
 
     Idempotent and safe to run from several processes at once: a topic created by
-    someone else between our look and our create counts as existing.
+    someone else between our look and our create counts as existing. Every spec gets
+    the cluster's replication (:func:`with_cluster_replication`).
     """
     admin = admin_client(settings)
+    specs = with_cluster_replication(settings, admin, specs, timeout)
     live = live_topics(admin, [s.name for s in specs], timeout)
     missing = [s for s in specs if s.name not in live]
     raced = set(_create(admin, missing, timeout))
@@ -295,17 +405,20 @@ def ensure_topics(
 
 
 def end_offsets(
-    admin: AdminClient, topic: str, partitions: int, timeout: float = DEFAULT_TIMEOUT_S
+    admin: AdminClient, topic: str, partitions: int | Iterable[int], timeout: float = DEFAULT_TIMEOUT_S
 ) -> dict[int, int]:
-    """High watermark of every partition of ``topic``.
+    """High watermark of every partition of ``topic`` (``partitions``: a count, or which ones).
 
     Right after a topic is created its partitions may have no leader yet: retriable
     errors are retried until ``timeout`` instead of being reported.
     """
     deadline = time.monotonic() + timeout
     delay = 0.1
+    wanted = list(range(partitions)) if isinstance(partitions, int) else list(partitions)
+    if not wanted:
+        return {}
     while True:
-        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+        request = {TopicPartition(topic, p): OffsetSpec.latest() for p in wanted}
         try:
             return {
                 tp.partition: future.result(timeout=timeout).offset
@@ -323,8 +436,9 @@ def end_offsets(
 def describe_topics(
     settings: Settings, specs: Sequence[TopicSpec], timeout: float = DEFAULT_TIMEOUT_S
 ) -> list[TopicDescription]:
-    """Declared vs live for each spec, with end offsets; changes nothing."""
+    """Declared vs live for each spec, with end offsets and partition health; changes nothing."""
     admin = admin_client(settings)
+    specs = with_cluster_replication(settings, admin, specs, timeout)
     live = live_topics(admin, [s.name for s in specs], timeout)
     described: list[TopicDescription] = []
     for spec in specs:
@@ -337,7 +451,9 @@ def describe_topics(
             partitions=found.partitions,
             replication_factor=found.replication_factor,
             config=found.config,
-            end_offsets=end_offsets(admin, spec.name, found.partitions, timeout),
+            # an offline partition has no leader to ask: it would only time out
+            end_offsets=end_offsets(admin, spec.name, [p for p, st in found.states.items() if not st.offline], timeout),
+            states=found.states,
         )
-        described.append(TopicDescription(spec, found, drift_of(spec, found)))
+        described.append(TopicDescription(spec, found, drift_of(spec, found) + health_of(found)))
     return described

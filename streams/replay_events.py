@@ -13,7 +13,7 @@ there are written in the batch transaction with the rows, as every consumer's ar
 
 **A fixed range.** The range is computed once, when a replay of that name first starts
 (``--to-time`` through the broker's offsets-for-times, the log end when no end is given)
-and kept in ``replay_runs`` (``ddl/0016_replay_runs.sql``). Records written later are not
+and kept in ``replay_runs`` (``ddl/0016_replays.sql``). Records written later are not
 part of it, and a Ctrl-C followed by the same command continues the same range from the
 stored progress; ``--restart`` computes the range again and starts over. A rerun with other
 range options is refused rather than silently mixed with the old range.

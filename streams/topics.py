@@ -18,7 +18,7 @@ consumers and the topic admin all import it, never the other way round.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.settings import Settings
 
@@ -48,6 +48,12 @@ DLQ_RETENTION_MS = 30 * DAY_MS
 #: the source tables a product summary is made of: the summaries sink reads their CDC topics
 SUMMARIES_SOURCE_TABLES: tuple[str, ...] = ("products", "product_snapshots", "alerts")
 
+#: the tables the alert-rule engine (consumers/rules) reads the CDC topics of: snapshots to
+#: evaluate, rules and group membership to keep its cache current
+RULES_SOURCE_TABLES: tuple[str, ...] = (
+    "product_snapshots", "alert_rules", "competitive_groups", "competitive_group_members",
+)
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -73,6 +79,25 @@ class TopicSpec:
             "retention.ms": str(self.retention_ms),
             **self.extra_config,
         }
+
+
+def replicated(specs: list[TopicSpec], replication_factor: int, min_insync_replicas: int) -> list[TopicSpec]:
+    """``specs`` with the cluster's replication: every topic of the system is as durable as the next.
+
+    The factors come from settings and the brokers that answer
+    (:meth:`core.settings.KafkaSettings.replication`); the topic admin applies them
+    where declarations meet the cluster (``streams.admin``), so each declaration above
+    needs no broker count. ``min.insync.replicas`` is a topic config, so a topic created
+    on a smaller cluster shows up as drift.
+    """
+    return [
+        replace(
+            spec,
+            replication_factor=replication_factor,
+            extra_config={**spec.extra_config, "min.insync.replicas": str(min_insync_replicas)},
+        )
+        for spec in specs
+    ]
 
 
 def dlq_name(topic: str) -> str:
@@ -183,6 +208,42 @@ def summaries_dlq_topics(settings: Settings, replication_factor: int = 1) -> lis
     ]
 
 
+#: the tables the competitive positions (consumers/competitive) follow: current prices and
+#: ranks from the snapshots, and the groups with their members
+COMPETITIVE_SOURCE_TABLES: tuple[str, ...] = (
+    "product_snapshots", "competitive_groups", "competitive_group_members",
+)
+
+
+def competitive_source_topics(settings: Settings) -> list[str]:
+    """The CDC topics the competitive-positions sink subscribes to."""
+    return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in COMPETITIVE_SOURCE_TABLES]
+
+
+def rules_source_topics(settings: Settings) -> list[str]:
+    """The CDC topics the alert-rule engine subscribes to, in :data:`RULES_SOURCE_TABLES` order."""
+    return [cdc_topic_name(settings, table, settings.cdc.schema_name) for table in RULES_SOURCE_TABLES]
+
+
+def rules_dlq_topics(settings: Settings, replication_factor: int = 1) -> list[TopicSpec]:
+    """``<cdc topic>.dlq`` for each CDC topic the rule engine reads (one DLQ per CDC topic,
+    shared with the summaries sink where both read it; the headers name the consumer)."""
+    shared = {spec.name: spec for spec in summaries_dlq_topics(settings, replication_factor)}
+    out: list[TopicSpec] = []
+    for table, topic in zip(RULES_SOURCE_TABLES, rules_source_topics(settings), strict=True):
+        name = dlq_name(topic)
+        out.append(shared.get(name) or TopicSpec(
+            key=f"rules.{table}.dlq",
+            name=name,
+            partitions=1,
+            replication_factor=replication_factor,
+            retention_ms=DLQ_RETENTION_MS,
+            key_doc="the original record's key",
+            doc=f"CDC events of {topic} the alert-rule engine could not use; headers say why.",
+        ))
+    return out
+
+
 def declared_topics(settings: Settings) -> list[TopicSpec]:
     """Every topic the system declares: what ``insights topics`` manages and checks for drift."""
     return [
@@ -190,4 +251,5 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         *cdc_topics(settings, cdc_tables(settings), settings.cdc.schema_name),
         *summaries_dlq_topics(settings),
         *([cdc_transactions_topic(settings)] if settings.cdc.transaction_topic else []),
+        *(spec for spec in rules_dlq_topics(settings) if spec.key.startswith("rules.")),
     ]

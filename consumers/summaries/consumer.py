@@ -26,4 +26,5 @@ SPEC = SinkSpec(
     topics=summaries_source_topics,
     missing_hint="run `insights cdc setup` first",
     own_dlq_topics=summaries_dlq_topics,
+    make_for=lambda _settings, registry: SummariesSink(registry),
 )

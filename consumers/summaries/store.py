@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from consumers.summaries import sql
+from consumers.summaries import price_daily, sql
 from consumers.summaries.fold import Net, TableBatch
 
 #: rows recomputed per sweep transaction (and per batch, for windows that expired)
@@ -123,6 +123,8 @@ def apply_retention(conn: psycopg.Connection, months: Mapping[str, int]) -> int:
         for source, keep in months.items():
             if keep > 0:
                 touched.update(r[0] for r in conn.execute(sql.RETENTION[source], {"months": keep}).fetchall())
+                if source == "product_snapshots":
+                    conn.execute(price_daily.FORGET, {"months": keep})
         recompute(conn, touched)
     return len(touched)
 

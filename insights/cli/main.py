@@ -17,7 +17,7 @@ from core.errors import Interrupted
 from core.settings import Settings, load_settings
 from insights import __version__
 from insights.cli import backup_cmd, cdc_cmd, consume_cmd, db_cmd, demo_cmd, produce_cmd, replay_cmd, schemas_cmd
-from insights.cli import stack_cmd, status_cmd, summaries_cmd, topics_cmd
+from insights.cli import rules_cmd, stack_cmd, status_cmd, summaries_cmd, topics_cmd
 from insights.cli import archive_cmd, dlq_cmd, replay_events_cmd
 from insights.cli.context import err_console
 from insights.cli.failures import log_traceback, operator_error
@@ -81,6 +81,7 @@ app.add_typer(archive_cmd.app, name="archive")
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(summaries_cmd.app, name="summaries")
+app.add_typer(rules_cmd.app, name="rules")
 app.add_typer(backup_cmd.app, name="backup")
 
 

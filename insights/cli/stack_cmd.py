@@ -18,6 +18,14 @@ def up(
     with_pgbouncer: bool = typer.Option(
         False, "--with-pgbouncer", help="also start PgBouncer (transaction pooling) on INSIGHTS_STACK_PGBOUNCER_PORT"
     ),
+    brokers: int | None = typer.Option(
+        None,
+        "--brokers",
+        min=1,
+        max=5,
+        help="Kafka nodes, each broker and controller (3: a quorum that survives one node); "
+        "default INSIGHTS_STACK_KAFKA_BROKERS, else as the stack was formatted, else 1",
+    ),
     replicas: int | None = typer.Option(
         None, "--replicas", min=0, max=8,
         help="streaming replicas to have (pg_basebackup, one physical slot each, ports from "
@@ -25,7 +33,7 @@ def up(
     ),
 ) -> None:
     """Install what is missing, start PostgreSQL (and its replicas) and Kafka, wait until they answer (idempotent)."""
-    stack = LocalStack(settings_of(ctx))
+    stack = LocalStack(settings_of(ctx), brokers)
     with console.status("starting the local stack (first run downloads Kafka and may take minutes)…") as status:
         result = stack.up(
             with_pgbouncer=with_pgbouncer, replicas=replicas, progress=lambda m: status.update(f"{m}…")
@@ -54,9 +62,9 @@ def down(ctx: typer.Context) -> None:
 def status(ctx: typer.Context) -> None:
     """Say which local services run and whether they answer; exit 1 if any does not."""
     rows = LocalStack(settings_of(ctx)).status()
-    table = Table("service", "pid", "answers", "address")
+    table = Table("service", "pid", "answers", "address", "details")
     for row in rows:
-        table.add_row(row.name, str(row.pid or "-"), "yes" if row.answers else "no", row.address)
+        table.add_row(row.name, str(row.pid or "-"), "yes" if row.answers else "no", row.address, row.detail or "-")
     console.print(table)
     if not all(row.answers for row in rows):
         raise typer.Exit(1)

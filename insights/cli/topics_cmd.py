@@ -111,5 +111,10 @@ def describe(
         if live is not None:
             offsets = ", ".join(f"{p}:{o}" for p, o in sorted(live.end_offsets.items()))
             console.print(f"end offsets: {offsets}", highlight=False)
+            leaders = ", ".join(
+                f"{p}:{st.leader if not st.offline else 'none'}/{','.join(map(str, st.isr))}"
+                for p, st in sorted(live.states.items())
+            )
+            console.print(f"leader/in-sync replicas: {leaders}", highlight=False)
         for drift in d.drift:
             console.print(f"[yellow]drift[/] {drift}", highlight=False)

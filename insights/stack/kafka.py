@@ -1,19 +1,39 @@
-"""A single-node Apache Kafka 4 broker in KRaft mode under ``.stack/kafka``.
+"""Apache Kafka 4 in KRaft mode under ``.stack/kafka``: one node, or a cluster of several.
 
 The jars come from Maven Central through ``stack/kafka/pom.xml`` (``mvn
-dependency:copy-dependencies``) and are cached in ``.stack/kafka/libs``. The broker
-listens on loopback only and never creates topics by itself: topics are declared
-in code (``streams.topics``).
+dependency:copy-dependencies``) and are cached per pom in ``.stack/kafka/libs/<version>-<hash>``:
+a new pom (an upgrade) downloads into a new directory, so a broker that still runs keeps
+the jars it loads classes from. The nodes listen on loopback only and never create
+topics by themselves: topics are declared in code (``streams.topics``).
+
+Several nodes (``insights stack up --brokers 3``): each node is broker *and* controller
+(combined roles) and every node votes in the controller quorum. Three JVMs instead of six
+on a developer's or CI's two cores; the quorum of three survives one node, as the
+brokers do. Production separates the roles (a controller should not share a JVM with
+broker load that can starve its heartbeats; docs/scaling.md). Node *n* uses the
+configured broker and controller ports plus ``2(n-1)``, so the default single node and
+node 1 of a cluster share their ports, and the ports of a stack never interleave with
+another's.
+
+The layout a stack directory was formatted with is recorded in ``cluster.json``: a
+KRaft quorum's voters are fixed at format time, so a directory formatted for one node
+cannot be started as three (and the other way round); that is one clear error.
 """
 
 from __future__ import annotations
 
 import base64
-import os
+import hashlib
+import json
 import logging
+import os
+import re
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.paths import REPO_ROOT
@@ -28,12 +48,15 @@ _QUIET.propagate = False
 POM = REPO_ROOT / "stack" / "kafka" / "pom.xml"
 LOG4J2 = REPO_ROOT / "stack" / "kafka" / "log4j2.properties"
 #: downloaded jars are a cache shared by every stack directory (tests start their own stacks)
-JAR_CACHE = REPO_ROOT / ".stack" / "kafka" / "libs"
+JAR_ROOT = REPO_ROOT / ".stack" / "kafka" / "libs"
+
+#: what the quorum tool and the format tool need to be told apart from the broker's JVM
+_TOOL_JVM = ["-Xms32m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 SERVER_PROPERTIES = """# written by insights stack
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -42,17 +65,138 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={data_dir}
 auto.create.topics.enable=false
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+# the internal topics (group offsets, transactions) replicated like the declared ones
+default.replication.factor={replication}
+min.insync.replicas={min_insync}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_insync}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_insync}
+# an acknowledged record is never given up for availability: a partition whose in-sync
+# replicas are all gone stays offline until one of them is back
+unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 log.segment.bytes=268435456
+# the local stack shares two cores with PostgreSQL and a dozen Python processes: a
+# controller event can wait seconds for a CPU there. Kafka's defaults (fetch timeout
+# 2 s, election 1 s, broker session 9 s) assume dedicated machines, and on a starved
+# one the quorum keeps re-electing and fencing live brokers. Longer timeouts cost a
+# slower failover when a node really dies (about 15 s instead of 9 s until its
+# partitions move), which is what a shared machine can honestly offer.
+controller.quorum.fetch.timeout.ms=10000
+controller.quorum.election.timeout.ms=5000
+broker.session.timeout.ms=15000
+broker.heartbeat.interval.ms=3000
+# leadership goes back to the preferred replicas after a restart (default 300 s: a
+# rolling restart would leave every leader on the last node up for minutes)
+leader.imbalance.check.interval.seconds=10
 """
+
+
+def pom_version(pom_text: str) -> str:
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom_text)
+    if not found:
+        raise StackError(f"{POM} names no <kafka.version>")
+    return found.group(1)
+
+
+def jar_dir(pom_text: str) -> Path:
+    """Where the jars of this pom live: one directory per pom content (version + hash)."""
+    digest = hashlib.sha256(pom_text.encode()).hexdigest()[:10]
+    return JAR_ROOT / f"{pom_version(pom_text)}-{digest}"
+
+
+def node_ports(settings: Settings, node_id: int) -> tuple[int, int]:
+    """(broker port, controller port) of node ``node_id`` (1-based)."""
+    step = 2 * (node_id - 1)
+    return settings.stack.kafka_port + step, settings.stack.kafka_controller_port + step
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    #: the node's own directory: config, data, pid file and log
+    root: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def controller_address(self) -> str:
+        return f"127.0.0.1:{self.controller_port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def running_pid(self) -> int | None:
+        return proc.read_pid(self.pid_file)
+
+
+@dataclass(frozen=True)
+class QuorumMember:
+    node_id: int
+    #: "Leader", "Follower" (a voter) or "Observer"
+    status: str
+    lag: int
+
+
+@dataclass(frozen=True)
+class Quorum:
+    leader_id: int
+    leader_epoch: int
+    voters: tuple[int, ...]
+    members: tuple[QuorumMember, ...]
+
+    @property
+    def max_lag(self) -> int:
+        return max((m.lag for m in self.members), default=0)
+
+    def describe(self) -> str:
+        voters = ",".join(str(v) for v in self.voters)
+        return f"leader {self.leader_id} (epoch {self.leader_epoch}), voters {voters}, max lag {self.max_lag}"
+
+
+def parse_quorum(status: str, replication: str) -> Quorum:
+    """The output of ``kafka-metadata-quorum describe --status`` and ``--replication``."""
+    fields: dict[str, str] = {}
+    for line in status.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() and " " not in key.strip():
+            fields[key.strip()] = value.strip()
+    try:
+        voters = tuple(sorted(int(v["id"]) for v in json.loads(fields["CurrentVoters"])))
+        leader, epoch = int(fields["LeaderId"]), int(fields["LeaderEpoch"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StackError(f"unexpected answer from the quorum tool (no {exc})") from None
+    members = []
+    columns: list[str] = []
+    for line in replication.splitlines():
+        cells = line.split()
+        if cells[:1] == ["NodeId"]:
+            columns = cells
+        elif columns and cells and cells[0].isdigit() and len(cells) == len(columns):
+            row = dict(zip(columns, cells, strict=True))
+            members.append(QuorumMember(int(row["NodeId"]), row.get("Status", "?"), int(row.get("Lag", "0"))))
+    return Quorum(leader, epoch, voters, tuple(sorted(members, key=lambda m: m.node_id)))
 
 
 #: Kafka's reserved ids (Uuid.ZERO_UUID and Uuid.ONE_UUID, the metadata topic's id)
@@ -89,204 +233,313 @@ def format_command(java: list[str], cluster_id: str, config: Path) -> list[str]:
     return [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)]
 
 
+
+
 class LocalKafka:
-    def __init__(self, settings: Settings) -> None:
+    """The local Kafka: ``nodes`` KRaft nodes, each broker and controller.
+
+    ``brokers`` (or ``INSIGHTS_STACK_KAFKA_BROKERS``) is what ``stack up`` should start;
+    unset, the stack keeps the layout it was formatted with (one node for a new one).
+    """
+
+    def __init__(self, settings: Settings, brokers: int | None = None) -> None:
         self.settings = settings
-        self.port = settings.stack.kafka_port
-        self.controller_port = settings.stack.kafka_controller_port
         self.root = settings.stack.dir / "kafka"
+        self.requested = brokers or settings.stack.kafka_brokers
+        self.formatted_nodes = self._recorded_nodes()
+        self.count = self.formatted_nodes or self.requested or 1
+        self.nodes = [self._node(i) for i in range(1, self.count + 1)]
+        # kept for callers of the single-node era (tests, status): node 1
+        self.port = self.nodes[0].port
+        self.controller_port = self.nodes[0].controller_port
+
+    def _node(self, node_id: int) -> KafkaNode:
+        port, controller_port = node_ports(self.settings, node_id)
+        # one node keeps the layout of the single-node stack (.stack/kafka/data…), so a
+        # stack formatted before clusters existed is still found and stopped
+        root = self.root if self.count == 1 else self.root / f"node-{node_id}"
+        return KafkaNode(node_id, port, controller_port, root)
+
+    def node(self, node_id: int) -> KafkaNode:
+        return self.nodes[node_id - 1]
+
+    @property
+    def layout_file(self) -> Path:
+        return self.root / "cluster.json"
+
+    def _recorded_nodes(self) -> int | None:
+        try:
+            return int(json.loads(self.layout_file.read_text())["nodes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        # formatted by a version of this module that wrote no layout: one node
+        return 1 if (self.root / "data" / "meta.properties").exists() else None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return ",".join(n.address for n in self.nodes)
 
     @property
     def libs(self) -> Path:
-        return JAR_CACHE
+        return jar_dir(POM.read_text())
 
+    # kept for the single-node callers: node 1's files
     @property
     def pid_file(self) -> Path:
-        return self.root / "broker.pid"
+        return self.nodes[0].pid_file
 
     @property
     def log(self) -> Path:
-        return self.root / "server.log"
+        return self.nodes[0].log
 
     def running_pid(self) -> int | None:
-        return proc.read_pid(self.pid_file)
+        return self.nodes[0].running_pid()
+
+    def running_pids(self) -> dict[int, int | None]:
+        return {n.node_id: n.running_pid() for n in self.nodes}
+
+    def replication(self) -> tuple[int, int]:
+        """Replication of the internal topics: what the declared topics get on this many nodes."""
+        return self.settings.kafka.replication(self.count)
+
+    def node_answers(self, node: KafkaNode, timeout: float = 3.0) -> bool:
+        return self._brokers_seen(node.address, timeout) is not None
 
     def answers(self, timeout: float = 3.0) -> bool:
+        """Every node answers (one node: that one)."""
+        return all(self.node_answers(n, timeout) for n in self.nodes)
+
+    def _brokers_seen(self, bootstrap: str, timeout: float) -> set[int] | None:
+        """The broker ids that ``bootstrap`` reports as registered, or None when it does not answer."""
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000},
+            {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000},
             logger=_QUIET,  # refused connections while it boots are expected, not news
         )
         try:
-            admin.list_topics(timeout=timeout)
-            return True
+            return set(admin.list_topics(timeout=timeout).brokers)
         except Exception:  # KafkaException: broker not (yet) reachable
-            return False
+            return None
 
     # --- install ---------------------------------------------------------------------
     def fetch_jars(self) -> None:
-        """Resolve the broker jars once; later runs reuse the directory."""
-        marker = self.libs / ".complete"
-        if marker.exists() and marker.read_text() == POM.read_text():
+        """Resolve the broker jars once per pom; later runs reuse the directory."""
+        pom = POM.read_text()
+        libs = jar_dir(pom)
+        marker = libs / ".complete"
+        if marker.exists() and marker.read_text() == pom:
             return
         proc.which("java", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
         mvn = proc.which("mvn", "install Maven (apt-get install maven)")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        for stale in self.libs.glob("*.jar"):
+        libs.mkdir(parents=True, exist_ok=True)
+        for stale in libs.glob("*.jar"):  # an interrupted download of this same pom
             stale.unlink()
         proc.run(
             [
                 mvn, "-q", "-B", "-f", str(POM),
                 "dependency:copy-dependencies",
-                f"-DoutputDirectory={self.libs}",
+                f"-DoutputDirectory={libs}",
                 "-DincludeScope=runtime",
             ],
             what="downloading the Kafka broker with mvn",
             timeout=900,
         )
-        if not any(self.libs.glob("kafka_2.13-*.jar")):
-            raise StackError(f"mvn finished but no kafka_2.13 jar is in {self.libs}")
-        marker.write_text(POM.read_text())
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"mvn finished but no kafka_2.13 jar is in {libs}")
+        marker.write_text(pom)
 
-    def _java(self) -> list[str]:
+    def heap_mb(self) -> int:
+        return self.settings.stack.kafka_heap_mb or (1024 if self.count == 1 else 384)
+
+    def _java(self, node: KafkaNode | None = None, tool: bool = False) -> list[str]:
         java = proc.which("java", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
+        heap = self.heap_mb()
+        memory = _TOOL_JVM if tool else [f"-Xms{min(256, heap)}m", f"-Xmx{heap}m", "-XX:+UseG1GC"]
+        logs = (node or self.nodes[0]).root / "logs"
         return [
             java,
-            "-Xms256m", "-Xmx1g",
-            "-XX:+UseG1GC",
+            *memory,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J2}",
-            f"-Dkafka.logs.dir={self.root / 'logs'}",
+            f"-Dkafka.logs.dir={logs}",
             "-cp", f"{self.libs}/*",
         ]
 
-    @property
-    def ssl_port(self) -> int:
-        return self.settings.stack.kafka_ssl_port
-
-    @property
-    def ssl_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.ssl_port}"
-
-    @property
-    def ca_file(self) -> Path:
-        """The stack CA (shared with PostgreSQL): what SSL clients set as ssl.ca.location."""
-        return self.settings.stack.dir / "pg" / "tls" / "ca.crt"
-
-    def _keystores(self) -> str:
-        """PKCS12 key- and truststore for the TLS listener, from the stack CA (keytool for the
-        truststore, openssl for the key pair); their password is generated and stays in the
-        0600 properties file."""
-        from insights.stack import tls
-
-        tls_dir = self.settings.stack.dir / "pg" / "tls"
-        ks_dir = self.root / "tls"
-        ks_dir.mkdir(parents=True, exist_ok=True)
-        secret_file = ks_dir / "store.password"
-        if not secret_file.exists():
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(tls.new_password())
-        password = secret_file.read_text().strip()
-        keystore, truststore = ks_dir / "broker.p12", ks_dir / "truststore.p12"
-        if not keystore.exists():
-            crt, key = tls.issue(tls_dir, "kafka")
-            proc.run(["openssl", "pkcs12", "-export", "-in", str(crt), "-inkey", str(key),
-                      "-certfile", str(tls_dir / "ca.crt"), "-name", "kafka", "-out", str(keystore),
-                      "-passout", f"file:{secret_file}"], what="openssl: Kafka keystore")
-        if not truststore.exists():
-            keytool = proc.which("keytool", "install a Java 17 runtime (apt-get install openjdk-17-jre-headless)")
-            proc.run([keytool, "-importcert", "-noprompt", "-alias", "insights-ca", "-file", str(tls_dir / "ca.crt"),
-                      "-keystore", str(truststore), "-storetype", "PKCS12", "-storepass:file", str(secret_file)],
-                     what="keytool: Kafka truststore")
-        keystore.chmod(0o600)
-        return (
-            f"ssl.keystore.type=PKCS12\nssl.keystore.location={keystore}\nssl.keystore.password={password}\n"
-            f"ssl.key.password={password}\n"
-            f"ssl.truststore.type=PKCS12\nssl.truststore.location={truststore}\n"
-            f"ssl.truststore.password={password}\nssl.enabled.protocols=TLSv1.3,TLSv1.2\n"
-            "ssl.endpoint.identification.algorithm=https\n"
-        )
-
     def write_config(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "server.properties"
-        text = SERVER_PROPERTIES.format(
-            port=self.port,
-            controller_port=self.controller_port,
-            data_dir=self.root / "data",
-        )
-        if self.ssl_port:
-            from insights.stack import tls
-
-            tls.ensure_ca(self.settings.stack.dir / "pg" / "tls")
-            listeners = f"PLAINTEXT://127.0.0.1:{self.port},SSL://127.0.0.1:{self.ssl_port}"
-            text = (text
-                    .replace(f"listeners=PLAINTEXT://127.0.0.1:{self.port},", f"listeners={listeners},", 1)
-                    .replace(f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                             f"advertised.listeners={listeners}")
-                    .replace("listener.security.protocol.map=PLAINTEXT:PLAINTEXT,",
-                             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,"))
-            text += self._keystores()
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        return config
+        voters = ",".join(f"{n.node_id}@{n.controller_address}" for n in self.nodes)
+        replication, min_insync = self.replication()
+        for node in self.nodes:
+            node.root.mkdir(parents=True, exist_ok=True)
+            node.config.write_text(
+                SERVER_PROPERTIES.format(
+                    node_id=node.node_id,
+                    voters=voters,
+                    port=node.port,
+                    controller_port=node.controller_port,
+                    data_dir=node.data,
+                    replication=replication,
+                    min_insync=min_insync,
+                )
+            )
+        return self.nodes[0].config
 
     def _format(self, cluster_id: str | None = None) -> bool:
-        """Format the data directory once; ``cluster_id`` is for tests (default: a new one)."""
-        data = self.root / "data"
-        if (data / "meta.properties").exists():
+        """Format every node's data directory once, all with one cluster id.
+
+        ``cluster_id`` is for tests (default: the recorded one, else a new one).
+        """
+        if all((n.data / "meta.properties").exists() for n in self.nodes):
             return False
-        proc.run(
-            format_command(self._java(), cluster_id or random_cluster_id(), self.root / "server.properties"),
-            what="formatting Kafka storage",
-            timeout=120,
-        )
+        cluster_id = cluster_id or self._recorded_cluster_id() or random_cluster_id()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.layout_file.write_text(json.dumps({"nodes": self.count, "cluster_id": cluster_id}) + "\n")
+        for node in self.nodes:
+            if (node.data / "meta.properties").exists():
+                continue
+            proc.run(
+                format_command(self._java(node, tool=True), cluster_id, node.config),
+                what=f"formatting Kafka storage of node {node.node_id}",
+                timeout=120,
+            )
+        self.formatted_nodes = self.count
         return True
 
+    def _recorded_cluster_id(self) -> str | None:
+        try:
+            return str(json.loads(self.layout_file.read_text())["cluster_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _require_layout(self) -> None:
+        if self.requested and self.formatted_nodes and self.requested != self.formatted_nodes:
+            raise StackError(
+                f"the Kafka in {self.root} was formatted with {self.formatted_nodes} node(s), not {self.requested}; "
+                f"run `insights stack down` and delete {self.root} to re-create it (its topics are lost), "
+                "or use another INSIGHTS_STACK_DIR"
+            )
+
     # --- lifecycle -------------------------------------------------------------------
-    def up(self, wait: float = 90.0) -> str:
-        if self.running_pid() and self.answers():
+    def up(self, wait: float = 120.0) -> str:
+        self._require_layout()
+        if all(n.running_pid() for n in self.nodes) and self.answers():
             return "already running"
         self.fetch_jars()
-        proc.require_port_free(self.port, "Kafka", "INSIGHTS_STACK_KAFKA_PORT")
-        proc.require_port_free(
-            self.controller_port, "the Kafka controller", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
-        )
-        if self.ssl_port:
-            proc.require_port_free(self.ssl_port, "the Kafka TLS listener", "INSIGHTS_STACK_KAFKA_SSL_PORT")
+        for node in self.nodes:
+            if node.running_pid():
+                continue
+            suffix = "" if node.node_id == 1 else f" (node {node.node_id}: the port + {2 * (node.node_id - 1)})"
+            proc.require_port_free(node.port, f"Kafka{suffix}", "INSIGHTS_STACK_KAFKA_PORT")
+            proc.require_port_free(
+                node.controller_port, f"the Kafka controller{suffix}", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
+            )
         self.write_config()
         formatted = self._format()
-        with open(self.log, "ab") as log:
+        for node in self.nodes:
+            if not node.running_pid():
+                self._spawn(node)
+        self.wait_until_ready(wait)
+        started = "formatted and started" if formatted else "started"
+        return started if self.count == 1 else f"{started} ({self.count} nodes)"
+
+    def _spawn(self, node: KafkaNode) -> subprocess.Popen[bytes]:
+        node.root.mkdir(parents=True, exist_ok=True)
+        with open(node.log, "ab") as log:
             child = subprocess.Popen(
-                [*self._java(), "kafka.Kafka", str(self.root / "server.properties")],
+                [*self._java(node), "kafka.Kafka", str(node.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI, not killed by the terminal's ^C
-                cwd=self.root,
+                cwd=node.root,
             )
-        self.pid_file.write_text(f"{child.pid}\n")
-        if not proc.wait_for(lambda: child.poll() is not None or self.answers(1.0), wait, 0.5):
-            raise StackError(f"Kafka did not answer within {wait:.0f}s; see {self.log}")
-        if child.poll() is not None:
-            raise StackError(f"Kafka exited with code {child.returncode}; see {self.log}")
-        return "formatted and started" if formatted else "started"
+        node.pid_file.write_text(f"{child.pid}\n")
+        return child
+
+    def wait_until_ready(self, wait: float = 120.0) -> None:
+        """Every node answers and reports every node registered (a quorum formed)."""
+        expected = {n.node_id for n in self.nodes}
+
+        def ready() -> bool:
+            for node in self.nodes:
+                if not node.running_pid():
+                    raise StackError(f"Kafka node {node.node_id} exited{last_error(node.log)}; see {node.log}")
+                seen = self._brokers_seen(node.address, 1.0)
+                if seen is None or not expected <= seen:
+                    return False
+            return True
+
+        if not proc.wait_for(ready, wait, 0.5):
+            slow = [n for n in self.nodes if self._brokers_seen(n.address, 1.0) is None]
+            where = slow[0].log if slow else self.nodes[0].log
+            raise StackError(f"Kafka did not answer within {wait:.0f}s; see {where}")
+
+    def start_node(self, node_id: int, wait: float = 120.0) -> None:
+        """Start one stopped node of a running cluster and wait until the cluster sees it."""
+        node = self.node(node_id)
+        if not node.running_pid():
+            self._spawn(node)
+        self.wait_until_ready(wait)
+
+    def stop_node(self, node_id: int, *, kill: bool = False, timeout: float = 60.0) -> None:
+        """Stop one node: SIGTERM (a controlled shutdown that moves its leaders first) or SIGKILL."""
+        node = self.node(node_id)
+        pid = node.running_pid()
+        if pid is None:
+            return
+        if kill:
+            os.kill(pid, signal.SIGKILL)
+            proc.wait_for(lambda: not proc.pid_alive(pid), 10.0)
+        else:
+            proc.stop_pid(pid, timeout=timeout)
+        node.pid_file.unlink(missing_ok=True)
 
     def down(self) -> str:
-        pid = self.running_pid()
+        pids = {n.node_id: n.running_pid() for n in self.nodes}
+        running = {i: p for i, p in pids.items() if p}
+        # every node at once: stopped one by one, the last ones lose their quorum and
+        # wait for a controlled shutdown no controller can grant any more
+        for pid in running.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in running.values():
+            proc.stop_pid(pid, timeout=60)
+        for node in self.nodes:
+            node.pid_file.unlink(missing_ok=True)
         kill_orphans(self.root)  # a broker whose pid file was lost
-        if not pid:
+        if not running:
             return "not running"
-        proc.stop_pid(pid, timeout=60)
-        self.pid_file.unlink(missing_ok=True)
-        return "stopped"
+        return "stopped" if self.count == 1 else f"stopped ({len(running)} of {self.count} nodes ran)"
+
+    # --- the controller quorum -------------------------------------------------------
+    def quorum(self, timeout: float = 60.0) -> Quorum:
+        """Leader, voters and each voter's lag, from Kafka's own ``kafka-metadata-quorum`` tool."""
+        controllers = ",".join(n.controller_address for n in self.nodes)
+        base = [
+            *self._java(tool=True),
+            "org.apache.kafka.tools.MetadataQuorumCommand",
+            "--bootstrap-controller", controllers,
+            "describe",
+        ]
+        # the two questions in parallel: each is a JVM start, seconds on a busy machine
+        with ThreadPoolExecutor(2) as pool:
+            status, replication = pool.map(
+                lambda what: proc.run([*base, what], what="kafka-metadata-quorum describe", timeout=timeout),
+                ["--status", "--replication"],
+            )
+        return parse_quorum(status.stdout, replication.stdout)
+
+
+def last_error(log: Path) -> str:
+    """``: <the last ERROR line>`` of a broker log, to say why a node died in one line."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if " ERROR " in line or "Exception" in line]
+    return f": {errors[-1].strip()[:300]}" if errors else ""
 
 
 def kill_orphans(root: Path) -> None:
@@ -300,4 +553,3 @@ def kill_orphans(root: Path) -> None:
             continue
         if b"kafka.Kafka" in cmdline and any(str(root).encode() in arg for arg in cmdline):
             proc.stop_pid(int(entry.name))
-

@@ -111,6 +111,10 @@ class CdcReader:
         self.health = health or Health()
         self.stop = stop or threading.Event()
         self.metrics = CdcMetrics(registry or CollectorRegistry(auto_describe=True), self.slot)
+        # the `cdc` profile rides through a broker's loss (streams/kafka/clients.py,
+        # PRODUCER_LEADER_CHANGES): acks=all and idempotent, each record retried across a
+        # leader election for up to delivery.timeout.ms; the slot is confirmed only after
+        # Kafka acknowledged, so a record that still fails stops the reader, never skips a change
         self.producer = producer or Producer(producer_config(settings.kafka, "cdc", error_cb=self._kafka_error))
         self.encode = encoder or make_encoder(settings)
         #: the serde framing of a body; None: every event goes through ``encode`` (the reference path)

@@ -138,6 +138,10 @@ class ConsumerLoop:
 
     def run(self) -> BatchResult:
         """Consume until stopped; return the totals. Raises ConsumerError on a fatal fault."""
+        # consumer_config carries the leader-change settings (streams/kafka/clients.py,
+        # CONSUMER_LEADER_CHANGES): a broker's loss pauses fetching from the partitions it
+        # led and the session outlasts a coordinator's move; offsets live in PostgreSQL, so
+        # nothing here depends on which broker leads
         consumer = Consumer(consumer_config(self.kafka, self.group, **{
             "client.id": f"insights-{self.sink.name}", "auto.offset.reset": self.auto_offset_reset,
             "on_commit": self._on_commit, "error_cb": self._on_kafka_error,

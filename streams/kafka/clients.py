@@ -33,6 +33,53 @@ PROTECTED_PRODUCER = {"enable.idempotence": True, "acks": "all"}
 #: librdkafka properties the consumer loop's correctness depends on
 PROTECTED_CONSUMER = ("enable.auto.commit", "enable.auto.offset.store", "group.id", "partition.assignment.strategy")
 
+#: How every client rides through a leader change: a broker dies or restarts, its
+#: partitions get new leaders (after the controller fences it, broker.session.timeout.ms,
+#: 9 s by default and 15 s on the local stack), and clients must find them. librdkafka
+#: refreshes metadata by itself on NOT_LEADER/LEADER_NOT_AVAILABLE and retries; what is
+#: set here bounds how long that may take and how soon a restarted broker is used again.
+#: Tested by tests/cluster (SIGKILL of a leader, rolling restarts, a broker down past
+#: the session timeout).
+LEADER_CHANGES: dict[str, Any] = {
+    # default 10 s: after a rolling restart a client could wait that long before it
+    # reconnects to the broker that now leads its partitions again
+    "reconnect.backoff.max.ms": 2000,
+    # a broker whose host vanished (no RST, unlike a killed process) is given up on after
+    # 10 s instead of 30, so the request moves to the new leader sooner
+    "socket.connection.setup.timeout.ms": 10_000,
+    # how soon a partition without a leader is looked up again (librdkafka's default, said
+    # out loud: a leader election on a healthy cluster takes well under a second)
+    "topic.metadata.refresh.fast.interval.ms": 100,
+}
+
+#: Producers: ``acks=all`` and idempotence (PROTECTED_PRODUCER) make retries safe, so a
+#: record is retried across the leader change rather than failed: in order, never twice.
+PRODUCER_LEADER_CHANGES: dict[str, Any] = {
+    **LEADER_CHANGES,
+    # the whole budget for one record, retries included: several leader elections (a
+    # rolling restart is three in a row) fit in it; past it the record is reported failed
+    "delivery.timeout.ms": 120_000,
+    # one produce request's wait for the leader and its in-sync replicas
+    "request.timeout.ms": 30_000,
+    # back off 100 ms, doubling to 1 s, between retries while the new leader is elected
+    "retry.backoff.ms": 100,
+    "retry.backoff.max.ms": 1000,
+}
+
+#: Consumers (classic group protocol, cooperative-sticky). Offsets live in PostgreSQL,
+#: so a leader change only pauses fetching; a lost group coordinator makes the members
+#: find the new one, and they keep their partitions if they reach it within the session.
+CONSUMER_LEADER_CHANGES: dict[str, Any] = {
+    **LEADER_CHANGES,
+    # a member is declared dead after 45 s without a heartbeat: longer than a coordinator
+    # failover (fencing + election, ~15-20 s), so losing the coordinator's broker does not
+    # also cost every member its partitions; a crashed process's partitions wait that long
+    "session.timeout.ms": 45_000,
+    "heartbeat.interval.ms": 3000,
+    # a fetch from a partition whose leader just moved is retried after 500 ms
+    "fetch.error.backoff.ms": 500,
+}
+
 _PROFILES: dict[str, dict[str, Any]] = {
     "events": {
         "compression.type": "lz4",
@@ -41,10 +88,12 @@ _PROFILES: dict[str, dict[str, Any]] = {
         "batch.size": 512 * 1024,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 512 * 1024,
-        # how long librdkafka keeps retrying one record before reporting it failed
-        "delivery.timeout.ms": 120_000,
+        **PRODUCER_LEADER_CHANGES,
     },
     "cdc": {
+        # the reader confirms a change to PostgreSQL only once Kafka acknowledged it; a
+        # record failed after delivery.timeout.ms stops the reader (it resumes from the slot)
+        **PRODUCER_LEADER_CHANGES,
         "linger.ms": 2,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
@@ -56,7 +105,7 @@ _PROFILES: dict[str, dict[str, Any]] = {
         # reported failed could only end the reader, which resends it anyway
         "delivery.timeout.ms": 0,
     },
-    "dlq": {"linger.ms": 5},
+    "dlq": {**PRODUCER_LEADER_CHANGES, "linger.ms": 5},
 }
 
 
@@ -79,7 +128,7 @@ def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[
     Settings overrides may tune anything but :data:`PROTECTED_CONSUMER`; the caller's
     ``overrides`` (callbacks, ``auto.offset.reset`` of a command) apply last.
     """
-    conf = {"auto.offset.reset": "earliest", **kafka.client_config()}
+    conf = {"auto.offset.reset": "earliest", **CONSUMER_LEADER_CHANGES, **kafka.client_config()}
     conf.update(
         {
             "group.id": group,

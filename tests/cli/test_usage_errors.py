@@ -18,8 +18,13 @@ from tests.cli.helpers import run_cli
         (["status", "--bogus"], "No such option: --bogus"),
         (["db", "partitions", "prune", "--bogus"], "No such option: --bogus"),
         (["db", "partitions", "policy", "--retention", "1 day"], "say which table"),
+        # a quorum of more than five voters only slows elections; nothing is started
+        (["stack", "up", "--brokers", "6"], "--brokers"),
     ],
-    ids=["unknown-command", "bad-sink", "negative-events", "unknown-option", "unknown-sub-option", "policy-no-table"],
+    ids=[
+        "unknown-command", "bad-sink", "negative-events", "unknown-option", "unknown-sub-option", "policy-no-table",
+        "too-many-brokers",
+    ],
 )
 def test_usage_error_prints_usage_and_exits_2(args, says):
     done = run_cli(*args, INSIGHTS_PG_DSN="postgresql://insights@127.0.0.1:1/none")

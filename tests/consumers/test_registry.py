@@ -12,21 +12,22 @@ from insights.cli.main import app
 from streams.topics import declared_topics
 
 
-def test_the_registry_holds_the_three_sinks_under_their_own_names() -> None:
-    assert names() == ["scrape", "alerts", "summaries"]
+def test_the_registry_holds_the_five_sinks_under_their_own_names() -> None:
+    assert names() == ["scrape", "alerts", "summaries", "rules", "competitive"]
+    settings = load_settings()
     for name, spec in SINKS.items():
-        assert spec.make().name == name
+        assert spec.build(settings).name == name
 
 
 def test_an_unknown_sink_is_a_config_error_naming_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="scrape, alerts, summaries"):
+    with pytest.raises(ConfigError, match="scrape, alerts, summaries, rules, competitive"):
         get("bogus")
 
 
 def test_insights_consume_offers_exactly_the_registered_sinks() -> None:
     result = CliRunner().invoke(app, ["consume", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "<scrape|alerts|summaries>" in result.output
+    assert "<scrape|alerts|summaries|rules|competitive>" in result.output
     refused = CliRunner().invoke(app, ["consume", "bogus"])
     assert refused.exit_code == 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.settings import load_settings
 from streams.topics import (
     CDC_TABLES,
+    RULES_SOURCE_TABLES,
     SUMMARIES_SOURCE_TABLES,
     cdc_topic_name,
     declared_topics,
@@ -24,7 +25,10 @@ def test_every_kind_of_topic_is_declared_once() -> None:
     events = {s.name for s in event_topics(settings)}
     cdc = {cdc_topic_name(settings, table) for table in CDC_TABLES}
     summaries_dlqs = {dlq_name(cdc_topic_name(settings, table)) for table in SUMMARIES_SOURCE_TABLES}
-    assert set(names) == events | cdc | summaries_dlqs
+    rules_dlqs = {dlq_name(cdc_topic_name(settings, table)) for table in RULES_SOURCE_TABLES}
+    assert set(names) == events | cdc | summaries_dlqs | rules_dlqs
+    # the one CDC topic both read (product_snapshots) has one DLQ, declared once
+    assert summaries_dlqs & rules_dlqs == {"unit.cdc.public.product_snapshots.dlq"}
     # the event DLQs are there too, and the summaries' are not confused with them
     assert {"unit.events.product_scraped.dlq", "unit.events.alert_triggered.dlq"} <= events
     assert summaries_dlqs == {

@@ -1,0 +1,73 @@
+"""A decoded CDC envelope -> what the rule engine does with it (pure).
+
+The engine needs little from a change: for ``product_snapshots``, which snapshot
+(``asin``, ``scraped_at``) was inserted or updated (it reads the row, its predecessor
+and its successor from the table itself when it evaluates); for ``alert_rules`` and the
+competitive-group tables, only that something changed (its cache is reloaded). A
+deleted or truncated snapshot fires nothing and retracts nothing: an alert is a fact
+about what was observed (docs/alert-rules.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.errors import RecordError
+
+CACHE_TABLES = frozenset({"alert_rules", "competitive_groups", "competitive_group_members"})
+_OPS = frozenset({"c", "u", "d", "r", "t"})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    #: "snapshot" (evaluate asin/scraped_at), "cache" (reload rules and groups), "none"
+    kind: str
+    asin: str = ""
+    scraped_at: datetime | None = None
+    commit_time_us: int = 0
+
+
+def _fail(message: str) -> RecordError:
+    return RecordError(f"CDC event: {message}")
+
+
+def _commit_us(value: Any) -> int:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return int(value.replace(microsecond=0).timestamp()) * 1_000_000 + value.microsecond
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return 0
+
+
+def parse_change(record: dict[str, Any]) -> RuleChange:
+    """Validate one decoded envelope; RecordError (a dead letter) when it cannot be used."""
+    source = record.get("source")
+    if not isinstance(source, dict):
+        raise _fail("no source")
+    table, op = source.get("table"), record.get("op")
+    if op not in _OPS:
+        raise _fail(f"unknown op {op!r}")
+    commit_us = _commit_us(source.get("commit_time"))
+    if table in CACHE_TABLES:
+        return RuleChange("cache", commit_time_us=commit_us)
+    if table != "product_snapshots":
+        raise _fail(f"table {table!r} is not one the rule engine consumes")
+    if op in ("d", "t"):
+        return RuleChange("none", commit_time_us=commit_us)
+    row = record.get("after")
+    if not isinstance(row, dict):
+        raise _fail(f"op {op} without its row image")
+    asin, at = row.get("asin"), row.get("scraped_at")
+    if not isinstance(asin, str) or not asin:
+        raise _fail("product_snapshots.asin must be a non-empty string")
+    if not isinstance(at, str):
+        raise _fail("product_snapshots.scraped_at is missing")
+    try:
+        scraped_at = datetime.fromisoformat(at)
+    except ValueError:
+        raise _fail(f"product_snapshots.scraped_at is not an ISO timestamp: {at[:40]!r}") from None
+    if scraped_at.tzinfo is None:
+        raise _fail("product_snapshots.scraped_at has no time zone")
+    return RuleChange("snapshot", asin, scraped_at, commit_us)
