@@ -34,7 +34,7 @@ from insights.db.migrations import DDL_DIR
 
 README = DDL_DIR / "README.md"
 HEADING = "Grants, checked"
-SCHEMAS = ("public", "summaries")
+SCHEMAS = ("public", "summaries", "rules", "competitive")
 TABLE_PRIVS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 COLUMN_PRIVS = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
 SEQUENCE_PRIVS = ("USAGE", "SELECT", "UPDATE")
