@@ -84,3 +84,7 @@ class RecordError(InsightsError):
         if self.topic is None:
             return base
         return f"{base} (at {self.coordinates})"
+
+
+class RecordTooLargeError(RecordError):
+    """A record over a hostile-input limit (``INSIGHTS_MAX_*``): refused before PostgreSQL."""

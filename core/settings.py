@@ -239,6 +239,11 @@ class ConsumerSettings(BaseSettings):
     group: str = Field("insights-ingest", min_length=1, validation_alias=_alias("consumer_group"))
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     batch_wait_ms: int = Field(200, ge=0, le=60_000)
+    # Hostile-input limits, checked before a record's rows are built (a 50 MB description
+    # or a 10,000-element array is refused with its reason instead of reaching PostgreSQL).
+    max_record_bytes: int = Field(1_048_576, ge=1, description="largest encoded record value accepted")
+    max_text_chars: int = Field(100_000, ge=1, description="longest string in a decoded record")
+    max_list_items: int = Field(1_000, ge=1, description="most items in one array or map of a decoded record")
 
 
 class ServiceSettings(BaseSettings):
@@ -312,6 +317,10 @@ class StackSettings(BaseSettings):
     pgbouncer_port: int = Field(56432, ge=1024, le=65535)
     pg_replica_base_port: int = Field(
         55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
+    )
+    pg_tls: bool = Field(
+        False,
+        description="a NEW local PostgreSQL gets TLS (own CA), scram-sha-256 over TCP and generated passwords",
     )
 
 

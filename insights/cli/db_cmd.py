@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from rich.table import Table
 from insights.cli.confirm import confirm
 from insights.cli.context import console, err_console, settings_of
 from insights.cli.progress import reporting
-from insights.db import maintenance, migrations, partitions, roles, stats
+from insights.db import audit, grants, maintenance, migrations, partitions, roles, stats
 from insights.db.errors import DatabaseError
 from streams.pg import connect
 
@@ -307,6 +308,51 @@ def stats_cmd(
         for row in report.rows:
             table.add_row(*("-" if value is None else str(value) for value in row))
         console.print(table)
+
+
+def _since(value: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T06:00 or 2026-12-01)") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@app.command("audit")
+def audit_cmd(
+    ctx: typer.Context,
+    since: str = typer.Option(..., "--since", help="ISO 8601 time (UTC unless it says otherwise)"),
+    log: Path | None = typer.Option(None, "--log", help="server log (default: the stack's pg/server.log)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per entry"),
+) -> None:
+    """The pgaudit entries (DDL, GRANT/ROLE, admin writes) of the server log since a time."""
+    when = _since(since)
+    path = log or settings_of(ctx).stack.dir / "pg" / "server.log"
+    entries = audit.read(path, when)
+    if as_json:
+        for entry in entries:
+            console.print_json(json.dumps(entry.as_json()))
+        return
+    table = Table("at (UTC)", "user@db", "class", "command", "object", "statement")
+    for e in entries:
+        table.add_row(e.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), f"{e.user}@{e.database}", e.audit_class,
+                      e.command, e.object_name or "-", e.statement[:200])
+    console.print(table)
+    console.print(f"{len(entries)} audit entries since {when.isoformat()} in {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("grants")
+def grants_cmd(ctx: typer.Context) -> None:
+    """Compare every role's grants with the table in ddl/README.md; exit 1 listing each difference."""
+    with _connect(ctx, read_only=True) as conn:
+        found = grants.check(conn)
+    if not found:
+        console.print("grants match ddl/README.md")
+        return
+    for line in found:
+        err_console.print(line, highlight=False)
+    err_console.print(f"{len(found)} difference(s) from ddl/README.md: revoke them, or change the table and a migration")
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Debian packages the stack's PostgreSQL operations need, installed when missing (as root).
 
 ``pgbackrest`` (backups and WAL archive, the seed's WAL-E is abandoned) and
-``postgresql-15-cron`` (scheduled maintenance inside the server). Each is optional for the
+``postgresql-15-cron`` (scheduled maintenance inside the server), ``postgresql-15-pgaudit``
+(the audit log, docs/security.md). Each is optional for the
 rest of the stack: when it cannot be installed, ``stack up`` says so in one line and the
 feature that needs it reports itself unavailable.
 """
@@ -20,6 +21,7 @@ from insights.stack.postgres import PG_MAJOR
 OPTIONAL = {
     "pgbackrest": Path("/usr/bin/pgbackrest"),
     f"postgresql-{PG_MAJOR}-cron": Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib/pg_cron.so"),
+    f"postgresql-{PG_MAJOR}-pgaudit": Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib/pgaudit.so"),
 }
 
 

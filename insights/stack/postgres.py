@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from core.errors import StackError
 from core.settings import Settings
@@ -67,9 +68,42 @@ track_commit_timestamp = on
 # only loadable at start). Connecting through the socket directory avoids localhost
 # resolving to ::1, where this server does not listen.
 CRON_CONF = """
-shared_preload_libraries = 'pg_cron'
 cron.database_name = '{database}'
 cron.host = '{socket_dir}'
+"""
+
+# pgaudit (Debian's postgresql-15-pgaudit): the audit log of docs/security.md, in server.log
+# as `AUDIT:` lines (`insights db audit` reads them). The seed asks for 'all'; every read and
+# write of the ingest path would then be a log line (its cost is in BENCHMARKS.md), so the
+# default logs what changes the schema and the roles, for everyone, and writes too for the
+# admin role (ALTER ROLE app_admin SET pgaudit.log, done at start). Parameters are never
+# logged: a bound value may be a secret.
+AUDIT_CONF = """
+pgaudit.log = 'ddl, role'
+pgaudit.log_catalog = off
+pgaudit.log_parameter = off
+pgaudit.log_relation = on
+"""
+ADMIN_AUDIT = "write, ddl"
+
+# TLS for every TCP connection, TLS 1.3 only (every client here is libpq 15+/librdkafka 2);
+# certificate from the stack CA (insights/stack/tls.py). Passwords only as SCRAM.
+TLS_CONF = """
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.3'
+password_encryption = 'scram-sha-256'
+"""
+
+# With TLS: trust only on the Unix socket (a directory only the cluster owner can enter),
+# TCP only over TLS with SCRAM; plain TCP is rejected outright.
+HBA_TLS = """# written by insights stack: TLS + scram-sha-256 over TCP, trust on the owner's socket only
+local     all          all                     trust
+hostssl   all          all   127.0.0.1/32      scram-sha-256
+hostssl   replication  all   127.0.0.1/32      scram-sha-256
+hostnossl all          all   0.0.0.0/0         reject
+hostnossl replication  all   0.0.0.0/0         reject
 """
 
 HBA = """# written by insights stack: loopback only
@@ -94,6 +128,11 @@ class PgPaths:
     @property
     def log(self) -> Path:
         return self.root / "server.log"
+
+
+def pgaudit_available() -> bool:
+    """Debian's postgresql-15-pgaudit is installed."""
+    return Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib/pgaudit.so").exists()
 
 
 def pg_cron_available() -> bool:
@@ -136,12 +175,31 @@ class LocalPostgres:
 
     # --- addresses -------------------------------------------------------------------
     @property
+    def tls_dir(self) -> Path:
+        return self.paths.root / "tls"
+
+    @property
+    def passfile(self) -> Path:
+        return self.paths.root / "passfile"
+
+    @property
+    def tls(self) -> bool:
+        """This cluster was made with TLS + scram (decided at init, kept for its life)."""
+        return (self.tls_dir / "ca.crt").exists() and self.passfile.exists()
+
+    def _client_params(self) -> str:
+        if not self.tls:
+            return ""
+        return (f"?sslmode=verify-full&sslrootcert={self.tls_dir / 'ca.crt'}"
+                f"&passfile={self.passfile}")
+
+    @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}{self._client_params()}"
 
     @property
     def admin_dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres{self._client_params()}"
 
     def answers(self) -> bool:
         try:
@@ -180,7 +238,11 @@ class LocalPostgres:
         self.paths.socket_dir.mkdir(parents=True, exist_ok=True)
         if user:
             proc.chown_tree(self.paths.root, user)
+        if self.tls:  # trust on the socket: only the cluster owner (and root) may enter its directory
+            self.paths.socket_dir.chmod(0o700)
         self._pg_ctl("-o", f"-p {self.port}", "-w", "-t", "60", "start")
+        if self.tls:
+            self._set_password()
         if not proc.wait_for(self.answers, 30):
             raise StackError(f"PostgreSQL started but does not answer; see {self.paths.log}")
         self._ensure_database()
@@ -226,17 +288,62 @@ class LocalPostgres:
             what="initdb",
         )
         conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir)
-        if pg_cron_available():
+        preload = [name for name, ok in (("pg_cron", pg_cron_available()), ("pgaudit", pgaudit_available())) if ok]
+        if preload:
+            conf += f"\nshared_preload_libraries = '{','.join(preload)}'\n"
+        if "pg_cron" in preload:
             conf += CRON_CONF.format(database=DATABASE, socket_dir=self.paths.socket_dir)
+        if "pgaudit" in preload:
+            conf += AUDIT_CONF
+        hba = HBA
+        if self.settings.stack.pg_tls:
+            conf += self._init_tls(binaries, user)
+            hba = HBA_TLS
         with open(self.paths.data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write(conf)
-        (self.paths.data / "pg_hba.conf").write_text(HBA, encoding="utf-8")
+        (self.paths.data / "pg_hba.conf").write_text(hba, encoding="utf-8")
         if user:
             proc.chown_tree(self.paths.root, user)
         return True
+
+    def _init_tls(self, binaries: Path, user: pwd.struct_passwd | None) -> str:
+        """CA + server certificate, a generated superuser password in the passfile; the
+        server's TLS lines."""
+        from insights.stack import tls
+
+        crt, key = tls.issue(self.tls_dir, "postgres")
+        shutil.copy(crt, self.paths.data / "server.crt")
+        shutil.copy(key, self.paths.data / "server.key")
+        (self.paths.data / "server.key").chmod(0o600)
+        # the superuser's password: generated here, set once the server runs (_set_password)
+        tls.write_passfile(self.passfile, self.port, {SUPERUSER: tls.new_password()})
+        return TLS_CONF
+
+    def _set_password(self) -> None:
+        """The passfile's superuser password, as a SCRAM verifier computed by libpq, through
+        the owner's Unix socket (trust there): idempotent, so each start re-asserts it."""
+        from insights.stack import tls
+
+        password = tls.read_passfile(self.passfile)[SUPERUSER]
+        with psycopg.connect(host=str(self.paths.socket_dir), port=self.port, user=SUPERUSER,
+                             dbname="postgres", autocommit=True) as conn:
+            verifier = conn.pgconn.encrypt_password(password.encode(), SUPERUSER.encode(), b"scram-sha-256")
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(SUPERUSER), sql.Literal(verifier.decode("ascii"))))
 
     def _ensure_database(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')  # constant identifier
+            preloaded = conn.execute(
+                "SELECT current_setting('shared_preload_libraries'), pg_is_in_recovery()").fetchone()
+            # a standby has the primary's roles and settings already, and cannot write them
+            if preloaded and "pgaudit" in preloaded[0] and not preloaded[1]:
+                # the admin role's writes are audited too; the role is the migration's
+                # (created here first when the cluster is new: the migration tolerates that)
+                conn.execute(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app_admin') "
+                    "THEN CREATE ROLE app_admin NOLOGIN; END IF; END $$"
+                )
+                conn.execute(f"ALTER ROLE app_admin SET pgaudit.log = '{ADMIN_AUDIT}'")  # constant

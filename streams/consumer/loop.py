@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry
 
 from core.errors import InsightsError
 from core.settings import ConsumerSettings, KafkaSettings, PostgresSettings
+from streams.consumer.admit import admit
 from streams.consumer.policy import Action, ErrorPolicy, default_policy, describe
 from streams.consumer.sink import Item, Sink, Source
 from streams.consumer.transaction import Batch, BatchResult, OffsetsWentBack
@@ -356,10 +357,10 @@ class ConsumerLoop:
         value = msg.value()
         while True:
             try:
-                if value is None:
-                    raise ValueError("record has no value (tombstone): nothing to store")
-                record = self.source.decoder(value, self.source.context(msg.topic(), msg.partition(), offset))
-                rows = self.sink.prepare(record)
+                rows = admit(
+                    value, self.source.decoder, self.sink.prepare,
+                    self.source.context(msg.topic(), msg.partition(), offset), self.batching,
+                )
                 self.health.ok("schema registry")  # it answered, if it was asked (a no-op otherwise)
                 return Item(msg.topic(), msg.partition(), offset, _timestamp(msg), msg.key(), value, rows)
             except Exception as exc:

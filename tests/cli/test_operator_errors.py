@@ -12,8 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import SecretStr
 
 from core.settings import Settings
+from insights.db.roles import set_passwords
 from streams.topics import event_topics
 from tests.cli.fake_pg import password_refusing_server
 from tests.cli.helpers import assert_one_line_error, run_cli
@@ -98,7 +100,26 @@ def _as(settings: Settings, dsn: str, **parts: str) -> Settings:
     found = conninfo_to_dict(dsn)
     password = found.pop("password", None)
     found.update(parts)
+    if parts.get("user") and parts["user"] != conninfo_to_dict(dsn).get("user"):
+        password = _login_password(dsn, make_conninfo(**found)) or password
     return settings.replace(pg_dsn=make_conninfo(**found), pg_password=password)
+
+
+def _login_password(owner_dsn: str, role_dsn: str) -> str | None:
+    """A server with password authentication (a stack made with INSIGHTS_STACK_PG_TLS) lets a
+    service role in only with a password: give it a throw-away one, for this test only. A
+    trusting server (the shared stack) is left alone."""
+    try:
+        psycopg.connect(role_dsn, connect_timeout=5, passfile="/dev/null").close()
+        return None
+    except psycopg.OperationalError as exc:
+        if "password" not in str(exc):
+            raise
+    role = conninfo_to_dict(role_dsn)["user"]
+    secret = SecretStr(f"t-{uuid.uuid4().hex}")
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        set_passwords(conn, {role: secret})
+    return secret.get_secret_value()
 
 
 @pytest.mark.integration

@@ -79,3 +79,28 @@ def test_alert_for_an_unknown_rule_is_isolated_by_bisection(
     reasons = " ".join(e[H_REASON] for e in letters)
     assert "fk_alerts_rule" in reasons and "fk_alerts_target_asin" in reasons
     assert loop.totals.dead_letters == 3
+
+
+def test_oversized_records_go_to_the_dlq_with_their_reason_and_never_reach_postgresql(
+    settings: Settings, topics: Topics, pg: psycopg.Connection
+) -> None:
+    """Issue 15: a huge text or array is refused by the limits (INSIGHTS_MAX_*), before PostgreSQL."""
+    long_text = scrape(300, 0).to_avro()
+    long_text["product_description"] = "d" * (settings.consumer.max_text_chars + 1)  # < the broker's 1 MB
+    many_items = scrape(301, 0).to_avro()
+    many_items["bullet_points"] = ["b"] * 10_000
+    good = [scrape(n, 0) for n in range(5)]
+    produce(settings, topics.scrape, "product_scraped", [good[0], long_text, good[1], many_items, *good[2:]])
+    loop = run_until_idle(settings, "scrape")
+
+    assert count(pg, "SELECT count(*) FROM product_snapshots") == len(good)
+    assert count(pg, "SELECT count(*) FROM products WHERE asin IN (%s, %s)", asin(300), asin(301)) == 0
+    letters = dlq_entries(settings, topics.scrape, expect=2)
+    assert len(letters) == 2, letters
+    assert {e[H_ERROR_CLASS] for e in letters} == {"validation"}
+    reasons = sorted(e[H_REASON] for e in letters)
+    assert reasons[0].startswith("RecordTooLargeError: bullet_points has 10000 items"), reasons
+    assert "INSIGHTS_MAX_LIST_ITEMS" in reasons[0]
+    assert reasons[1].startswith("RecordTooLargeError: product_description is 100001 characters long"), reasons
+    assert "INSIGHTS_MAX_TEXT_CHARS" in reasons[1]
+    assert loop.totals.dead_letters == 2 and loop.totals.stored == len(good)
