@@ -181,4 +181,9 @@ def configure_local_archiving(settings: Settings, primary: LocalPostgres) -> str
         if current is None or current[0] != wanted:
             conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(wanted)))
             conn.execute("SELECT pg_reload_conf()")
+    if not tool.info().get("backup"):
+        # A WAL archive without a base backup restores nothing, and `insights status` rightly
+        # fails on it. A new stack takes its first full backup here (seconds on a new
+        # cluster), as a production cluster gets one right after its stanza is created.
+        tool.backup("full")
     return f"WAL archive and backups by pgBackRest (stanza {settings.pg.backup_stanza}, repo {local_root(settings)}/repo)"
