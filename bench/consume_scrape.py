@@ -129,8 +129,11 @@ def machine_facts(dsn: str) -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     with psycopg.connect(dsn) as conn:
         pg_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    from insights.stack.kafka import POM, pom_version  # the version the stack's pom pins
+
+    kafka = pom_version(POM.read_text())
     return (f"{os.cpu_count()} vCPU ({cpu}), {mem_gib:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, PostgreSQL {pg_version} (local stack), Kafka 4.1 KRaft (local stack), "
+            f"Python {platform.python_version()}, PostgreSQL {pg_version} (local stack), Kafka {kafka} KRaft (local stack), "
             f"confluent-kafka {importlib.metadata.version('confluent-kafka')}, psycopg {psycopg.__version__}")
 
 
