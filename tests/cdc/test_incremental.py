@@ -32,8 +32,8 @@ from tests.fix_services import child_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROWS = 3000
-CHUNK = 150
+ROWS = 6000
+CHUNK = 50
 
 
 def _q(schema: str, text: str) -> sql.Composed:
@@ -89,6 +89,31 @@ def _state(dsn: str, settings: Settings) -> tuple[str, int] | None:
     return (row[0], int(row[1])) if row else None
 
 
+def _state_locked(conn: psycopg.Connection[Any], settings: Settings) -> tuple[str, int]:
+    row = conn.execute(
+        sql.SQL("SELECT status, rows_done FROM {} WHERE slot = %s AND table_name = 'products' FOR UPDATE")
+        .format(sql.Identifier(settings.cdc.schema_name, inc.STATE)), (settings.cdc.slot_name,)
+    ).fetchone()
+    return (row[0], int(row[1])) if row else ("", 0)
+
+
+def _hold_state_after(conn: psycopg.Connection[Any], settings: Settings, rows: int) -> bool:
+    """Lock the state row once ``rows`` are recorded (and keep the lock); otherwise let go and retry.
+
+    Between two tries the reader records at most the chunks it confirmed in those few
+    milliseconds, so with 120 chunks in all the lock is taken long before the last one."""
+    try:
+        status, done = _state_locked(conn, settings)
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        return False
+    if status == "running" and done >= rows:
+        return True  # the transaction stays open: the reader blocks at its next UPDATE
+    conn.rollback()
+    assert status != "done", "the snapshot finished before it could be interrupted"
+    return False
+
+
 def _checksum(rows: dict[str, tuple[Any, ...]]) -> str:
     return hashlib.sha256(json.dumps(sorted(rows.items())).encode()).hexdigest()
 
@@ -99,7 +124,10 @@ def test_incremental_snapshot_under_writes_survives_sigkill_and_matches_the_tabl
     pg.execute(_q(cdc_schema, "INSERT INTO {s}.products (asin, title, brand) "
                               "SELECT 'P' || lpad(g::text, 5, '0'), 'seed ' || g, 'b0' FROM generate_series(1, %s) g"),
                (ROWS,))
-    settings = cdc_settings.replace(cdc_incremental_chunk_size=CHUNK, cdc_tables=["products"])
+    # the slot position (and with it each chunk's state) is confirmed every 50 ms, so the
+    # state row advances chunk by chunk and the test can stop it part-way (below)
+    settings = cdc_settings.replace(cdc_incremental_chunk_size=CHUNK, cdc_tables=["products"],
+                                    cdc_status_interval_s=0.05)
     CdcReader(settings).setup()  # the slot starts after the seed rows: only the snapshot brings them
     env = child_env(settings, INSIGHTS_METRICS_PORT="0")
     writer = _Writer(pg_dsn, cdc_schema)
@@ -112,11 +140,20 @@ def test_incremental_snapshot_under_writes_survives_sigkill_and_matches_the_tabl
             [sys.executable, "-m", "insights", "cdc", "snapshot", "--incremental", "products"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        wait_for(lambda: (_state(pg_dsn, settings) or ("", 0))[1] >= 4 * CHUNK, timeout=120,
-                 what="some chunks recorded")
-        readers[0].send_signal(signal.SIGKILL)
-        readers[0].wait(10)
-        assert (_state(pg_dsn, settings) or ("", 0))[0] == "running"  # killed mid-snapshot
+        # The reader records each confirmed chunk with an UPDATE of its state row. Holding that
+        # row locked stops it there, so the kill lands mid-snapshot however fast this machine
+        # is (a plain poll lost that race once: 3,000 rows were done before the kill).
+        with psycopg.connect(pg_dsn) as holder:
+            deadline = time.monotonic() + 120
+            while not _hold_state_after(holder, settings, 2 * CHUNK):
+                assert time.monotonic() < deadline, "timed out waiting for some chunks recorded"
+                time.sleep(0.01)
+            readers[0].send_signal(signal.SIGKILL)
+            readers[0].wait(10)
+            status, done_at_kill = _state_locked(holder, settings)
+            assert status == "running"  # killed mid-snapshot
+            assert 2 * CHUNK <= done_at_kill < ROWS
+            holder.rollback()  # release: the killed reader's blocked UPDATE dies with its session
         readers.append(_reader(env))
         out, err = snapshot.communicate(timeout=240)
         assert snapshot.returncode == 0, err
