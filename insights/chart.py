@@ -1,7 +1,8 @@
 """A PNG price chart from summaries.price_daily, with the products' rule alerts marked.
 
 The products shown are those with the largest drop from their highest daily high to a
-later daily low; each line is the daily close, each alert of the rule engine a marker at
+later daily low, the products a price rule fired on first (a chart of drops nobody was
+alerted to would not show what the rules did); each line is the daily close, each alert of the rule engine a marker at
 its day and new price. Rendered with matplotlib's Agg backend: no display needed.
 """
 
@@ -17,8 +18,11 @@ WITH d AS (
            max(high) OVER (PARTITION BY asin ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS peak
     FROM summaries.price_daily WHERE high IS NOT NULL
 )
-SELECT asin, max((peak - low) / peak) AS drop FROM d WHERE peak > 0 GROUP BY asin
-ORDER BY drop DESC, asin LIMIT %(limit)s
+SELECT asin, max((peak - low) / peak) AS drop,
+       EXISTS (SELECT 1 FROM alerts a WHERE a.target_asin = d.asin AND a.alert_type = 'price_change'
+                 AND a.metadata ->> 'source' = 'rules-engine') AS alerted
+FROM d WHERE peak > 0 GROUP BY asin
+ORDER BY alerted DESC, drop DESC, asin LIMIT %(limit)s
 """
 
 
@@ -29,7 +33,7 @@ def price_chart(conn: psycopg.Connection, path: Path, products: int = 4) -> list
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    picked = [(a, float(d)) for a, d in conn.execute(LARGEST_DROPS, {"limit": products}).fetchall()]
+    picked = [(a, float(d)) for a, d, _alerted in conn.execute(LARGEST_DROPS, {"limit": products}).fetchall()]
     figure, axes = pyplot.subplots(figsize=(10, 5), dpi=100)
     shown = []
     for asin, drop in picked:
@@ -46,7 +50,7 @@ def price_chart(conn: psycopg.Connection, path: Path, products: int = 4) -> list
             axes.scatter([d for d, _ in marked], [v for _, v in marked], marker="v", s=40, color=line.get_color(),
                          zorder=3)
         shown.append((asin, drop, len(marked)))
-    axes.set_title("Daily close of the products with the largest drops (triangles: rule alerts)")
+    axes.set_title("Daily close of the alerted products with the largest drops (triangles: rule alerts)")
     axes.set_xlabel("day (UTC)")
     axes.set_ylabel("price")
     if shown:

@@ -118,6 +118,7 @@ class CompetitiveSink:
             groups = [r[0] for r in conn.execute(sql.GROUPS_OF, {"asins": asins}).fetchall()] if asins else []
         if not groups:
             return {"competitive.positions": 0, "competitive_analyses": 0}
+        conn.execute(sql.LOCK_GROUPS, {"class": sql.LOCK_CLASS, "groups": groups})
         ranked = conn.execute(sql.RANKING, {"groups": groups}).fetchall()
         stored = {r[0]: tuple(r[1:]) for r in conn.execute(sql.STORED, {"groups": groups}).fetchall()}
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]

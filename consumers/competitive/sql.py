@@ -56,6 +56,18 @@ SELECT m.group_id FROM competitive_group_members m JOIN competitive_groups g ON 
 WHERE g.is_active IS TRUE AND m.competitor_asin = ANY(%(asins)s)
 """
 
+#: advisory lock class of a group's position (pg_advisory_xact_lock(class, group id))
+LOCK_CLASS = 0x434F_4D31  # "COM1"
+
+# Wait for every group this transaction will rank, in one global order (no deadlock between
+# consumers): two processes whose partitions both touch a group would otherwise both see the
+# old position and both write an analysis; the second now ranks after the first committed
+# (a new statement, a new snapshot under READ COMMITTED) and finds the position unchanged.
+LOCK_GROUPS = """
+SELECT count(pg_advisory_xact_lock(%(class)s, g))
+FROM (SELECT DISTINCT unnest(%(groups)s::int[]) AS g ORDER BY 1) AS sorted
+"""
+
 ALL_GROUPS = "SELECT id FROM competitive_groups WHERE is_active IS TRUE UNION SELECT group_id FROM competitive.positions"
 
 STORED = "SELECT group_id, members, price_rank, rating_rank, bsr_rank FROM competitive.positions WHERE group_id = ANY(%(groups)s)"

@@ -116,3 +116,40 @@ def test_positions_equal_a_direct_ranking_and_analyses_are_written_once(
     consume_sink(rules_settings, "competitive", competitive_source_topics, group=f"replay-{uuid.uuid4().hex[:8]}")
     assert stored(pg) == want
     assert pg.execute("SELECT count(*) FROM competitive_analyses").fetchone()[0] == analyses  # type: ignore[index]
+
+
+def test_two_processes_ranking_one_group_at_once_write_one_analysis(pg: psycopg.Connection, pg_dsn: str) -> None:
+    """Two consumers of different partitions change one group's ranking at the same moment:
+    the second waits for the first's commit, sees the new position and writes nothing."""
+    import threading
+
+    from consumers.competitive.sink import CompetitiveSink, GroupChange
+
+    asins = add_products(pg, 6)
+    insert_rows(pg, arrivals(6, 3, seed=5), seed=5)
+    gid = pg.execute("INSERT INTO competitive_groups (name, main_product_asin, industry_category) "
+                     "VALUES ('g', %s, 'Electronics') RETURNING id", (asins[0],)).fetchone()[0]  # type: ignore[index]
+    pg.cursor().executemany("INSERT INTO competitive_group_members (group_id, competitor_asin) VALUES (%s, %s)",
+                            [(gid, a) for a in asins[1:]])
+    first, second = psycopg.connect(pg_dsn), psycopg.connect(pg_dsn)
+    try:
+        # first ranks in an open transaction (holding its lock), second starts meanwhile
+        assert CompetitiveSink().write(first, [GroupChange("asin", asins[1])])["competitive_analyses"] == 1
+        result: dict[str, Any] = {}
+
+        def rank_second() -> None:
+            result.update(CompetitiveSink().write(second, [GroupChange("asin", asins[2])]))
+            second.commit()
+
+        thread = threading.Thread(target=rank_second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # waiting for the first's group lock
+        first.commit()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert result["competitive_analyses"] == 0
+    finally:
+        first.close()
+        second.close()
+    assert pg.execute("SELECT count(*) FROM competitive_analyses WHERE group_id = %s", (gid,)).fetchone() == (1,)

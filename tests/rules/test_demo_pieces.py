@@ -52,6 +52,7 @@ def test_the_price_chart_shows_the_largest_drops_with_their_alerts(pg: psycopg.C
     )
     path = tmp_path / "chart.png"
     shown = price_chart(pg, path, products=2)
-    assert [(a, round(d, 2), n) for a, d, n in shown] == [("B00000000C", 0.67, 0), ("B00000000A", 0.4, 1)]
+    # the alerted product first although C dropped further; then the largest drop
+    assert [(a, round(d, 2), n) for a, d, n in shown] == [("B00000000A", 0.4, 1), ("B00000000C", 0.67, 0)]
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

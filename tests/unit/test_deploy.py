@@ -34,7 +34,7 @@ ENV_EXAMPLES = SYSTEMD / "env"
 K8S = REPO_ROOT / "deploy" / "k8s"
 INSTALL_ROOT = "/opt/insights"  # where docs/operations.md installs the clone
 INSIGHTS_BIN = f"{INSTALL_ROOT}/.venv/bin/insights"
-SINKS = {"scrape", "alerts", "summaries"}
+SINKS = {"scrape", "alerts", "summaries", "rules", "competitive"}
 
 SETTING_NAMES = {env_name(concern, field) for concern in CONCERNS.values() for field in concern.model_fields}
 
@@ -438,6 +438,8 @@ ROLE_OF_WORKLOAD = {
     "insights-consume-scrape": "insights_ingest",
     "insights-consume-alerts": "insights_ingest",
     "insights-consume-summaries": "insights",
+    "insights-consume-rules": "insights",
+    "insights-consume-competitive": "insights",
     "insights-cdc": "insights_cdc",
     "insights-summaries-sweep": "insights",
     "insights-db-maintain": "insights",
