@@ -75,14 +75,22 @@ def _groups(pg: psycopg.Connection, asins: list[str], rng: random.Random) -> lis
     return ids
 
 
+@pytest.mark.parametrize(
+    ("products", "per_product"),
+    [
+        pytest.param(60, 30, id="1800-snapshots"),
+        # the size: 100,000 snapshots over 1,000 products and several months
+        pytest.param(1000, 100, id="100000-snapshots", marks=pytest.mark.slow),
+    ],
+)
 def test_positions_equal_a_direct_ranking_and_analyses_are_written_once(
-    rules_settings: Settings, pg: psycopg.Connection
+    rules_settings: Settings, pg: psycopg.Connection, products: int, per_product: int
 ) -> None:
     rng = random.Random(8)
     with cdc_reader(rules_settings) as reader:
-        asins = add_products(pg, 60)
+        asins = add_products(pg, products)
         groups = _groups(pg, asins, rng)
-        insert_rows(pg, arrivals(60, 30, seed=4), seed=4, chunk=400)
+        insert_rows(pg, arrivals(products, per_product, seed=4), seed=4, chunk=400 if products < 100 else 5000)
         reader.wait_published()
         consume_sink(rules_settings, "competitive", competitive_source_topics)
         assert stored(pg) == direct_ranking(pg)
