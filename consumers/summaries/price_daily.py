@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
 import psycopg
+from psycopg import sql
 
 from consumers.summaries.changes import Change
 
@@ -80,21 +81,21 @@ WITH k AS (
 SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)
 """
 
-_REBUILD = """
+_REBUILD_SQL = """
 WITH agg AS (
     SELECT asin, (scraped_at AT TIME ZONE 'UTC')::date AS day,
            (array_agg(price ORDER BY scraped_at) FILTER (WHERE price IS NOT NULL))[1] AS open,
            max(price) AS high, min(price) AS low,
            (array_agg(price ORDER BY scraped_at DESC) FILTER (WHERE price IS NOT NULL))[1] AS close,
            count(*)::int AS snapshots
-    FROM summaries.snapshots WHERE NOT deleted AND asin IS NOT NULL
+    FROM {snapshots} WHERE NOT deleted AND asin IS NOT NULL
     GROUP BY 1, 2
 ), gone AS (
-    DELETE FROM summaries.price_daily p
+    DELETE FROM {price_daily} p
     WHERE NOT EXISTS (SELECT 1 FROM agg WHERE agg.asin = p.asin AND agg.day = p.day)
     RETURNING 1
 ), up AS (
-    INSERT INTO summaries.price_daily AS p (asin, day, open, high, low, close, snapshots)
+    INSERT INTO {price_daily} AS p (asin, day, open, high, low, close, snapshots)
     SELECT * FROM agg
     ON CONFLICT (asin, day) DO UPDATE
     SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
@@ -105,6 +106,16 @@ WITH agg AS (
 )
 SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)
 """
+
+
+def rebuild_statement(schema: str = "summaries") -> sql.Composed:
+    """Every day of ``schema``'s price_daily again from its snapshots (the rebuild's shadow too)."""
+    return sql.SQL(_REBUILD_SQL).format(
+        snapshots=sql.Identifier(schema, "snapshots"), price_daily=sql.Identifier(schema, "price_daily")
+    )
+
+
+_REBUILD = rebuild_statement()
 
 
 def recompute(conn: psycopg.Connection, days: Iterable[Day]) -> int:

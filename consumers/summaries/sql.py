@@ -53,7 +53,7 @@ def _ids(names: tuple[str, ...], prefix: str | None = None) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(prefix, n) if prefix else sql.Identifier(n) for n in names)
 
 
-def apply_statement(table: StateTable) -> sql.Composed:
+def apply_statement(table: StateTable, schema: str = SCHEMA) -> sql.Composed:
     """Upsert a batch of net changes where they are newer; return the ASINs they touch.
 
     Parameters: ``rows`` (JSON array of objects: key and value columns, ``toast`` (columns
@@ -64,7 +64,7 @@ def apply_statement(table: StateTable) -> sql.Composed:
     row, false for an update: PostgreSQL's ``xmax = 0``), and ``(old asin, NULL)`` for the
     ASIN a row had before the change. The touched ASINs are all of them (NULLs aside).
     """
-    state = sql.Identifier(SCHEMA, table.name)
+    state = sql.Identifier(schema, table.name)
     columns = table.key + table.values
     record = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_RECORD_TYPES[c])) for c in columns
@@ -92,7 +92,7 @@ WITH i AS (
 ), fresh AS (
     SELECT i.* FROM i
     WHERE NOT EXISTS (
-        SELECT 1 FROM summaries.truncations w
+        SELECT 1 FROM {truncations} w
         WHERE w.source_table = %(source)s AND (i.cl, i.l) <= (w.commit_lsn, w.lsn))
 ), merged AS (
     SELECT {fkeys}, {merged_values}, f.del, f.cl, f.l, f.ct, e.{asin} AS old_asin
@@ -119,10 +119,11 @@ SELECT old_asin, NULL FROM merged WHERE old_asin IS NOT NULL
         columns=_ids(columns),
         keys=_ids(table.key),
         updates=updates,
+        truncations=sql.Identifier(schema, "truncations"),
     )
 
 
-def truncate_statement(table: StateTable) -> sql.Composed:
+def truncate_statement(table: StateTable, schema: str = SCHEMA) -> sql.Composed:
     """Forget every stored row older than a truncate, remember the truncate; return the ASINs.
 
     Parameters: ``source``, ``cl``, ``l`` (the truncate's version), ``at`` (its commit time).
@@ -133,7 +134,7 @@ def truncate_statement(table: StateTable) -> sql.Composed:
 WITH gone AS (
     DELETE FROM {state} WHERE (commit_lsn, lsn) < (%(cl)s, %(l)s) RETURNING {asin} AS asin
 ), mark AS (
-    INSERT INTO summaries.truncations AS w (source_table, commit_lsn, lsn, truncated_at)
+    INSERT INTO {truncations} AS w (source_table, commit_lsn, lsn, truncated_at)
     VALUES (%(source)s, %(cl)s, %(l)s, %(at)s)
     ON CONFLICT (source_table) DO UPDATE
     SET commit_lsn = EXCLUDED.commit_lsn, lsn = EXCLUDED.lsn, truncated_at = EXCLUDED.truncated_at
@@ -141,7 +142,8 @@ WITH gone AS (
 )
 SELECT DISTINCT asin FROM gone WHERE asin IS NOT NULL
 """
-    ).format(state=sql.Identifier(SCHEMA, table.name), asin=sql.Identifier(table.asin_column))
+    ).format(state=sql.Identifier(schema, table.name), asin=sql.Identifier(table.asin_column),
+             truncations=sql.Identifier(schema, "truncations"))
 
 
 # Wait for every summary row this transaction will recompute, in one global order (no
@@ -173,7 +175,9 @@ _SUMMARY_COLUMNS = (
 # non-null prices scraped after now() - 30 days), plus alert counts. A row that did not
 # change is not rewritten (computed_at stays: a replay leaves the table as it was).
 # Parameter: ``asins``. Returns (rows written, rows deleted).
-RECOMPUTE = sql.SQL(
+def recompute_statement(schema: str = SCHEMA) -> sql.Composed:
+    """RECOMPUTE over the tables of ``schema`` (the rebuild's shadow copy uses it too)."""
+    return sql.SQL(
     """
 WITH t AS (
     SELECT DISTINCT unnest(%(asins)s::text[]) AS asin
@@ -187,10 +191,10 @@ WITH t AS (
            coalesce(al.unresolved, 0) AS alerts_unresolved,
            w.expires AS window_expires_at
     FROM t
-    JOIN summaries.products p ON p.asin = t.asin AND NOT p.deleted
+    JOIN {s_products} p ON p.asin = t.asin AND NOT p.deleted
     LEFT JOIN LATERAL (
         SELECT s.price, s.rating, s.review_count, s.bsr_data, s.availability_status, s.scraped_at
-        FROM summaries.snapshots s
+        FROM {s_snapshots} s
         WHERE s.asin = p.asin AND NOT s.deleted
         ORDER BY s.scraped_at DESC, s.id DESC
         LIMIT 1
@@ -198,7 +202,7 @@ WITH t AS (
     LEFT JOIN LATERAL (
         SELECT min(s.price) AS min_price_30d, max(s.price) AS max_price_30d, avg(s.price) AS avg_price_30d,
                min(s.scraped_at) + interval '30 days' AS expires
-        FROM summaries.snapshots s
+        FROM {s_snapshots} s
         WHERE s.asin = p.asin AND NOT s.deleted AND s.price IS NOT NULL
           AND s.scraped_at > now() - interval '30 days'
     ) w ON true
@@ -206,15 +210,15 @@ WITH t AS (
         SELECT count(*) AS total,
                count(*) FILTER (WHERE a.is_read IS NOT TRUE) AS unread,
                count(*) FILTER (WHERE a.is_resolved IS NOT TRUE) AS unresolved
-        FROM summaries.alerts a
+        FROM {s_alerts} a
         WHERE a.target_asin = p.asin AND NOT a.deleted
     ) al ON true
 ), gone AS (
-    DELETE FROM summaries.product_summary s USING t
+    DELETE FROM {s_product_summary} s USING t
     WHERE s.asin = t.asin AND NOT EXISTS (SELECT 1 FROM calc c WHERE c.asin = s.asin)
     RETURNING 1
 ), up AS (
-    INSERT INTO summaries.product_summary AS s (asin, {columns}, computed_at)
+    INSERT INTO {s_product_summary} AS s (asin, {columns}, computed_at)
     SELECT asin, {columns}, now() FROM calc
     ON CONFLICT (asin) DO UPDATE SET {updates}, computed_at = EXCLUDED.computed_at
     WHERE ({old}) IS DISTINCT FROM ({new})
@@ -227,7 +231,12 @@ SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM gone)
     updates=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in _SUMMARY_COLUMNS),
     old=_ids(_SUMMARY_COLUMNS, "s"),
     new=_ids(_SUMMARY_COLUMNS, "excluded"),
+    **{f"s_{t}": sql.Identifier(schema, t) for t in ("products", "snapshots", "alerts", "product_summary")},
 )
+
+
+RECOMPUTE = recompute_statement()
+
 
 #: deleted rows whose commit is older than the cutoff (no redelivery can be older)
 PURGE_TOMBSTONES = [

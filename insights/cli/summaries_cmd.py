@@ -95,3 +95,61 @@ def status(ctx: typer.Context) -> None:
     ):
         table.add_row(label, str(value))
     console.print(table)
+
+
+#: what the rebuild reports as it goes (its step callback), for the progress display
+_REBUILD_STEPS = 9
+
+
+@app.command()
+def rebuild(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="build and verify the shadow copy, then drop it: nothing replaced"),
+) -> None:
+    """Recompute every summary from the source tables and swap them in, the live pipeline running.
+
+    A consistent snapshot at a known WAL position L (a temporary slot), a shadow copy computed
+    from it and verified against product_summary_view's query in the same snapshot, then,
+    in one transaction holding the live tables, the changes the live sink applied after L and
+    the swap (docs/summaries.md#rebuild). Repairs what the stream cannot: unchanged TOAST
+    with no earlier value, a partition truncated or dropped without a trace, a corrupted row.
+    """
+    from consumers.summaries.rebuild import rebuild as run_rebuild  # lazy: CLI start-up of the other commands
+    from insights.cli.confirm import confirm
+    from insights.cli.context import err_console
+    from insights.cli.progress import reporting
+
+    settings = settings_of(ctx)
+    if not dry_run:
+        err_console.print(
+            "will recompute every table of the summaries schema from the source tables and replace them "
+            "(the live summaries consumer waits for the swap, then continues)", highlight=False,
+        )
+        confirm("Rebuild?", yes=yes, refused="nothing rebuilt")
+    try:
+        with reporting("summaries rebuild", "steps") as progress:
+            done = 0
+
+            def step(what: str) -> None:
+                nonlocal done
+                done += 1
+                progress.update("rebuild", done, _REBUILD_STEPS, note=what)
+
+            result = run_rebuild(settings, dry_run=dry_run, step=step)
+            progress.finish("rebuild")
+    except psycopg.Error as exc:
+        raise _guard(exc) from None
+    table = Table(title="summaries rebuild" + (" (dry run: nothing replaced)" if dry_run else ""), show_header=False)
+    table.add_row("consistent point", result.consistent_point)
+    for name, count in result.state_rows.items():
+        table.add_row(f"summaries.{name} rows from the snapshot", f"{count:,}")
+    table.add_row("summaries computed", f"{result.summaries:,}")
+    table.add_row("price_daily days", f"{result.price_days:,}")
+    if not dry_run:
+        for name, count in result.caught_up.items():
+            table.add_row(f"summaries.{name} changes after the point merged", f"{count:,}")
+        table.add_row("summaries recomputed at the swap", f"{result.recomputed_at_swap:,}")
+        table.add_row("swap attempts", str(result.swap_attempts))
+    console.print(table)

@@ -165,11 +165,12 @@ class ReplicationConnection:
             return []
         raise _error_of(result, self.pgconn)
 
-    def create_slot(self, slot: str, export_snapshot: bool) -> CreatedSlot:
+    def create_slot(self, slot: str, export_snapshot: bool, temporary: bool = False) -> CreatedSlot:
+        """``temporary``: dropped when this connection closes (a consistent point + snapshot only)."""
         mode = "export" if export_snapshot else "nothing"
         rows = self.command(
-            sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT {})").format(
-                sql.Identifier(slot), sql.Literal(mode)
+            sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT {})").format(
+                sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else ""), sql.Literal(mode)
             )
         )
         name, point, snapshot, _plugin = rows[0]
