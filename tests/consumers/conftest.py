@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from streams.dlq import headers_dict
 from streams.serde import RecordContext, make_serializer
 from streams.topics import dlq_name, event_topics
 from tests.consumers.pg_cluster import pg_cluster  # noqa: F401 - a fixture, registered by import
+from tests.loop_thread import LoopThread
 
 
 @dataclass(frozen=True)
@@ -91,23 +91,12 @@ def run_until_idle(
     """Run the loop of sink ``sink`` in a thread until it saw no records for ``idle`` seconds
     (re-raises its error)."""
     loop = build_loop(settings, sink, group=settings.consumer.group, idle_exit_after=idle, **kwargs)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced below
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        loop.request_stop()
-        thread.join(30)
+    running = LoopThread(loop)
+    running.thread.join(timeout)
+    if running.thread.is_alive():
+        running.stop(30)
         raise AssertionError(f"consumer loop still running after {timeout}s")
-    if failure:
-        raise failure[0]
+    running.raise_failure()
     return loop
 
 

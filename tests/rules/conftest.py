@@ -7,7 +7,6 @@ four CDC topics, ``store_alerts`` the alerts consumer until it is idle.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from streams.admin import ensure_topics
 from streams.consumer import ConsumerLoop
 from streams.topics import event_topics, rules_source_topics
 from tests.cdc.conftest import drop_slot_when_free
+from tests.loop_thread import LoopThread
 from tests.summaries.conftest import _delete_topics, end_offsets
 
 TABLES = ["products", "product_snapshots", "alerts", "alert_rules", "competitive_groups", "competitive_group_members"]
@@ -67,26 +67,15 @@ def caught_up(settings: Settings, conn: psycopg.Connection, group: str,
 
 
 def _run_until(loop: ConsumerLoop, done: Any, timeout: float, what: str) -> ConsumerLoop:
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced below
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    running = LoopThread(loop)
     deadline = time.monotonic() + timeout
     try:
-        while not done() and not failure and thread.is_alive():
+        while not done() and running.running():
             assert time.monotonic() < deadline, f"{what} not done after {timeout}s"
             time.sleep(0.1)
     finally:
-        loop.request_stop()
-        thread.join(60)
-    if failure:
-        raise failure[0]
+        running.stop(60)
+    running.raise_failure()
     return loop
 
 

@@ -7,7 +7,6 @@ offsets in ``consumer_offsets`` reach the end of the three topics.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from streams.cdc.reader import CdcReader
 from streams.consumer import ConsumerLoop
 from streams.topics import summaries_source_topics
 from tests.cdc.conftest import drop_slot_when_free, running_reader
+from tests.loop_thread import LoopThread
 
 SOURCE_TABLES = ["products", "product_snapshots", "alerts"]
 
@@ -112,16 +112,7 @@ def consume_all(settings: Settings, group: str | None = None, timeout: float = 6
     group = group or settings.consumer.group
     targets = {k: v for k, v in end_offsets(settings, summaries_source_topics(settings)).items() if v > 0}
     loop = build_loop(settings, "summaries", group=group)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced below
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    running = LoopThread(loop)
     deadline = time.monotonic() + timeout
     try:
         with psycopg.connect(settings.pg.conninfo(), autocommit=True) as conn:
@@ -134,15 +125,13 @@ def consume_all(settings: Settings, group: str | None = None, timeout: float = 6
                 }
                 if all(stored.get(k, 0) >= v for k, v in targets.items()):
                     break
-                if failure or not thread.is_alive():
+                if not running.running():
                     break
                 assert time.monotonic() < deadline, f"summaries consumer behind after {timeout}s: {stored} < {targets}"
                 time.sleep(0.1)
     finally:
-        loop.request_stop()
-        thread.join(30)
-    if failure:
-        raise failure[0]
+        running.stop(30)
+    running.raise_failure()
     return loop
 
 

@@ -21,7 +21,9 @@ from insights.cli.confirm import ConfirmationRequired
 from core.settings import Settings
 from insights.cli.main import app
 from streams.topics import summaries_source_topics
-from tests.summaries.conftest import assert_matches_source, cdc_reader, consume_all, end_offsets
+from tests.loop_thread import LoopThread
+from tests.rules.conftest import caught_up
+from tests.summaries.conftest import assert_matches_source, cdc_reader, consume_all
 from tests.summaries.test_summaries_cdc import add_alert, add_product, add_snapshot
 
 pytestmark = pytest.mark.integration
@@ -131,18 +133,8 @@ def test_rebuild_under_a_live_stream_ends_equal_to_the_refreshed_view(
                 time.sleep(0.01)
 
     with cdc_reader(cdc_settings) as reader:
-        live = build_loop(cdc_settings, "summaries", group=cdc_settings.consumer.group)
-        failure: list[BaseException] = []
-
-        def consume() -> None:
-            try:
-                live.run()
-            except BaseException as exc:  # surfaced below
-                failure.append(exc)
-
-        consumer = threading.Thread(target=consume, daemon=True)
+        live = LoopThread(build_loop(cdc_settings, "summaries", group=cdc_settings.consumer.group))
         producer = threading.Thread(target=scrapes, daemon=True)
-        consumer.start()
         producer.start()
         try:
             while written[0] < 150:
@@ -155,19 +147,13 @@ def test_rebuild_under_a_live_stream_ends_equal_to_the_refreshed_view(
             stop.set()
             producer.join(30)
         reader.wait_published()
-        targets = {k: v for k, v in end_offsets(cdc_settings, summaries_source_topics(cdc_settings)).items() if v > 0}
         deadline = time.monotonic() + 60
-        while True:  # the live consumer (not a new one) reaches the end of the topics
-            stored = dict(((t, p), o) for t, p, o in pg.execute(
-                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = %s",
-                (cdc_settings.consumer.group,)).fetchall())
-            if all(stored.get(k, 0) >= v for k, v in targets.items()) or failure:
-                break
+        # the live consumer (not a new one) reaches the end of the topics
+        while not caught_up(cdc_settings, pg, cdc_settings.consumer.group, summaries_source_topics) and not live.failure:
             assert time.monotonic() < deadline, "the live summaries consumer stopped applying after the swap"
             time.sleep(0.2)
-        live.request_stop()
-        consumer.join(30)
-    assert not failure, failure
+        live.stop(30)
+    assert not live.failure, live.failure
     assert result.summaries == len(asins)
     assert_all_right(pg)
 
