@@ -305,6 +305,16 @@ class StackSettings(BaseSettings):
     pg_port: int = Field(55432, ge=1024, le=65535)
     kafka_port: int = Field(59092, ge=1024, le=65535)
     kafka_controller_port: int = Field(59093, ge=1024, le=65535)
+    # unset, derived from kafka_port rather than a fixed number: a fixed 59094 would be
+    # node 2's broker port in a cluster, and every private stack (tests, benches) would
+    # reach for the shared stack's TLS port
+    kafka_ssl_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="TLS listener of Kafka node 1 (node n: + 2(n-1)); unset = INSIGHTS_STACK_KAFKA_PORT + 2 x nodes "
+        "(59094 for one node); 0 = no TLS listener",
+    )
     kafka_brokers: int | None = Field(
         None,
         ge=1,

@@ -39,7 +39,7 @@ from pathlib import Path
 from core.paths import REPO_ROOT
 from core.errors import StackError
 from core.settings import Settings
-from insights.stack import proc
+from insights.stack import proc, tls
 
 _QUIET = logging.getLogger("insights.stack.kafka.probe")
 _QUIET.addHandler(logging.NullHandler())
@@ -57,11 +57,11 @@ SERVER_PROPERTIES = """# written by insights stack
 process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners}
+advertised.listeners={advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map={protocol_map}
 log.dirs={data_dir}
 auto.create.topics.enable=false
 num.partitions=1
@@ -95,6 +95,27 @@ broker.heartbeat.interval.ms=3000
 leader.imbalance.check.interval.seconds=10
 """
 
+# The TLS listener (docs/security.md, "Kafka TLS"). The keystore is PKCS12, made by
+# `openssl pkcs12` from the stack CA's certificate (insights/stack/tls.py): the JVM's own
+# keystore format, built by the tool that made the certificate, so neither keytool nor
+# Kafka's PEM parser (which wants PKCS#8 keys, encrypted when a password is given) is in
+# the way. Its password is generated into a 0600 file that Kafka's FileConfigProvider
+# reads at start: this file names the password, it never holds it. No truststore: the
+# broker asks clients for no certificate (ssl.client.auth=none) and talks to the other
+# nodes over PLAINTEXT, so it never verifies a peer. TLS 1.3 only, like the stack's
+# PostgreSQL: every client of the project is librdkafka 2 on OpenSSL 3.
+SSL_PROPERTIES = """# the TLS listener: certificate from the stack CA, password read from a 0600 file
+config.providers=insightsfile
+config.providers.insightsfile.class=org.apache.kafka.common.config.provider.FileConfigProvider
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location={keystore}
+listener.name.ssl.ssl.keystore.password=${{insightsfile:{password_file}:password}}
+listener.name.ssl.ssl.key.password=${{insightsfile:{password_file}:password}}
+listener.name.ssl.ssl.protocol=TLSv1.3
+listener.name.ssl.ssl.enabled.protocols=TLSv1.3
+listener.name.ssl.ssl.client.auth=none
+"""
+
 
 def pom_version(pom_text: str) -> str:
     found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom_text)
@@ -115,6 +136,75 @@ def node_ports(settings: Settings, node_id: int) -> tuple[int, int]:
     return settings.stack.kafka_port + step, settings.stack.kafka_controller_port + step
 
 
+def node_ssl_port(settings: Settings, node_id: int, nodes: int) -> int | None:
+    """The TLS listener's port of node ``node_id`` of a ``nodes``-node stack; None: no TLS listener.
+
+    ``INSIGHTS_STACK_KAFKA_SSL_PORT`` plus ``2(n-1)``, like :func:`node_ports`; unset, the
+    first port above the cluster's broker and controller ports (the default single node:
+    59094; three nodes: 59098, 59100, 59102), so a stack on other ports, such as a test's
+    private one, never reaches for the shared stack's TLS port.
+    """
+    base = settings.stack.kafka_ssl_port
+    if base == 0:
+        return None
+    if base is None:
+        base = settings.stack.kafka_port + 2 * nodes
+    return base + 2 * (node_id - 1)
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """The files of one node's TLS listener (``<node>/tls/``)."""
+
+    root: Path
+
+    @property
+    def keystore(self) -> Path:
+        return self.root / "broker.p12"
+
+    @property
+    def password_file(self) -> Path:
+        """``password=…`` (0600): the keystore's and its key's password, read by the broker."""
+        return self.root / "keystore.properties"
+
+    @property
+    def certificate(self) -> Path:
+        return self.root / "broker.crt"
+
+    def password(self) -> str:
+        for line in self.password_file.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "password":
+                return value.strip()
+        raise StackError(f"{self.password_file} has no password= line: delete {self.root} and restart Kafka to re-create it")
+
+
+def server_properties(
+    node: KafkaNode, voters: str, replication: int, min_insync: int
+) -> str:
+    """The ``server.properties`` of ``node``: PLAINTEXT (clients and the other nodes), CONTROLLER,
+    and, when the node has a TLS port, SSL for clients."""
+    plain = f"PLAINTEXT://127.0.0.1:{node.port}"
+    advertised = [plain]
+    protocols = ["PLAINTEXT:PLAINTEXT"]
+    if node.ssl_port is not None:
+        advertised.append(f"SSL://127.0.0.1:{node.ssl_port}")
+        protocols.append("SSL:SSL")
+    text = SERVER_PROPERTIES.format(
+        node_id=node.node_id,
+        voters=voters,
+        listeners=",".join([*advertised, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+        advertised=",".join(advertised),
+        protocol_map=",".join([*protocols, "CONTROLLER:PLAINTEXT"]),
+        data_dir=node.data,
+        replication=replication,
+        min_insync=min_insync,
+    )
+    if node.ssl_port is not None:
+        text += SSL_PROPERTIES.format(keystore=node.tls.keystore, password_file=node.tls.password_file)
+    return text
+
+
 @dataclass(frozen=True)
 class KafkaNode:
     node_id: int
@@ -122,10 +212,20 @@ class KafkaNode:
     controller_port: int
     #: the node's own directory: config, data, pid file and log
     root: Path
+    #: the TLS listener's port; None: PLAINTEXT only (INSIGHTS_STACK_KAFKA_SSL_PORT=0)
+    ssl_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_address(self) -> str | None:
+        return None if self.ssl_port is None else f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def tls(self) -> NodeTls:
+        return NodeTls(self.root / "tls")
 
     @property
     def controller_address(self) -> str:
@@ -258,7 +358,7 @@ class LocalKafka:
         # one node keeps the layout of the single-node stack (.stack/kafka/data…), so a
         # stack formatted before clusters existed is still found and stopped
         root = self.root if self.count == 1 else self.root / f"node-{node_id}"
-        return KafkaNode(node_id, port, controller_port, root)
+        return KafkaNode(node_id, port, controller_port, root, node_ssl_port(self.settings, node_id, self.count))
 
     def node(self, node_id: int) -> KafkaNode:
         return self.nodes[node_id - 1]
@@ -278,6 +378,27 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return ",".join(n.address for n in self.nodes)
+
+    @property
+    def ssl_bootstrap(self) -> str | None:
+        """The TLS listeners as bootstrap servers; None when the stack has none."""
+        found = [n.ssl_address for n in self.nodes if n.ssl_address]
+        return ",".join(found) if found else None
+
+    @property
+    def ca_file(self) -> Path:
+        """The stack CA's certificate: what a TLS client trusts (``INSIGHTS_KAFKA_SSL_CA_LOCATION``)."""
+        return tls.stack_ca_dir(self.settings.stack.dir) / "ca.crt"
+
+    def ssl_client_env(self) -> dict[str, str]:
+        """The settings a client needs to use the TLS listeners (empty: there are none)."""
+        if self.ssl_bootstrap is None:
+            return {}
+        return {
+            "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": self.ssl_bootstrap,
+            "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(self.ca_file),
+        }
 
     @property
     def libs(self) -> Path:
@@ -366,23 +487,37 @@ class LocalKafka:
             "-cp", f"{self.libs}/*",
         ]
 
-    def write_config(self) -> Path:
+    def rendered_config(self, node: KafkaNode) -> str:
         voters = ",".join(f"{n.node_id}@{n.controller_address}" for n in self.nodes)
         replication, min_insync = self.replication()
+        return server_properties(node, voters, replication, min_insync)
+
+    def write_config(self) -> Path:
+        """Every node's ``server.properties``, rewritten at each start: a stack formatted
+        before a listener existed gets it at its next start, its data untouched."""
         for node in self.nodes:
             node.root.mkdir(parents=True, exist_ok=True)
-            node.config.write_text(
-                SERVER_PROPERTIES.format(
-                    node_id=node.node_id,
-                    voters=voters,
-                    port=node.port,
-                    controller_port=node.controller_port,
-                    data_dir=node.data,
-                    replication=replication,
-                    min_insync=min_insync,
-                )
-            )
+            node.config.write_text(self.rendered_config(node))
         return self.nodes[0].config
+
+    def stale_nodes(self) -> list[int]:
+        """Running nodes whose ``server.properties`` is not what this code would write now
+        (a node started before its TLS listener existed): a restart applies it."""
+        stale = []
+        for node in self.nodes:
+            try:
+                current = node.config.read_text()
+            except OSError:
+                current = ""
+            if node.running_pid() and current != self.rendered_config(node):
+                stale.append(node.node_id)
+        return stale
+
+    def ensure_keystores(self) -> None:
+        """Each TLS node's keystore (created once; delete ``<node>/tls`` to re-issue)."""
+        for node in self.nodes:
+            if node.ssl_port is not None:
+                make_keystore(node.tls, tls.stack_ca_dir(self.settings.stack.dir))
 
     def _format(self, cluster_id: str | None = None) -> bool:
         """Format every node's data directory once, all with one cluster id.
@@ -420,9 +555,33 @@ class LocalKafka:
             )
 
     # --- lifecycle -------------------------------------------------------------------
+    def _require_distinct_ports(self) -> None:
+        taken: dict[int, str] = {}
+        for node in self.nodes:
+            named = [(node.port, "INSIGHTS_STACK_KAFKA_PORT"), (node.controller_port, "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT")]
+            if node.ssl_port is not None:
+                named.append((node.ssl_port, "INSIGHTS_STACK_KAFKA_SSL_PORT"))
+            for port, setting in named:
+                if port in taken:
+                    raise StackError(
+                        f"Kafka port {port} is given twice ({taken[port]} and {setting} of node {node.node_id}); "
+                        f"node n uses each port + 2(n-1): choose {setting} outside the others' ranges"
+                    )
+                taken[port] = f"{setting} of node {node.node_id}"
+
     def up(self, wait: float = 120.0) -> str:
         self._require_layout()
+        self._require_distinct_ports()
         if all(n.running_pid() for n in self.nodes) and self.answers():
+            stale = self.stale_nodes()
+            if stale:
+                # not restarted here: `stack up` runs at the start of every test session,
+                # and a broker other work is using must not go away under it
+                nodes = ", ".join(str(i) for i in stale)
+                return (
+                    f"already running, with an older configuration (node {nodes}: e.g. no TLS listener); "
+                    "`insights stack down` then `insights stack up` applies it, data kept"
+                )
             return "already running"
         self.fetch_jars()
         for node in self.nodes:
@@ -433,6 +592,9 @@ class LocalKafka:
             proc.require_port_free(
                 node.controller_port, f"the Kafka controller{suffix}", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
             )
+            if node.ssl_port is not None:
+                proc.require_port_free(node.ssl_port, f"the Kafka TLS listener{suffix}", "INSIGHTS_STACK_KAFKA_SSL_PORT")
+        self.ensure_keystores()
         self.write_config()
         formatted = self._format()
         for node in self.nodes:
@@ -530,6 +692,35 @@ class LocalKafka:
                 ["--status", "--replication"],
             )
         return parse_quorum(status.stdout, replication.stdout)
+
+
+def make_keystore(files: NodeTls, ca_dir: Path) -> None:
+    """A node's PKCS12 keystore: a key and certificate from the stack CA (SANs 127.0.0.1 and
+    localhost) with the CA certificate as its chain; the password generated into a 0600
+    ``password=`` file. Passed to openssl through its environment, never its arguments
+    (which any local user can read in /proc)."""
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.root.chmod(0o700)
+    if not files.password_file.exists():
+        fd = os.open(files.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # URL-safe characters: a properties value as it is
+            fh.write(f"password={tls.new_password()}\n")
+    if files.keystore.exists():
+        return
+    # the password outlives the keystore: a running broker holds it, and reloads a
+    # re-issued keystore at the same path only if it opens with the same one (rotation)
+    password = files.password()
+    crt, key = tls.issue(files.root, "broker", ca_dir=ca_dir)
+    proc.run(
+        ["openssl", "pkcs12", "-export", "-in", str(crt), "-inkey", str(key),
+         "-certfile", str(ca_dir / "ca.crt"), "-name", "broker",
+         "-out", str(files.keystore), "-passout", "env:INSIGHTS_KEYSTORE_PASSWORD"],
+        env={**os.environ, "INSIGHTS_KEYSTORE_PASSWORD": password},
+        what="openssl: the Kafka keystore",
+        timeout=120,
+    )
+    files.keystore.chmod(0o600)
 
 
 def last_error(log: Path) -> str:

@@ -40,9 +40,24 @@ def ensure_ca(tls_dir: Path) -> Path:
     return crt
 
 
-def issue(tls_dir: Path, name: str, sans: tuple[str, ...] = SANS, cn: str = "localhost") -> tuple[Path, Path]:
-    """A key and a certificate for ``name`` signed by the stack CA; (cert, key)."""
-    ca = ensure_ca(tls_dir)
+def stack_ca_dir(stack_dir: Path) -> Path:
+    """Where the stack's CA lives: beside the seed PostgreSQL's certificates, where the
+    PostgreSQL TLS of ``INSIGHTS_STACK_PG_TLS`` creates it, so Kafka and PostgreSQL of one
+    stack are trusted through one ``ca.crt``."""
+    return stack_dir / "pg" / "tls"
+
+
+def issue(
+    tls_dir: Path, name: str, sans: tuple[str, ...] = SANS, cn: str = "localhost", *, ca_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """A key and a certificate for ``name`` signed by the stack CA; (cert, key).
+
+    ``ca_dir``: where the CA is, when the leaf belongs elsewhere (Kafka's keys stay in
+    Kafka's directory); default ``tls_dir``.
+    """
+    ca_dir = ca_dir or tls_dir
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca = ensure_ca(ca_dir)
     key, csr, crt = tls_dir / f"{name}.key", tls_dir / f"{name}.csr", tls_dir / f"{name}.crt"
     ext = tls_dir / f"{name}.ext"
     ext.write_text(
@@ -53,7 +68,7 @@ def issue(tls_dir: Path, name: str, sans: tuple[str, ...] = SANS, cn: str = "loc
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}", what=f"openssl: key for {name}")
     key.chmod(0o600)
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(tls_dir / "ca.key"),
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_dir / "ca.key"),
              "-CAcreateserial", "-out", str(crt), "-days", str(LEAF_DAYS), "-extfile", str(ext),
              what=f"openssl: sign the certificate of {name}")
     csr.unlink(missing_ok=True)
