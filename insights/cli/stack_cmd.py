@@ -40,15 +40,56 @@ def up(
         )
     for name, what in result.items():
         console.print(f"{name}: {what}", highlight=False)
-    console.print(f"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS={stack.kafka.bootstrap}", highlight=False)
-    # after `stack up --replicas`, writers list every node (libpq finds the primary) and
-    # readers prefer a replica: paste these into .env
-    console.print(f"INSIGHTS_PG_DSN={stack.cluster.write_dsn()}", highlight=False)
-    read_dsn = stack.cluster.read_dsn()
-    if read_dsn:
-        console.print(f"INSIGHTS_PG_READ_DSN={read_dsn}", highlight=False)
+    for name, value in client_env(stack).items():
+        console.print(f"{name}={value}", highlight=False)
+    # the TLS listener's settings on one line, to be taken or left as a whole (a node
+    # started before the listener existed has none until it restarts: then no line)
+    tls_env = stack.kafka.ssl_client_env() if not stack.kafka.stale_nodes() else {}
+    if tls_env:
+        console.print("over TLS: " + " ".join(f"{k}={v}" for k, v in tls_env.items()), highlight=False)
     if with_pgbouncer:
         console.print(f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}")
+
+
+def client_env(stack: LocalStack, kafka_tls: bool = False) -> dict[str, str]:
+    """The settings a client of this stack needs (no secret: PostgreSQL's password, if any,
+    stays in the passfile the DSN names)."""
+    env = {"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap}
+    if kafka_tls:
+        env.update(stack.kafka.ssl_client_env())
+    # after `stack up --replicas`, writers list every node (libpq finds the primary) and
+    # readers prefer a replica
+    env["INSIGHTS_PG_DSN"] = stack.cluster.write_dsn()
+    read_dsn = stack.cluster.read_dsn()
+    if read_dsn:
+        env["INSIGHTS_PG_READ_DSN"] = read_dsn
+    return env
+
+
+@app.command()
+def env(
+    ctx: typer.Context,
+    kafka_tls: bool = typer.Option(
+        False, "--kafka-tls", help="Kafka through the TLS listener (SSL, the stack CA) instead of PLAINTEXT"
+    ),
+) -> None:
+    """Print the INSIGHTS_* settings that point a client at this stack, as NAME=value lines for .env.
+
+    Starts nothing; `insights stack up` first. With --kafka-tls, the TLS listener's bootstrap,
+    INSIGHTS_KAFKA_SECURITY_PROTOCOL=SSL and the CA (docs/security.md, "Kafka TLS").
+    """
+    from core.errors import ConfigError
+
+    stack = LocalStack(settings_of(ctx))
+    if kafka_tls and stack.kafka.ssl_bootstrap is None:
+        raise ConfigError("this stack has no Kafka TLS listener (INSIGHTS_STACK_KAFKA_SSL_PORT=0): unset it and restart Kafka")
+    if kafka_tls and stack.kafka.stale_nodes():
+        typer.echo(
+            "note: Kafka runs with a configuration older than its TLS listener: "
+            "`insights stack down` then `insights stack up` applies it", err=True,
+        )
+    for name, value in client_env(stack, kafka_tls).items():
+        typer.echo(f"{name}={value}")
 
 
 @app.command()
