@@ -92,6 +92,20 @@ def env(
         typer.echo(f"{name}={value}")
 
 
+@app.command("rotate-kafka-cert")
+def rotate_kafka_cert(ctx: typer.Context) -> None:
+    """Re-issue the Kafka TLS listeners' certificates from the stack CA; running nodes load them
+    without a restart (clients trust the same CA and change nothing)."""
+    kafka = LocalStack(settings_of(ctx)).kafka
+    with console.status("re-issuing the Kafka certificates…"):
+        loaded = kafka.rotate_certificates()
+    for node in kafka.nodes:
+        if node.ssl_port is None:
+            continue
+        state = "serves the new certificate" if node.node_id in loaded else "not running: loads it at its next start"
+        console.print(f"kafka node {node.node_id} ({node.ssl_address}): {state}", highlight=False)
+
+
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop Kafka and PostgreSQL cleanly (data is kept under the stack directory)."""

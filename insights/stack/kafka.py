@@ -675,6 +675,57 @@ class LocalKafka:
             return "not running"
         return "stopped" if self.count == 1 else f"stopped ({len(running)} of {self.count} nodes ran)"
 
+    # --- certificate rotation --------------------------------------------------------
+    def rotate_certificates(self, timeout: float = 60.0) -> list[int]:
+        """Re-issue every TLS node's certificate from the stack CA; running nodes load it
+        without a restart. Returns the nodes that serve the new one now.
+
+        The keystore is rebuilt at the same path with the same password, then each running
+        node is told its ``listener.name.ssl.ssl.keystore.location`` (the same value): a
+        broker reloads a keystore whose file changed when that setting is altered. The
+        reload happens after the alter is acknowledged and fails only in the broker's
+        log, so success is what the listener serves afterwards. The dynamic setting is
+        removed again, leaving ``server.properties`` in charge. Connections already open
+        keep the old certificate until they reconnect; a stopped node loads the new one
+        at its next start.
+        """
+        from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+        tls_nodes = [n for n in self.nodes if n.ssl_port is not None]
+        if not tls_nodes:
+            raise StackError("this stack has no Kafka TLS listener (INSIGHTS_STACK_KAFKA_SSL_PORT=0): nothing to rotate")
+        for node in tls_nodes:
+            for old in (node.tls.keystore, node.tls.certificate, node.tls.root / "broker.key"):
+                old.unlink(missing_ok=True)
+            make_keystore(node.tls, tls.stack_ca_dir(self.settings.stack.dir))
+        # a node started before its TLS listener existed has nothing to reload
+        stale = set(self.stale_nodes())
+        running = [n for n in tls_nodes if n.running_pid() and n.node_id not in stale]
+        if not running:
+            return []
+        admin = AdminClient({"bootstrap.servers": self.bootstrap}, logger=_QUIET)
+        setting = "listener.name.ssl.ssl.keystore.location"
+
+        def alter(op: AlterConfigOpType) -> None:
+            resources = [
+                ConfigResource(ResourceType.BROKER, str(n.node_id), incremental_configs=[
+                    ConfigEntry(setting, str(n.tls.keystore), incremental_operation=op)])
+                for n in running
+            ]
+            for future in admin.incremental_alter_configs(resources).values():
+                future.result(timeout=timeout)
+
+        alter(AlterConfigOpType.SET)
+        for node in running:
+            expected = node.tls.certificate.read_text(encoding="ascii")
+            if not proc.wait_for(lambda n=node, e=expected: served_certificate(n) == _pem_body(e), timeout, 0.5):
+                raise StackError(
+                    f"Kafka node {node.node_id} still serves its old certificate{last_error(node.log)}; "
+                    f"restart it to load {node.tls.keystore}"
+                )
+        alter(AlterConfigOpType.DELETE)
+        return [n.node_id for n in running]
+
     # --- the controller quorum -------------------------------------------------------
     def quorum(self, timeout: float = 60.0) -> Quorum:
         """Leader, voters and each voter's lag, from Kafka's own ``kafka-metadata-quorum`` tool."""
@@ -721,6 +772,23 @@ def make_keystore(files: NodeTls, ca_dir: Path) -> None:
         timeout=120,
     )
     files.keystore.chmod(0o600)
+
+
+def _pem_body(pem: str) -> str:
+    return "".join(line.strip() for line in pem.strip().splitlines() if not line.startswith("-----"))
+
+
+def served_certificate(node: KafkaNode) -> str | None:
+    """The base64 body of the certificate ``node``'s TLS listener presents (unverified:
+    this compares, it does not trust), or None when it does not answer."""
+    import ssl
+
+    if node.ssl_port is None:
+        return None
+    try:
+        return _pem_body(ssl.get_server_certificate(("127.0.0.1", node.ssl_port), timeout=5))
+    except OSError:
+        return None
 
 
 def last_error(log: Path) -> str:
