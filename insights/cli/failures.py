@@ -31,12 +31,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from core.errors import (
     AuthenticationError,
+    ConfigError,
     InsightsError,
     NotMigratedError,
     PrivilegeError,
     ServiceUnavailableError,
 )
 from core.settings import Settings
+from insights.cli import kafka_listener
 
 #: where an unexpected error's traceback goes (``TMPDIR`` is honoured): every machine has
 #: one, a production host as much as a laptop, unlike the local stack's directory
@@ -60,6 +62,12 @@ _KAFKA_ACL = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.GROUP_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+#: librdkafka's TLS file properties and the settings they come from (KafkaSettings.client_config)
+_KAFKA_TLS_FILES = {
+    "ssl.ca.location": "INSIGHTS_KAFKA_SSL_CA_LOCATION",
+    "ssl.certificate.location": "INSIGHTS_KAFKA_SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": "INSIGHTS_KAFKA_SSL_KEY_LOCATION",
 }
 _KAFKA_NO_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
 
@@ -193,7 +201,20 @@ def _kafka_failure(exc: KafkaException, settings: Settings | None) -> InsightsEr
         return None
     where = settings.kafka.bootstrap_servers if settings is not None else "the configured brokers"
     code = err.code()
+    if code == KafkaError._INVALID_ARG:
+        # a client refused at creation: a TLS file it cannot load (missing, not PEM)
+        for prop, variable in _KAFKA_TLS_FILES.items():
+            if f"{prop} failed" in err.str():
+                value = settings.kafka.client_config().get(prop) if settings is not None else None
+                return ConfigError(
+                    f"{variable}{f' ({value})' if value else ''} cannot be loaded by the Kafka client ({err.str()}): "
+                    "point it at a readable PEM file"
+                )
     if code in _KAFKA_DOWN:
+        # the same "transport failure" when client and listener disagree about TLS
+        mismatch = kafka_listener.diagnose(settings.kafka) if settings is not None else None
+        if mismatch:
+            return ServiceUnavailableError(f"Kafka at {where} does not answer ({err.str()}): {mismatch}")
         return ServiceUnavailableError(
             f"Kafka at {where} does not answer ({err.str()}): start it (`insights stack up` for the local "
             "stack) or fix INSIGHTS_KAFKA_BOOTSTRAP_SERVERS"
