@@ -494,7 +494,12 @@ class LocalKafka:
 
     def write_config(self) -> Path:
         """Every node's ``server.properties``, rewritten at each start: a stack formatted
-        before a listener existed gets it at its next start, its data untouched."""
+        before a listener existed gets it at its next start, its data untouched.
+
+        The keystores come first: every Kafka tool that reads the file (the broker, the
+        storage format) resolves the password file it names, and fails without it.
+        """
+        self.ensure_keystores()
         for node in self.nodes:
             node.root.mkdir(parents=True, exist_ok=True)
             node.config.write_text(self.rendered_config(node))
@@ -594,7 +599,6 @@ class LocalKafka:
             )
             if node.ssl_port is not None:
                 proc.require_port_free(node.ssl_port, f"the Kafka TLS listener{suffix}", "INSIGHTS_STACK_KAFKA_SSL_PORT")
-        self.ensure_keystores()
         self.write_config()
         formatted = self._format()
         for node in self.nodes:
