@@ -710,24 +710,22 @@ class LocalKafka:
         admin = AdminClient({"bootstrap.servers": self.bootstrap}, logger=_QUIET)
         setting = "listener.name.ssl.ssl.keystore.location"
 
-        def alter(op: AlterConfigOpType) -> None:
-            resources = [
-                ConfigResource(ResourceType.BROKER, str(n.node_id), incremental_configs=[
-                    ConfigEntry(setting, str(n.tls.keystore), incremental_operation=op)])
-                for n in running
-            ]
-            for future in admin.incremental_alter_configs(resources).values():
+        def alter(node: KafkaNode, op: AlterConfigOpType) -> None:
+            # one broker per request: the admin API refuses several BROKER resources in one
+            resource = ConfigResource(ResourceType.BROKER, str(node.node_id), incremental_configs=[
+                ConfigEntry(setting, str(node.tls.keystore), incremental_operation=op)])
+            for future in admin.incremental_alter_configs([resource]).values():
                 future.result(timeout=timeout)
 
-        alter(AlterConfigOpType.SET)
         for node in running:
-            expected = node.tls.certificate.read_text(encoding="ascii")
-            if not proc.wait_for(lambda n=node, e=expected: served_certificate(n) == _pem_body(e), timeout, 0.5):
+            alter(node, AlterConfigOpType.SET)
+            expected = _pem_body(node.tls.certificate.read_text(encoding="ascii"))
+            if not proc.wait_for(lambda n=node: served_certificate(n) == expected, timeout, 0.5):
                 raise StackError(
                     f"Kafka node {node.node_id} still serves its old certificate{last_error(node.log)}; "
                     f"restart it to load {node.tls.keystore}"
                 )
-        alter(AlterConfigOpType.DELETE)
+            alter(node, AlterConfigOpType.DELETE)
         return [n.node_id for n in running]
 
     # --- the controller quorum -------------------------------------------------------
