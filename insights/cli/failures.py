@@ -214,7 +214,7 @@ def _kafka_failure(exc: KafkaException, settings: Settings | None) -> InsightsEr
         # the same "transport failure" when client and listener disagree about TLS
         mismatch = kafka_listener.diagnose(settings.kafka) if settings is not None else None
         if mismatch:
-            return ServiceUnavailableError(f"Kafka at {where} does not answer ({err.str()}): {mismatch}")
+            return AuthenticationError(f"Kafka at {where} refused this client ({err.str()}): {mismatch}")
         return ServiceUnavailableError(
             f"Kafka at {where} does not answer ({err.str()}): start it (`insights stack up` for the local "
             "stack) or fix INSIGHTS_KAFKA_BOOTSTRAP_SERVERS"

@@ -1,18 +1,21 @@
-"""What a Kafka listener speaks, asked with a bare TLS handshake: the fix for a client that
-got no answer because it and the listener disagree about TLS.
+"""What a Kafka listener speaks, asked with a bare TLS handshake (and, for SASL, one login):
+the fix for a client that got no answer because it and the listener disagree.
 
-librdkafka reports all three mistakes the same way, after its timeout, as "Broker
-transport failure": a PLAINTEXT client at a TLS listener (the broker closes the
-connection on the first bytes), a TLS client at a PLAINTEXT listener (no handshake), and
-a TLS client that does not trust the broker's certificate (the reason is only in its log
-lines). One handshake from Python tells them apart in milliseconds, so the failure line
-can name the setting to change instead of "start Kafka".
+librdkafka reports these mistakes the same way, after its timeout, as "Broker transport
+failure": a PLAINTEXT client at a TLS listener (the broker closes the connection on the
+first bytes), a TLS client at a PLAINTEXT listener (no handshake), a TLS client that does
+not trust the broker's certificate, and a SASL login the broker refuses (the reasons are
+only in its log lines and error callbacks). One handshake from Python, or one short-lived
+client that listens to its error callback, tells them apart in about a second, so the
+failure line can name the setting to change instead of "start Kafka".
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import time
 
 from core.settings import KafkaSettings
 
@@ -66,6 +69,28 @@ def _untrusted(host: str, port: int, ca: str | None, timeout: float) -> str | No
         return None
 
 
+def _login_refused(kafka: KafkaSettings, timeout: float) -> str | None:
+    """The broker's refusal of this client's SASL login, as its error callback reports it
+    (within a second, where a request would wait for its timeout); None: none seen."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    refusals: list[str] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            refusals.append(error.str())
+
+    quiet = logging.getLogger("insights.cli.kafka_listener.probe")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    admin = AdminClient({**kafka.client_config(), "error_cb": on_error, "logger": quiet})
+    deadline = time.monotonic() + timeout
+    while not refusals and time.monotonic() < deadline:
+        admin.poll(0.1)
+    return refusals[0] if refusals else None
+
+
 def diagnose(kafka: KafkaSettings, timeout: float = 3.0) -> str | None:
     """The fix, when the first bootstrap server and ``kafka``'s TLS settings disagree; else None."""
     server = _first_server(kafka.bootstrap_servers)
@@ -97,5 +122,12 @@ def diagnose(kafka: KafkaSettings, timeout: float = 3.0) -> str | None:
             return (
                 f"the certificate of {where} is not trusted by {trusted}: {why}: set INSIGHTS_KAFKA_SSL_CA_LOCATION "
                 "to the CA that signed it (the local stack's: `insights stack env --kafka-tls`)"
+            )
+    if kafka.security_protocol.startswith("SASL_"):
+        refused = _login_refused(kafka, timeout)
+        if refused is not None:
+            return (
+                f"{refused}: fix INSIGHTS_KAFKA_SASL_USERNAME / INSIGHTS_KAFKA_SASL_PASSWORD / INSIGHTS_KAFKA_SASL_MECHANISM "
+                "(the local stack registers the user of these settings at `insights stack up`)"
             )
     return None

@@ -51,11 +51,13 @@ def up(
         console.print(f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}")
 
 
-def client_env(stack: LocalStack, kafka_tls: bool = False) -> dict[str, str]:
+def client_env(stack: LocalStack, kafka_tls: bool = False, kafka_sasl: bool = False) -> dict[str, str]:
     """The settings a client of this stack needs (no secret: PostgreSQL's password, if any,
-    stays in the passfile the DSN names)."""
+    stays in the passfile the DSN names; Kafka's SASL password is the operator's own)."""
     env = {"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap}
-    if kafka_tls:
+    if kafka_sasl:
+        env.update(stack.kafka.sasl_client_env())
+    elif kafka_tls:
         env.update(stack.kafka.ssl_client_env())
     # after `stack up --replicas`, writers list every node (libpq finds the primary) and
     # readers prefer a replica
@@ -72,23 +74,34 @@ def env(
     kafka_tls: bool = typer.Option(
         False, "--kafka-tls", help="Kafka through the TLS listener (SSL, the stack CA) instead of PLAINTEXT"
     ),
+    kafka_sasl: bool = typer.Option(
+        False, "--kafka-sasl",
+        help="Kafka through the SASL_SSL listener (SCRAM-SHA-512 over TLS) as INSIGHTS_KAFKA_SASL_USERNAME; "
+        "the password is yours (INSIGHTS_KAFKA_SASL_PASSWORD) and never printed",
+    ),
 ) -> None:
     """Print the INSIGHTS_* settings that point a client at this stack, as NAME=value lines for .env.
 
     Starts nothing; `insights stack up` first. With --kafka-tls, the TLS listener's bootstrap,
-    INSIGHTS_KAFKA_SECURITY_PROTOCOL=SSL and the CA (docs/security.md, "Kafka TLS").
+    INSIGHTS_KAFKA_SECURITY_PROTOCOL=SSL and the CA; with --kafka-sasl, SASL_SSL's
+    (docs/security.md, "Kafka TLS").
     """
     from core.errors import ConfigError
 
     stack = LocalStack(settings_of(ctx))
-    if kafka_tls and stack.kafka.ssl_bootstrap is None:
+    if (kafka_tls or kafka_sasl) and stack.kafka.ssl_bootstrap is None:
         raise ConfigError("this stack has no Kafka TLS listener (INSIGHTS_STACK_KAFKA_SSL_PORT=0): unset it and restart Kafka")
-    if kafka_tls and stack.kafka.stale_nodes():
+    if kafka_sasl and not stack.settings.kafka.sasl_username:
+        typer.echo(
+            "note: set INSIGHTS_KAFKA_SASL_USERNAME and INSIGHTS_KAFKA_SASL_PASSWORD, then `insights stack up` "
+            "registers that user", err=True,
+        )
+    if (kafka_tls or kafka_sasl) and stack.kafka.stale_nodes():
         typer.echo(
             "note: Kafka runs with a configuration older than its TLS listener: "
             "`insights stack down` then `insights stack up` applies it", err=True,
         )
-    for name, value in client_env(stack, kafka_tls).items():
+    for name, value in client_env(stack, kafka_tls, kafka_sasl).items():
         typer.echo(f"{name}={value}")
 
 

@@ -57,6 +57,10 @@ class LocalStack:
         result.update(self.cluster.up(replicas, progress))
         progress("starting Kafka")
         result["kafka"] = self.kafka.up()
+        if not self.kafka.stale_nodes():  # a node that predates SASL_SSL has nowhere to log in
+            scram = self.kafka.register_scram_user()
+            if scram:
+                result["kafka users"] = scram
         if with_pgbouncer:
             result["pgbouncer"] = self.pgbouncer.up()
         return result

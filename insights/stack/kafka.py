@@ -104,17 +104,28 @@ leader.imbalance.check.interval.seconds=10
 # broker asks clients for no certificate (ssl.client.auth=none) and talks to the other
 # nodes over PLAINTEXT, so it never verifies a peer. TLS 1.3 only, like the stack's
 # PostgreSQL: every client of the project is librdkafka 2 on OpenSSL 3.
-SSL_PROPERTIES = """# the TLS listener: certificate from the stack CA, password read from a 0600 file
+#
+# Beside it, on the TLS port + 1, SASL_SSL: the same TLS, then SCRAM-SHA-512 logins, the
+# users registered from settings (LocalKafka.register_scram_user). The salted verifiers
+# live in the cluster metadata; no password is in any file of the broker.
+PROVIDER_PROPERTIES = """# the TLS listeners: certificate from the stack CA, password read from a 0600 file
 config.providers=insightsfile
 config.providers.insightsfile.class=org.apache.kafka.common.config.provider.FileConfigProvider
-listener.name.ssl.ssl.keystore.type=PKCS12
-listener.name.ssl.ssl.keystore.location={keystore}
-listener.name.ssl.ssl.keystore.password=${{insightsfile:{password_file}:password}}
-listener.name.ssl.ssl.key.password=${{insightsfile:{password_file}:password}}
-listener.name.ssl.ssl.protocol=TLSv1.3
-listener.name.ssl.ssl.enabled.protocols=TLSv1.3
-listener.name.ssl.ssl.client.auth=none
 """
+LISTENER_TLS_PROPERTIES = """listener.name.{listener}.ssl.keystore.type=PKCS12
+listener.name.{listener}.ssl.keystore.location={keystore}
+listener.name.{listener}.ssl.keystore.password=${{insightsfile:{password_file}:password}}
+listener.name.{listener}.ssl.key.password=${{insightsfile:{password_file}:password}}
+listener.name.{listener}.ssl.protocol=TLSv1.3
+listener.name.{listener}.ssl.enabled.protocols=TLSv1.3
+listener.name.{listener}.ssl.client.auth=none
+"""
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SASL_PROPERTIES = f"""listener.name.sasl_ssl.sasl.enabled.mechanisms={SCRAM_MECHANISM}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+"""
+#: the listeners that carry the stack's certificate (lower-case: Kafka's per-listener prefix)
+TLS_LISTENERS = ("ssl", "sasl_ssl")
 
 
 def pom_version(pom_text: str) -> str:
@@ -188,8 +199,8 @@ def server_properties(
     advertised = [plain]
     protocols = ["PLAINTEXT:PLAINTEXT"]
     if node.ssl_port is not None:
-        advertised.append(f"SSL://127.0.0.1:{node.ssl_port}")
-        protocols.append("SSL:SSL")
+        advertised += [f"SSL://127.0.0.1:{node.ssl_port}", f"SASL_SSL://127.0.0.1:{node.sasl_port}"]
+        protocols += ["SSL:SSL", "SASL_SSL:SASL_SSL"]
     text = SERVER_PROPERTIES.format(
         node_id=node.node_id,
         voters=voters,
@@ -201,7 +212,12 @@ def server_properties(
         min_insync=min_insync,
     )
     if node.ssl_port is not None:
-        text += SSL_PROPERTIES.format(keystore=node.tls.keystore, password_file=node.tls.password_file)
+        text += PROVIDER_PROPERTIES
+        for listener in TLS_LISTENERS:
+            text += LISTENER_TLS_PROPERTIES.format(
+                listener=listener, keystore=node.tls.keystore, password_file=node.tls.password_file
+            )
+        text += SASL_PROPERTIES
     return text
 
 
@@ -222,6 +238,15 @@ class KafkaNode:
     @property
     def ssl_address(self) -> str | None:
         return None if self.ssl_port is None else f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_port(self) -> int | None:
+        """SASL_SSL (SCRAM over TLS): the TLS port + 1, a port no other node uses (theirs step by 2)."""
+        return None if self.ssl_port is None else self.ssl_port + 1
+
+    @property
+    def sasl_address(self) -> str | None:
+        return None if self.sasl_port is None else f"127.0.0.1:{self.sasl_port}"
 
     @property
     def tls(self) -> NodeTls:
@@ -401,6 +426,54 @@ class LocalKafka:
         }
 
     @property
+    def sasl_bootstrap(self) -> str | None:
+        found = [n.sasl_address for n in self.nodes if n.sasl_address]
+        return ",".join(found) if found else None
+
+    def sasl_client_env(self) -> dict[str, str]:
+        """The settings of a SCRAM client over TLS, but its password (the operator's, in
+        ``INSIGHTS_KAFKA_SASL_PASSWORD``: never printed) and its user when none is set."""
+        if self.sasl_bootstrap is None:
+            return {}
+        env = {
+            "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": self.sasl_bootstrap,
+            "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "INSIGHTS_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+            "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(self.ca_file),
+        }
+        if self.settings.kafka.sasl_username:
+            env["INSIGHTS_KAFKA_SASL_USERNAME"] = self.settings.kafka.sasl_username
+        return env
+
+    def register_scram_user(self, timeout: float = 60.0) -> str | None:
+        """Register (or re-password) the SCRAM user of the settings on the running cluster.
+
+        ``INSIGHTS_KAFKA_SASL_USERNAME`` and ``INSIGHTS_KAFKA_SASL_PASSWORD``, both set: the
+        client's own credentials, so whoever configures a client configures the broker too.
+        Idempotent (an upsert, through the PLAINTEXT listener); librdkafka salts and hashes
+        the password before it leaves this process. None when the settings name no user.
+        """
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        kafka = self.settings.kafka
+        if self.sasl_bootstrap is None or not kafka.sasl_username or kafka.sasl_password is None:
+            return None
+        upsert = UserScramCredentialUpsertion(
+            kafka.sasl_username,
+            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+            kafka.sasl_password.get_secret_value().encode(),
+        )
+        admin = AdminClient({"bootstrap.servers": self.bootstrap}, logger=_QUIET)
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=timeout)
+        return f"{SCRAM_MECHANISM} user {kafka.sasl_username!r} registered (SASL_SSL {self.sasl_bootstrap})"
+
+    @property
     def libs(self) -> Path:
         return jar_dir(POM.read_text())
 
@@ -564,8 +637,8 @@ class LocalKafka:
         taken: dict[int, str] = {}
         for node in self.nodes:
             named = [(node.port, "INSIGHTS_STACK_KAFKA_PORT"), (node.controller_port, "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT")]
-            if node.ssl_port is not None:
-                named.append((node.ssl_port, "INSIGHTS_STACK_KAFKA_SSL_PORT"))
+            if node.ssl_port is not None and node.sasl_port is not None:
+                named += [(node.ssl_port, "INSIGHTS_STACK_KAFKA_SSL_PORT"), (node.sasl_port, "INSIGHTS_STACK_KAFKA_SSL_PORT + 1")]
             for port, setting in named:
                 if port in taken:
                     raise StackError(
@@ -597,8 +670,11 @@ class LocalKafka:
             proc.require_port_free(
                 node.controller_port, f"the Kafka controller{suffix}", "INSIGHTS_STACK_KAFKA_CONTROLLER_PORT"
             )
-            if node.ssl_port is not None:
+            if node.ssl_port is not None and node.sasl_port is not None:
                 proc.require_port_free(node.ssl_port, f"the Kafka TLS listener{suffix}", "INSIGHTS_STACK_KAFKA_SSL_PORT")
+                proc.require_port_free(
+                    node.sasl_port, f"the Kafka SASL_SSL listener (the TLS port + 1){suffix}", "INSIGHTS_STACK_KAFKA_SSL_PORT"
+                )
         self.write_config()
         formatted = self._format()
         for node in self.nodes:
@@ -685,8 +761,9 @@ class LocalKafka:
         without a restart. Returns the nodes that serve the new one now.
 
         The keystore is rebuilt at the same path with the same password, then each running
-        node is told its ``listener.name.ssl.ssl.keystore.location`` (the same value): a
-        broker reloads a keystore whose file changed when that setting is altered. The
+        node is told the keystore location of its two TLS listeners (``ssl``, ``sasl_ssl``;
+        the same value): a broker reloads a keystore whose file changed when that setting
+        is altered. The
         reload happens after the alter is acknowledged and fails only in the broker's
         log, so success is what the listener serves afterwards. The dynamic setting is
         removed again, leaving ``server.properties`` in charge. Connections already open
@@ -708,19 +785,23 @@ class LocalKafka:
         if not running:
             return []
         admin = AdminClient({"bootstrap.servers": self.bootstrap}, logger=_QUIET)
-        setting = "listener.name.ssl.ssl.keystore.location"
 
         def alter(node: KafkaNode, op: AlterConfigOpType) -> None:
             # one broker per request: the admin API refuses several BROKER resources in one
             resource = ConfigResource(ResourceType.BROKER, str(node.node_id), incremental_configs=[
-                ConfigEntry(setting, str(node.tls.keystore), incremental_operation=op)])
+                ConfigEntry(f"listener.name.{listener}.ssl.keystore.location", str(node.tls.keystore),
+                            incremental_operation=op)
+                for listener in TLS_LISTENERS
+            ])
             for future in admin.incremental_alter_configs([resource]).values():
                 future.result(timeout=timeout)
 
         for node in running:
             alter(node, AlterConfigOpType.SET)
             expected = _pem_body(node.tls.certificate.read_text(encoding="ascii"))
-            if not proc.wait_for(lambda n=node: served_certificate(n) == expected, timeout, 0.5):
+            if not proc.wait_for(
+                lambda n=node: served_certificate(n) == served_certificate(n, sasl=True) == expected, timeout, 0.5
+            ):
                 raise StackError(
                     f"Kafka node {node.node_id} still serves its old certificate{last_error(node.log)}; "
                     f"restart it to load {node.tls.keystore}"
@@ -780,15 +861,16 @@ def _pem_body(pem: str) -> str:
     return "".join(line.strip() for line in pem.strip().splitlines() if not line.startswith("-----"))
 
 
-def served_certificate(node: KafkaNode) -> str | None:
-    """The base64 body of the certificate ``node``'s TLS listener presents (unverified:
-    this compares, it does not trust), or None when it does not answer."""
+def served_certificate(node: KafkaNode, sasl: bool = False) -> str | None:
+    """The base64 body of the certificate ``node``'s TLS (or SASL_SSL) listener presents
+    (unverified: this compares, it does not trust), or None when it does not answer."""
     import ssl
 
-    if node.ssl_port is None:
+    port = node.sasl_port if sasl else node.ssl_port
+    if port is None:
         return None
     try:
-        return _pem_body(ssl.get_server_certificate(("127.0.0.1", node.ssl_port), timeout=5))
+        return _pem_body(ssl.get_server_certificate(("127.0.0.1", port), timeout=5))
     except OSError:
         return None
 

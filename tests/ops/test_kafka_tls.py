@@ -55,6 +55,10 @@ class TlsStack:
     cluster_id_after: str
     marker_topic: str
     plain_config: str
+    #: the SCRAM user the stack registered from settings, and its password
+    scram_user: str
+    scram_password: str
+    registered: str | None
 
     @property
     def ssl_bootstrap(self) -> str:
@@ -62,9 +66,14 @@ class TlsStack:
         assert bootstrap is not None
         return bootstrap
 
-    def client_settings(self, settings: Settings) -> Settings:
-        """``settings`` (a test's own database, prefix and group) pointed at the TLS listener."""
-        return settings.replace(**{k[len("INSIGHTS_"):].lower(): v for k, v in self.kafka.ssl_client_env().items()})
+    def client_settings(self, settings: Settings, sasl: bool = False) -> Settings:
+        """``settings`` (a test's own database, prefix and group) pointed at the TLS listener,
+        or at SASL_SSL as the registered user."""
+        env = self.kafka.sasl_client_env() if sasl else self.kafka.ssl_client_env()
+        flat = {k[len("INSIGHTS_"):].lower(): v for k, v in env.items()}
+        if sasl:
+            flat["kafka_sasl_password"] = self.scram_password
+        return settings.replace(**flat)
 
 
 def _cluster_id(kafka: LocalKafka) -> str:
@@ -85,7 +94,10 @@ def tls_stack() -> Iterator[TlsStack]:
         stack_kafka_ssl_port=0, stack_kafka_heap_mb=320, metrics_port=0,
     )
     old = LocalKafka(plain)
-    kafka = LocalKafka(plain.replace(stack_kafka_ssl_port=None))  # the default: TLS on base + 2
+    scram_user, scram_password = "insights-tls-test", tls.new_password()
+    # the default: TLS on base + 2, SASL_SSL on base + 3; the SCRAM user from the settings
+    kafka = LocalKafka(plain.replace(stack_kafka_ssl_port=None, kafka_sasl_username=scram_user,
+                                     kafka_sasl_password=scram_password))
     try:
         try:
             formatted = old.up(wait=240)
@@ -103,8 +115,9 @@ def tls_stack() -> Iterator[TlsStack]:
         while_running = kafka.up(wait=240)
         kafka.down()
         restarted = kafka.up(wait=240)
+        registered = kafka.register_scram_user()
         yield TlsStack(kafka, formatted, while_running, restarted, before, _cluster_id(kafka), marker_topic,
-                       plain_config)
+                       plain_config, scram_user, scram_password, registered)
     finally:
         kafka.down()
         shutil.rmtree(root, ignore_errors=True)
@@ -213,12 +226,56 @@ def test_the_certificate_rotates_under_a_running_broker(tls_stack: TlsStack, set
     assert f"kafka node 1 ({node.ssl_address}): serves the new certificate" in done.stdout
     after = served_certificate(node)
     assert after is not None and after != before
+    assert served_certificate(node, sasl=True) == after  # SASL_SSL shares the keystore: rotated too
     assert node.running_pid() == pid  # no restart
     # signed by the same CA: a client changes nothing
     over_tls = tls_stack.client_settings(settings)
     assert AdminClient(over_tls.kafka.client_config()).list_topics(timeout=30).brokers
     # and the next start serves the same new certificate (the dynamic override was removed)
     assert kafka.stale_nodes() == []
+
+
+def test_scram_over_tls_logs_in_the_user_of_the_settings_and_refuses_a_wrong_password(
+    tls_stack: TlsStack, settings: Settings
+) -> None:
+    kafka = tls_stack.kafka
+    assert tls_stack.registered == (
+        f"SCRAM-SHA-512 user '{tls_stack.scram_user}' registered (SASL_SSL {kafka.sasl_bootstrap})"
+    )
+    over_sasl = tls_stack.client_settings(settings, sasl=True)
+    config = over_sasl.kafka.client_config()
+    assert (config["security.protocol"], config["sasl.mechanism"], config["sasl.username"]) == (
+        "SASL_SSL", "SCRAM-SHA-512", tls_stack.scram_user)
+    env = child_env(over_sasl, INSIGHTS_LOG_LEVEL="WARNING")
+    for args in (["topics", "create"], ["produce", "scrape", "--products", "3", "--events", "20"]):
+        done = run_cli(*args, env=env, timeout=180)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+        assert tls_stack.scram_password not in done.stdout + done.stderr
+    assert len(read_topic(over_sasl, over_sasl.kafka.topic("events.product_scraped"), expect=20)) == 20
+
+    wrong = over_sasl.replace(kafka_sasl_password="not-the-password")
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        AdminClient(wrong.kafka.client_config()).list_topics(timeout=10)
+    assert time.monotonic() - started < 15
+    done = run_cli("topics", "list", env=child_env(wrong), timeout=120)
+    assert_one_line_error(done, 1, "SASL authentication error", "INSIGHTS_KAFKA_SASL_PASSWORD")
+    # no login at all on SASL_SSL: the TLS listener's client (no credentials) is refused there
+    anonymous = AdminClient({**tls_stack.client_settings(settings).kafka.client_config(),
+                             "bootstrap.servers": kafka.sasl_bootstrap})
+    with pytest.raises(KafkaException):
+        anonymous.list_topics(timeout=10)
+    # a new password takes effect by registering again (what `insights stack up` does)
+    renewed = tls.new_password()
+    LocalKafka(kafka.settings.replace(kafka_sasl_password=renewed)).register_scram_user()
+    with pytest.raises(KafkaException):
+        AdminClient(over_sasl.kafka.client_config()).list_topics(timeout=10)
+    assert AdminClient(over_sasl.replace(kafka_sasl_password=renewed).kafka.client_config()).list_topics(
+        timeout=30).brokers
+    LocalKafka(kafka.settings).register_scram_user()  # back, for the other tests
+    for path in (kafka.nodes[0].config, kafka.nodes[0].log):
+        text = path.read_text(errors="replace")
+        assert tls_stack.scram_password not in text and renewed not in text, path
 
 
 def test_the_keystore_password_stays_in_its_0600_file(tls_stack: TlsStack) -> None:

@@ -37,10 +37,11 @@ def test_one_node_listens_for_plaintext_and_tls_and_the_nodes_talk_plaintext(tmp
     kafka = LocalKafka(load_settings(stack_dir=tmp_path))
     text = kafka.rendered_config(kafka.nodes[0])
     assert _lines(text, *LISTENER_KEYS) == [
-        "listeners=PLAINTEXT://127.0.0.1:59092,SSL://127.0.0.1:59094,CONTROLLER://127.0.0.1:59093",
-        "advertised.listeners=PLAINTEXT://127.0.0.1:59092,SSL://127.0.0.1:59094",
+        "listeners=PLAINTEXT://127.0.0.1:59092,SSL://127.0.0.1:59094,SASL_SSL://127.0.0.1:59095,"
+        "CONTROLLER://127.0.0.1:59093",
+        "advertised.listeners=PLAINTEXT://127.0.0.1:59092,SSL://127.0.0.1:59094,SASL_SSL://127.0.0.1:59095",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
     ]
     tls_dir = tmp_path / "kafka" / "tls"
     assert _lines(text, "listener.name.ssl.", "config.providers") == [
@@ -54,23 +55,43 @@ def test_one_node_listens_for_plaintext_and_tls_and_the_nodes_talk_plaintext(tmp
         "listener.name.ssl.ssl.enabled.protocols=TLSv1.3",
         "listener.name.ssl.ssl.client.auth=none",
     ]
-    assert kafka.ssl_bootstrap == "127.0.0.1:59094"
+    # SASL_SSL: the same TLS lines under its own prefix, then SCRAM-SHA-512 only
+    sasl = _lines(text, "listener.name.sasl_ssl.")
+    assert sasl[:7] == [line.replace("listener.name.ssl.", "listener.name.sasl_ssl.")
+                        for line in _lines(text, "listener.name.ssl.")]
+    assert sasl[7:] == [
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+    assert kafka.ssl_bootstrap == "127.0.0.1:59094" and kafka.sasl_bootstrap == "127.0.0.1:59095"
     assert kafka.ssl_client_env() == {
         "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:59094",
         "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SSL",
         "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "pg" / "tls" / "ca.crt"),
+    }
+    # SASL: the user of the settings, never its password
+    named = LocalKafka(load_settings(stack_dir=tmp_path, kafka_sasl_username="alice", kafka_sasl_password="pw-1"))
+    assert named.sasl_client_env() == {
+        "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:59095",
+        "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "INSIGHTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "pg" / "tls" / "ca.crt"),
+        "INSIGHTS_KAFKA_SASL_USERNAME": "alice",
     }
 
 
 def test_a_cluster_puts_its_tls_ports_above_its_other_ports_and_each_node_has_its_keystore(tmp_path: Path) -> None:
     kafka = LocalKafka(load_settings(stack_dir=tmp_path), brokers=3)
     assert [n.ssl_port for n in kafka.nodes] == [59098, 59100, 59102]
+    assert [n.sasl_port for n in kafka.nodes] == [59099, 59101, 59103]
     others = {p for n in kafka.nodes for p in (n.port, n.controller_port)}
-    assert others == set(range(59092, 59098)) and not others & {59098, 59100, 59102}
+    assert others == set(range(59092, 59098)) and not others & set(range(59098, 59104))
     second = kafka.rendered_config(kafka.nodes[1])
     assert _lines(second, "listeners=", "advertised.listeners=") == [
-        "listeners=PLAINTEXT://127.0.0.1:59094,SSL://127.0.0.1:59100,CONTROLLER://127.0.0.1:59095",
-        "advertised.listeners=PLAINTEXT://127.0.0.1:59094,SSL://127.0.0.1:59100",
+        "listeners=PLAINTEXT://127.0.0.1:59094,SSL://127.0.0.1:59100,SASL_SSL://127.0.0.1:59101,"
+        "CONTROLLER://127.0.0.1:59095",
+        "advertised.listeners=PLAINTEXT://127.0.0.1:59094,SSL://127.0.0.1:59100,SASL_SSL://127.0.0.1:59101",
     ]
     assert f"keystore.location={tmp_path}/kafka/node-2/tls/broker.p12\n" in second
     assert kafka.ssl_bootstrap == "127.0.0.1:59098,127.0.0.1:59100,127.0.0.1:59102"
@@ -90,6 +111,7 @@ def test_ssl_port_0_writes_the_plaintext_only_layout_of_before(tmp_path: Path) -
     ]
     assert "SSL" not in text and "keystore" not in text and "config.providers" not in text
     assert kafka.ssl_bootstrap is None and kafka.ssl_client_env() == {}
+    assert kafka.sasl_bootstrap is None and kafka.sasl_client_env() == {}
 
 
 def test_a_tls_port_that_collides_with_another_node_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -99,6 +121,10 @@ def test_a_tls_port_that_collides_with_another_node_is_refused_before_anything_s
         kafka.up()
     assert "59094" in str(info.value) and "INSIGHTS_STACK_KAFKA_SSL_PORT" in str(info.value)
     assert not (tmp_path / "kafka" / "node-1" / "server.properties").exists()
+    # SASL_SSL takes the TLS port + 1: 59091 would put it on the broker port
+    below = LocalKafka(load_settings(stack_dir=tmp_path / "one", stack_kafka_ssl_port=59091))
+    with pytest.raises(StackError, match=r"59092 .*INSIGHTS_STACK_KAFKA_SSL_PORT \+ 1"):
+        below.up()
 
 
 def test_a_running_node_with_the_config_of_before_is_reported_stale(tmp_path: Path) -> None:
@@ -260,5 +286,17 @@ def test_stack_env_prints_the_plaintext_or_the_tls_settings(tmp_path: Path) -> N
         f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/pg/tls/ca.crt",
         "INSIGHTS_PG_DSN=postgresql://insights@127.0.0.1:55432/insights",
     ]
+    sasl = run_cli("stack", "env", "--kafka-sasl", env={**env, "INSIGHTS_KAFKA_SASL_USERNAME": "alice",
+                                                        "INSIGHTS_KAFKA_SASL_PASSWORD": "pw-never-printed"})
+    assert sasl.returncode == 0, sasl.stderr
+    assert sasl.stdout.splitlines() == [
+        "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:59095",
+        "INSIGHTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        "INSIGHTS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+        f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/pg/tls/ca.crt",
+        "INSIGHTS_KAFKA_SASL_USERNAME=alice",
+        "INSIGHTS_PG_DSN=postgresql://insights@127.0.0.1:55432/insights",
+    ]
+    assert "pw-never-printed" not in sasl.stdout + sasl.stderr
     none = run_cli("stack", "env", "--kafka-tls", env={**env, "INSIGHTS_STACK_KAFKA_SSL_PORT": "0"})
     assert_one_line_error(none, 2, "no Kafka TLS listener", "INSIGHTS_STACK_KAFKA_SSL_PORT")
