@@ -40,15 +40,18 @@ def up(
         )
     for name, what in result.items():
         console.print(f"{name}: {what}", highlight=False)
-    console.print(f"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS={stack.kafka.bootstrap}", highlight=False)
+    console.print(f"INSIGHTS_KAFKA_BOOTSTRAP_SERVERS={stack.kafka.bootstrap}", highlight=False, soft_wrap=True)
+    # soft_wrap: a DSN longer than the terminal stays one line that can be pasted into .env
     # after `stack up --replicas`, writers list every node (libpq finds the primary) and
     # readers prefer a replica: paste these into .env
-    console.print(f"INSIGHTS_PG_DSN={stack.cluster.write_dsn()}", highlight=False)
+    console.print(f"INSIGHTS_PG_DSN={stack.cluster.write_dsn()}", highlight=False, soft_wrap=True)
     read_dsn = stack.cluster.read_dsn()
     if read_dsn:
-        console.print(f"INSIGHTS_PG_READ_DSN={read_dsn}", highlight=False)
+        console.print(f"INSIGHTS_PG_READ_DSN={read_dsn}", highlight=False, soft_wrap=True)
     if with_pgbouncer:
-        console.print(f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}")
+        console.print(
+            f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
@@ -91,8 +94,8 @@ def failover(
         result = run_failover(settings, chosen, progress=lambda m: status.update(f"{m}…"))
     for step in result.steps:
         console.print(f"done: {step}", highlight=False)
-    console.print(f"INSIGHTS_PG_DSN={result.write_dsn}", highlight=False)
+    console.print(f"INSIGHTS_PG_DSN={result.write_dsn}", highlight=False, soft_wrap=True)
     if result.read_dsn:
-        console.print(f"INSIGHTS_PG_READ_DSN={result.read_dsn}", highlight=False)
+        console.print(f"INSIGHTS_PG_READ_DSN={result.read_dsn}", highlight=False, soft_wrap=True)
     if result.cdc_slot_missing:
         err_console.print("next: insights cdc resync (the CDC reader stops until then)", highlight=False)
