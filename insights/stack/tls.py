@@ -11,10 +11,9 @@ to clients through the DSN's ``passfile`` parameter: never printed, never in a D
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
+from insights.db import passfile
 from insights.stack import proc
 
 CA_DAYS = 3650
@@ -62,25 +61,21 @@ def issue(tls_dir: Path, name: str, sans: tuple[str, ...] = SANS, cn: str = "loc
 
 
 def new_password() -> str:
-    return secrets.token_urlsafe(24)
+    return passfile.new_password()
 
 
 def write_passfile(path: Path, port: int, users: dict[str, str]) -> None:
-    """A libpq passfile (0600) for 127.0.0.1 and localhost on ``port``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for user, password in users.items():
-            escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-            for host in ("127.0.0.1", "localhost"):
-                fh.write(f"{host}:{port}:*:{user}:{escaped}\n")
-    path.chmod(0o600)
+    """Set ``users``' passwords for 127.0.0.1 and localhost on ``port`` in the libpq
+    passfile ``path`` (0600), keeping its other lines (the service roles' of `db passwords`)."""
+    entries = passfile.read(path)
+    for user, password in users.items():
+        entries = passfile.with_password(entries, passfile.LOOPBACK, str(port), user, password)
+    passfile.write(path, entries)
 
 
 def read_passfile(path: Path) -> dict[str, str]:
+    """user -> password, the first line of each user winning (as libpq's lookup does)."""
     users: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.replace("\\:", "\0").split(":")
-        if len(parts) == 5:
-            users[parts[3]] = parts[4].replace("\0", ":").replace("\\\\", "\\")
+    for entry in passfile.read(path):
+        users.setdefault(entry.user, entry.password)
     return users
