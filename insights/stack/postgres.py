@@ -114,6 +114,12 @@ host    replication  all   127.0.0.1/32      trust
 """
 
 
+def uri_query(params: dict[str, str]) -> str:
+    """``k=v&...`` for a postgresql:// URI, percent-encoded as libpq decodes it (a path with a
+    space stays a path)."""
+    return urlencode(params, safe="/", quote_via=quote)
+
+
 @dataclass(frozen=True)
 class PgPaths:
     root: Path
@@ -203,7 +209,7 @@ class LocalPostgres:
 
     def _client_params(self) -> str:
         params = self.tls_params()
-        return f"?{urlencode(params, safe='/', quote_via=quote)}" if params else ""
+        return f"?{uri_query(params)}" if params else ""
 
     @property
     def dsn(self) -> str:

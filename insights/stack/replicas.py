@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
@@ -37,7 +36,7 @@ from core.errors import StackError
 from core.settings import Settings
 from insights.db import passfile
 from insights.stack import proc, tls
-from insights.stack.postgres import DATABASE, SUPERUSER, LocalPostgres, bin_dir
+from insights.stack.postgres import DATABASE, SUPERUSER, LocalPostgres, bin_dir, uri_query
 
 TOPOLOGY_FILE = "pg-topology.json"
 
@@ -284,7 +283,7 @@ class Cluster:
     def _multi_host(self, nodes: list[NodeSpec], attrs: str) -> str:
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
         params = {"target_session_attrs": attrs, **self.primary.tls_params()}
-        return f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?{urlencode(params, safe='/', quote_via=quote)}"
+        return f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?{uri_query(params)}"
 
     def write_dsn(self) -> str:
         """Every node, the primary first: after a failover libpq finds the new primary itself."""
