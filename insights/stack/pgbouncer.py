@@ -205,11 +205,7 @@ class LocalPgBouncer:
             if not self.tls:
                 return "already running"
             # roles may have got passwords since it started (`insights db passwords`)
-            self._write_auth_file()
-            user = proc.service_user() if proc.is_root() else None
-            if user:
-                proc.chown_tree(self.root, user)
-            os.kill(pid, signal.SIGHUP)  # PgBouncer re-reads its configuration and auth_file
+            self._reload(pid)
             return "already running (auth file reloaded)"
         program = binary()
         proc.require_port_free(self.port, "PgBouncer", "INSIGHTS_STACK_PGBOUNCER_PORT")
@@ -225,6 +221,23 @@ class LocalPgBouncer:
         if not proc.wait_for(lambda: self.running_pid() is not None and self.answers(), 20):
             raise StackError(f"PgBouncer started but does not answer on port {self.port}; see {self.log}")
         return "started"
+
+    def retarget(self) -> str:
+        """Route to ``target`` from now on (a failover promoted another node): the
+        configuration is rewritten and reloaded. PgBouncer closes each server connection to
+        the old address when it is next released and opens new ones to the new address."""
+        pid = self.running_pid()
+        if not pid:
+            return "not running"
+        self._reload(pid)
+        return f"now routes to port {self.target.port}"
+
+    def _reload(self, pid: int) -> None:
+        self.write_config()
+        user = proc.service_user() if proc.is_root() else None
+        if user:
+            proc.chown_tree(self.root, user)
+        os.kill(pid, signal.SIGHUP)  # PgBouncer re-reads its configuration and auth_file
 
     def _last_log_line(self) -> str:
         try:

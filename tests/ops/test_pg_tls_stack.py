@@ -184,11 +184,25 @@ def test_backup_check_and_restore_on_a_tls_cluster(stack: PrivateCluster) -> Non
         copy.down("immediate")
 
 
-def test_failover_on_a_tls_cluster_repoints_the_other_replica_and_clones_a_new_one(stack: PrivateCluster) -> None:
+def test_failover_on_a_tls_cluster_repoints_the_replica_pgbouncer_and_clones_a_new_one(stack: PrivateCluster) -> None:
     cluster = stack.refresh()
     old, (first, second) = cluster.primary, cluster.replicas()
+    # the stack's own PgBouncer (`stack up --with-pgbouncer`), on a free port
+    stack.settings = stack.settings.replace(stack_pgbouncer_port=free_ports(1))
+    bouncer = LocalPgBouncer(stack.settings, target=PgBouncerTarget("127.0.0.1", old.port))
+    try:
+        assert bouncer.up() == "started"
+        _failover_and_check(stack, old, first, second, bouncer)
+    finally:
+        bouncer.down()
+
+
+def _failover_and_check(  # type: ignore[no-untyped-def]
+    stack: PrivateCluster, old: LocalPostgres, first, second, bouncer: LocalPgBouncer
+) -> None:
     done = stack.cli("stack", "failover", "--to", first.spec.name, "--yes", timeout=180)
     assert done.returncode == 0, done.stderr + done.stdout
+    assert f"pgbouncer: now routes to port {first.port}" in " ".join(done.stdout.split())
     assert not old.paths.root.exists()  # pg/ retired ...
     assert (tls.stack_ca_dir(stack.root) / "ca.crt").exists()  # ... the stack's CA and passfile stay
     assert tls.stack_passfile(stack.root).exists()
@@ -213,6 +227,11 @@ def test_failover_on_a_tls_cluster_repoints_the_other_replica_and_clones_a_new_o
         new.dsn, "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.application_name = %s",
         second.spec.name,
     ) is True
+
+    # PgBouncer followed: through it, the new primary, over TLS on both sides
+    with psycopg.connect(bouncer.dsn("insights"), prepare_threshold=None) as conn:
+        assert conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone() == (first.port, False)
+        assert conn.execute(MY_SSL).fetchone() == (True, "TLSv1.3")
 
     # a new replica is cloned from the new primary over TLS (pg_basebackup with verify-full)
     result = stack.refresh().up(2)
