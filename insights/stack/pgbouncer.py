@@ -182,7 +182,8 @@ class LocalPgBouncer:
     def _write_auth_file(self) -> None:
         """userlist.txt: the user names (plain stack), or their SCRAM secrets from the server
         (TLS stack; users without one are left out: they could not log in to it anyway).
-        0600 from the start: the secrets would let anyone who reads them pose as the server."""
+        0600 from the start: pg_authid keeps them from everyone but superusers (a SCRAM secret
+        lets its reader pose as the server to clients, and helps a dictionary attack)."""
         if self.tls:
             with psycopg.connect(host="127.0.0.1", port=self.target.port, user=SUPERUSER, dbname="postgres",
                                  connect_timeout=5, **self._server.tls_params()) as conn:
