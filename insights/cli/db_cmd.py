@@ -374,6 +374,7 @@ def passwords(
     from psycopg.conninfo import conninfo_to_dict
 
     from insights.db import passfile
+    from insights.stack import tls as stack_tls
 
     settings = settings_of(ctx)
     wanted = {"insights_ingest": settings.pg.ingest_password, "insights_cdc": settings.pg.cdc_password}
@@ -399,6 +400,10 @@ def passwords(
             host = str(parts.get("host") or "localhost").split(",")[0]
             hosts = passfile.LOOPBACK if host in passfile.LOOPBACK or host.startswith("/") else (host,)
             port = str(parts.get("port") or "5432").split(",")[0]
+            if target.resolve() == stack_tls.stack_passfile(settings.stack.dir).resolve():
+                # the local stack's file serves all its servers (replicas, a promoted one,
+                # PgBouncer) on their own ports: the same roles everywhere (insights/stack/tls.py)
+                port = stack_tls.ANY_PORT
             left = [r for r in roles.SERVICE_ROLES if wanted[r] is None]
             stored = roles.generate_into(conn, target, hosts, port, roles=left, rotate=rotate)
     if not done and not stored:
