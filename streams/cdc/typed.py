@@ -102,7 +102,7 @@ class ColumnInfo:
     not_null: bool = False
     #: an array's element type (a domain's base type), 0 for anything else
     element_oid: int = 0
-    #: the storage is not ``plain``: an UPDATE may leave the value unsent (pgoutput ``'u'``)
+    #: an UPDATE may leave the value unsent (pgoutput ``'u'``): :func:`may_be_toasted`
     toastable: bool = False
     is_key: bool = False
     masked: bool = False
@@ -157,6 +157,25 @@ def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
     if scale & 0x400:
         scale -= 0x800
     return (packed >> 16) & 0xFFFF, scale
+
+
+#: PostgreSQL moves a value out of line only when it is bigger than the TOAST pointer that would
+#: replace it (MAXALIGN(18) = 24 bytes; toast_tuple_find_biggest_attribute)
+_TOAST_POINTER = 24
+
+
+def may_be_toasted(type_oid: int, typmod: int, storage_not_plain: bool) -> bool:
+    """Whether an UPDATE may leave a value of this column unsent: its storage lets it go out of
+    line and its largest value is bigger than a TOAST pointer (numeric(10,2) never is)."""
+    if not storage_not_plain:
+        return False
+    if type_oid == NUMERIC and typmod >= 4:
+        precision, _ = numeric_precision_scale(typmod)  # type: ignore[misc]
+        # 4-byte header, 2 bytes of weight/sign/scale, 2 bytes per 4 digits (+1 group for the point)
+        return 6 + 2 * (precision // 4 + 2) > _TOAST_POINTER
+    if type_oid in (VARCHAR, BPCHAR) and typmod >= 4:
+        return 4 + 4 * (typmod - 4) > _TOAST_POINTER  # up to 4 bytes per character
+    return True
 
 
 def _decimal(precision: int, scale: int) -> tuple[Any, Converter, str]:

@@ -33,7 +33,8 @@ from streams.cdc.envelope import SourceInfo, changes, read_change, record_key
 from streams.cdc.errors import CdcError, UnrepresentableValueError
 from streams.cdc.pgoutput import Delete, Insert, Relation, TupleData, Update
 from streams.cdc.typed import (
-    ColumnInfo, NotRepresentable, NullInNotNull, TableInfo, TypedRows, envelope_schema, field_names, nullable_fields,
+    ColumnInfo, NotRepresentable, NullInNotNull, TableInfo, TypedRows, envelope_schema, field_names, may_be_toasted,
+    nullable_fields,
 )
 from streams.cdc.typed_schemas import SchemaVersions, TypedVersion
 from streams.cdc.values import ValueConverter
@@ -81,8 +82,11 @@ def describe(conn: psycopg.Connection[Any], relation: Relation) -> TableInfo:
         relation.namespace,
         relation.name,
         tuple(
-            ColumnInfo(c.name, base, typmod, type_name, not_null, element, toastable, c.is_key, c.name in relation.masked)
-            for c, (type_name, base, typmod, not_null, element, toastable) in zip(columns, rows)
+            ColumnInfo(
+                c.name, base, typmod, type_name, not_null, element,
+                may_be_toasted(base, typmod, not_plain), c.is_key, c.name in relation.masked,
+            )
+            for c, (type_name, base, typmod, not_null, element, not_plain) in zip(columns, rows)
         ),
     )
 

@@ -49,7 +49,8 @@ from psycopg.types.json import Jsonb
 
 from core.settings import PostgresSettings, Settings
 from streams.cdc.errors import CdcError, IncompatibleSchemaChangeError
-from streams.contracts.compatibility import check_pair, required_pairs
+from streams.contracts.compatibility import PairResult, check_pair, required_pairs
+from streams.contracts.explain import describe
 from streams.pg.connect import connect
 from streams.serde.context import error_at
 from streams.serde.errors import CorruptPayloadError, RegistryUnavailableError, UnknownSchemaError
@@ -242,13 +243,48 @@ def _meaning_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for name in before.keys() & after.keys():
         a, b = before[name], after[name]
         if _shape(a, False) == _shape(b, False) and _shape(a, True) != _shape(b, True):
-            out.append(f"column {name} keeps its Avro bytes but changes their meaning ({_describe(a)} -> {_describe(b)})")
+            out.append(f"column {name} keeps its Avro bytes but changes their meaning ({describe(a)} -> {describe(b)})")
     return sorted(out)
 
 
-def _describe(avro_type: Any) -> str:
-    shape = _shape(avro_type, True)
-    return json.dumps(shape[0] if isinstance(shape, tuple) and len(shape) == 1 else shape)
+def _records(version: TypedVersion) -> list[dict[str, Any]]:
+    """The ``Value`` and ``Key`` records of a typed envelope."""
+    before = next(f for f in version.raw["fields"] if f["name"] == "before")
+    return [t for t in before["type"] if isinstance(t, dict)]
+
+
+def _compatible(reader: TypedVersion, reader_raw: Any, writer: TypedVersion, writer_raw: Any) -> PairResult:
+    with warnings.catch_warnings():
+        # the avro package knows no local-timestamp-micros; a long to its checker, as it should be
+        warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
+        return check_pair(  # type: ignore[arg-type]
+            TypedVersion(reader.subject, reader.version, reader_raw, b""),
+            TypedVersion(writer.subject, writer.version, writer_raw, b""),
+        )
+
+
+def _check(reader: TypedVersion, writer: TypedVersion) -> list[str]:
+    """Why ``reader`` cannot read data written by ``writer``, column by column: checked whole, the
+    checker only says that the ``before`` union breaks, not which column."""
+    r_label, w_label = f"v{reader.version}", f"v{writer.version}"
+    reasons = []
+    for r_record, w_record in zip(_records(reader), _records(writer)):
+        written = {f["name"]: f for f in w_record["fields"]}
+        for field in r_record["fields"]:
+            w_field = written.get(field["name"])
+            one = {**r_record, "namespace": reader.raw["namespace"], "fields": [field]}
+            other = {**w_record, "namespace": writer.raw["namespace"], "fields": [w_field] if w_field else []}
+            if _compatible(reader, one, writer, other).compatible:
+                continue
+            name = field["name"]
+            if w_field is None:
+                reasons.append(f"{r_label} cannot read data written by {w_label}: column {name} is not in {w_label} "
+                               f"and has no default in {r_label}")
+            else:
+                reasons.append(f"{r_label} cannot read data written by {w_label}: column {name} is "
+                               f"{describe(w_field['type'])} in {w_label} but {describe(field['type'])} in {r_label}")
+    # the rest of the envelope is the same in every version; checked whole in case it is not
+    return reasons or list(_compatible(reader, reader.raw, writer, writer.raw).explanations)
 
 
 def breaks(level: str, history: list[TypedVersion], new: TypedVersion) -> list[str]:
@@ -257,10 +293,7 @@ def breaks(level: str, history: list[TypedVersion], new: TypedVersion) -> list[s
     by_number = {v.version: v for v in history} | {new.version: new}
     reasons: list[str] = []
     for reader, writer in sorted(p for p in required_pairs(level, numbers) if new.version in p):
-        with warnings.catch_warnings():
-            # the avro package knows no local-timestamp-micros; it is a long to its checker, as it should be
-            warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
-            reasons += check_pair(by_number[reader], by_number[writer]).explanations  # type: ignore[arg-type]
+        reasons += _check(by_number[reader], by_number[writer])
         older, newer = sorted((reader, writer))
         reasons += _meaning_changes(by_number[older].raw, by_number[newer].raw)
     return list(dict.fromkeys(reasons))
