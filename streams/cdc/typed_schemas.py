@@ -216,17 +216,12 @@ SchemaStore = PgSchemaStore | RegistrySchemaStore
 
 
 # --- evolution --------------------------------------------------------------------------------
-def _value_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    """The ``Value`` record's fields of a typed envelope, by name."""
-    before = next(f for f in raw["fields"] if f["name"] == "before")
-    value = next(t for t in before["type"] if isinstance(t, dict) and t.get("name") == "Value")
-    return {f["name"]: f["type"] for f in value["fields"]}
-
-
 def _shape(avro_type: Any, logical: bool) -> Any:
-    """An Avro type without null branches and docs: its bytes' shape, with or without the logical meaning."""
+    """An Avro type without null branches and docs: its bytes' shape, with or without the logical
+    meaning (logical type, decimal scale; not the precision, which changes no value)."""
     if isinstance(avro_type, list):
-        return tuple(_shape(t, logical) for t in avro_type if t != "null")
+        branches = tuple(_shape(t, logical) for t in avro_type if t != "null")
+        return branches[0] if len(branches) == 1 else branches  # ["null", T] reads T's values as T does
     if isinstance(avro_type, dict):
         if avro_type.get("type") == "array":
             return ("array", _shape(avro_type["items"], logical))
@@ -234,17 +229,6 @@ def _shape(avro_type: Any, logical: bool) -> Any:
             return (avro_type.get("type"), avro_type.get("logicalType"), avro_type.get("scale"))
         return avro_type.get("type")
     return (avro_type, None, None) if logical else avro_type
-
-
-def _meaning_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Columns whose values keep their bytes but change meaning: Avro's checker passes them."""
-    before, after = _value_fields(old), _value_fields(new)
-    out = []
-    for name in before.keys() & after.keys():
-        a, b = before[name], after[name]
-        if _shape(a, False) == _shape(b, False) and _shape(a, True) != _shape(b, True):
-            out.append(f"column {name} keeps its Avro bytes but changes their meaning ({describe(a)} -> {describe(b)})")
-    return sorted(out)
 
 
 def _records(version: TypedVersion) -> list[dict[str, Any]]:
@@ -274,9 +258,14 @@ def _check(reader: TypedVersion, writer: TypedVersion) -> list[str]:
             w_field = written.get(field["name"])
             one = {**r_record, "namespace": reader.raw["namespace"], "fields": [field]}
             other = {**w_record, "namespace": writer.raw["namespace"], "fields": [w_field] if w_field else []}
-            if _compatible(reader, one, writer, other).compatible:
-                continue
             name = field["name"]
+            if _compatible(reader, one, writer, other).compatible:
+                if w_field is not None and _shape(w_field["type"], True) != _shape(field["type"], True):
+                    # the checker reads decimal bytes as a string, and a scale or a time zone it ignores
+                    old, new = (w_field, field) if writer.version < reader.version else (field, w_field)
+                    reasons.append(f"column {name} changes the meaning of its values ({describe(old['type'])} -> "
+                                   f"{describe(new['type'])}): the same bytes would read as something else")
+                continue
             if w_field is None:
                 reasons.append(f"{r_label} cannot read data written by {w_label}: column {name} is not in {w_label} "
                                f"and has no default in {r_label}")
@@ -294,8 +283,6 @@ def breaks(level: str, history: list[TypedVersion], new: TypedVersion) -> list[s
     reasons: list[str] = []
     for reader, writer in sorted(p for p in required_pairs(level, numbers) if new.version in p):
         reasons += _check(by_number[reader], by_number[writer])
-        older, newer = sorted((reader, writer))
-        reasons += _meaning_changes(by_number[older].raw, by_number[newer].raw)
     return list(dict.fromkeys(reasons))
 
 
