@@ -504,7 +504,7 @@ class CdcReader:
             self.schema_changes += 1
             log.info("schema change of %s.%s", message.namespace, message.name)
         if isinstance(message, Relation) and self.typed is not None:
-            self.typed.relation(message)  # a changed schema is checked and registered before its first change
+            self.typed.relation(message)  # its next change checks and registers a changed schema
         if isinstance(message, Relation) and self._header is not None:
             codec = self._codecs.get(message.oid)
             if codec is None or codec.relation != message:

@@ -7,9 +7,10 @@ uses (``envelope.changes``, ``envelope.read_change``): same ops, same record key
 generic envelope's JSON, so partitions and incremental-snapshot windows are unchanged),
 only the value differs.
 
-The description is read again at every Relation message, which pgoutput sends before a
-table's first change of a session and after every ALTER TABLE; an unchanged schema keeps
-its version, a changed one is checked and registered before the change that needs it.
+The description is read again at the first change after every Relation message (pgoutput
+sends one before a table's first change of a session and after every ALTER TABLE); an
+unchanged schema keeps its version, a changed one is checked and registered before the
+change that needs it is written.
 
 Nullability, two rules that keep a version readable for the data the topic holds:
 
@@ -155,9 +156,15 @@ class TypedEvents:
     def subject(self, relation: Relation) -> str:
         return value_subject_name(cdc_topic_name(self.settings, relation.name, relation.namespace))
 
-    def relation(self, relation: Relation) -> TypedCodec:
-        """A Relation message: describe the table again and resolve its version (a schema change
-        is checked and registered here, before the change that needs it)."""
+    def relation(self, relation: Relation) -> None:
+        """A Relation message: the table may have changed (ALTER TABLE). Its next change describes it
+        again and resolves its version; not now, because PostgreSQL 15 also sends the Relation
+        message of the partition a change went to, which never has changes of its own."""
+        self._codecs = {r: c for r, c in self._codecs.items() if r.oid != relation.oid}
+
+    def _build(self, relation: Relation) -> TypedCodec:
+        """Describe the table and resolve its version: a changed schema is checked and registered
+        here, before the change that needs it."""
         table = describe(self.catalog(), relation)
         subject = self.subject(relation)
         widened = self._widened.get(relation.oid, frozenset())
@@ -173,7 +180,7 @@ class TypedEvents:
 
     def codec(self, relation: Relation) -> TypedCodec:
         codec = self._codecs.get(relation)
-        return codec if codec is not None else self.relation(relation)
+        return codec if codec is not None else self._build(relation)
 
     def _write(self, relation: Relation, write: Callable[[TypedCodec], T]) -> T:
         while True:
@@ -189,7 +196,7 @@ class TypedEvents:
                     extra={"table": relation.name, "column": exc.column},
                 )
                 self._widened[relation.oid] = widened | {exc.column}
-                self.relation(relation)
+                self._build(relation)
             except NotRepresentable as exc:
                 raise UnrepresentableValueError(f"{relation.namespace}.{relation.name}", exc.column, str(exc)) from None
 
