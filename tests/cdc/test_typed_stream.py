@@ -30,6 +30,7 @@ from core.paths import REPO_ROOT
 from core.settings import Settings
 from streams.cdc import incremental
 from streams.cdc.errors import IncompatibleSchemaChangeError
+from streams.cdc.healing import stream_lost
 from streams.cdc.reader import CdcReader
 from streams.cdc.snapshot import run_snapshot
 from streams.cdc.typed_schemas import TypedDecoder, make_decoder
@@ -37,6 +38,8 @@ from streams.cdc.values import ValueConverter
 from streams.serde.registry import registry_client
 from streams.topics import cdc_topic_name
 from tests.cdc.conftest import running_reader, wait_for
+from tests.cli.helpers import assert_one_line_error, run_cli
+from tests.fix_services import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -328,11 +331,12 @@ def test_an_incompatible_change_stops_the_reader_with_one_line_unless_allowed(
     pg.execute(sql.SQL(alter).format(sql.Identifier(cdc_schema, "products")))
     _insert_product(pg, cdc_schema, "B2")
 
-    failure = _run_until_failure(settings)
-    assert isinstance(failure, IncompatibleSchemaChangeError), failure
-    message = str(failure)
-    assert "\n" not in message and f"column {column}" in message and subject in message
-    assert "INSIGHTS_CDC_TYPED_ALLOW_INCOMPATIBLE" in message and failure.exit_code == 4
+    # what the operator sees: `insights cdc run` ends with one line and exit code 4
+    done = run_cli("cdc", "run", env=child_env(settings), timeout=120)
+    assert_one_line_error(done, 4, f"column {column}", subject, "INSIGHTS_CDC_TYPED_ALLOW_INCOMPATIBLE",
+                          after_progress=True)
+    failure = _run_until_failure(settings)  # and in-process: the typed error, never retried as a lost stream
+    assert isinstance(failure, IncompatibleSchemaChangeError) and not stream_lost(failure), failure
     assert _versions(pg, subject) == [1]  # nothing registered, and nothing published with it
     time.sleep(1.0)
     topics.poll()
