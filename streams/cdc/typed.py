@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import codecs
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -349,6 +350,9 @@ def _doc(column: ColumnInfo, is_nullable: bool, field_name: str, note: str) -> s
 def _field(column: ColumnInfo, name: str, widened: frozenset[str]) -> dict[str, Any]:
     avro_type, _, note = _column_type(column)
     is_nullable = nullable(column, widened)
+    if column.name in widened:
+        # documented as the nullable column it was: SET NOT NULL must not make a new version
+        column = dataclasses.replace(column, not_null=False)
     field: dict[str, Any] = {"name": name}
     if is_nullable:
         field["type"] = ["null", avro_type]

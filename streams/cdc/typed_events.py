@@ -35,7 +35,7 @@ from streams.cdc.errors import CdcError, UnrepresentableValueError
 from streams.cdc.pgoutput import Delete, Insert, Relation, TupleData, Update
 from streams.cdc.typed import (
     ColumnInfo, NotRepresentable, NullInNotNull, TableInfo, TypedRows, envelope_schema, field_names, may_be_toasted,
-    nullable_fields,
+    nullable, nullable_fields,
 )
 from streams.cdc.typed_schemas import SchemaVersions, TypedVersion
 from streams.cdc.values import ValueConverter
@@ -171,7 +171,9 @@ class TypedEvents:
         latest = self.versions.latest(subject)
         if latest is not None:  # once nullable, nullable: the topic holds nulls of it
             kept = nullable_fields(latest.raw)
-            widened |= {c.name for c, n in zip(table.columns, field_names(table.columns)) if n in kept}
+            widened |= {
+                c.name for c, n in zip(table.columns, field_names(table.columns)) if n in kept and not nullable(c)
+            }
         version = self.versions.resolve(subject, envelope_schema(table, widened))
         codec = self._codecs[relation] = TypedCodec(
             relation, TypedRows(table, widened), version, record_key(self.converter, relation)

@@ -285,12 +285,17 @@ def test_add_column_mid_stream_registers_a_compatible_version_used_from_the_next
         pg.execute(sql.SQL("ALTER TABLE {} ADD COLUMN launched date").format(sql.Identifier(cdc_schema, "products")))
         _insert_product(pg, cdc_schema, "A2", launched=datetime(2024, 5, 6).date())
         pg.execute(sql.SQL("UPDATE {} SET brand = 'b' WHERE asin = 'A1'").format(sql.Identifier(cdc_schema, "products")))
-        wait_for(lambda: topics.poll() or len(topics.events["products"]) >= 3, 30, "the events after the ALTER")
+        # SET NOT NULL: the topic holds nulls of weight, so its field stays nullable: no new version
+        pg.execute(sql.SQL("UPDATE {} SET weight = 0 WHERE weight IS NULL").format(sql.Identifier(cdc_schema, "products")))
+        pg.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN weight SET NOT NULL").format(sql.Identifier(cdc_schema, "products")))
+        _insert_product(pg, cdc_schema, "A3", weight=Decimal("2"))
+        wait_for(lambda: topics.poll() or len(topics.events["products"]) >= 5, 30, "the events after the ALTERs")
     subject = _subject(settings, "products")
     assert _versions(pg, subject) == [1, 2]
-    events = in_commit_order(topics.events["products"])  # two keys: two partitions
-    assert [decoder.version(raw).version for _, raw, _ in events] == [1, 2, 2]
-    first, added, updated = (e for _, _, e in events)
+    events = in_commit_order(topics.events["products"])  # several keys: several partitions
+    assert [decoder.version(raw).version for _, raw, _ in events] == [1, 2, 2, 2, 2]
+    first, added, updated, _, last = (e for _, _, e in events)
+    assert last["after"]["weight"] == Decimal("2.00")
     assert "launched" not in first["after"] and first["after"]["weight"] == Decimal("1.25")
     assert added["after"]["launched"] == datetime(2024, 5, 6).date()
     assert updated["after"]["launched"] is None and updated["after"]["brand"] == "b"
