@@ -403,14 +403,15 @@ def envelope_schema(table: TableInfo, widened: frozenset[str] = frozenset()) -> 
                 "name": "after",
                 "type": ["null", "Value"],
                 "default": None,
-                "doc": "The row after the change (c, u, r); null for d and t. A column listed in unchanged_toast "
+                "doc": "The row after the change (c, u, r); null for d and t. A field listed in unchanged_toast "
                 "is null here: its value was not sent and the consumer keeps the one it has.",
             },
             {
                 **copy.deepcopy(generic["unchanged_toast"]),
-                "doc": "Fields whose value was not sent because the UPDATE did not change a TOASTed (large, "
-                "out-of-line) value: null in after (and in before under REPLICA IDENTITY FULL), never a made-up "
-                "value; the consumer keeps the value it already has for them. Empty for every op but u and d.",
+                "doc": "Fields of after whose value was not sent because the UPDATE did not change a TOASTed "
+                "(large, out-of-line) value: null in after, never a made-up value; the consumer keeps the value it "
+                "already has for them. Empty for every op but u. (Under REPLICA IDENTITY FULL such a field is null "
+                "in before too, unlisted, as it is absent from the generic envelope's before.)",
             },
             copy.deepcopy(generic["key_columns"]),
             copy.deepcopy(generic["source"]),
