@@ -98,14 +98,9 @@ def run_snapshot(
             slots.drop(conn, settings.cdc.slot_name, "")
     ensure_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings.kafka, "cdc"))
-    typed: TypedEvents | None = None
-    snapshot_conn: list[psycopg.Connection[Any]] = []  # the catalog typed events describe tables with
-    if settings.cdc.format == "typed":
-        typed = TypedEvents(settings, make_versions(settings), catalog=lambda: snapshot_conn[0])
-        encode, header = None, None
-    else:
-        encode = make_encoder(settings)
-        header = encode.header
+    typed: TypedEvents | None = None  # INSIGHTS_CDC_FORMAT=typed: made with the snapshot's connection
+    encode = make_encoder(settings) if settings.cdc.format == "generic" else None
+    header = encode.header if encode is not None else None
     converter = ValueConverter()
     failures: list[KafkaError] = []
 
@@ -121,7 +116,8 @@ def run_snapshot(
         src = SourceInfo(point, point, 0, int(time.time() * 1_000_000), snapshot=True)
         txn = source_txn(src.commit_lsn, src.xid, src.commit_time_us)
         with connect(settings.pg, "cdc-snapshot", autocommit=False, options=SESSION_OPTIONS) as conn:
-            snapshot_conn.append(conn)
+            if encode is None:  # its tables are described as this snapshot sees the catalog
+                typed = TypedEvents(settings, make_versions(settings), catalog=lambda: conn)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:
@@ -154,7 +150,7 @@ def run_snapshot(
                                     key, value = typed.read(relation, values, src)
                                 elif header is None:  # a framing we cannot write ourselves
                                     event = read_event(converter, relation, values, src)
-                                    key, value = event.key, encode(event.value)
+                                    key, value = event.key, encode(event.value)  # type: ignore[misc]
                                 else:
                                     key, body = read_body(codec, values, src.lsn, txn)
                                     value = header + body
