@@ -34,7 +34,8 @@ A domain is typed as its base type. A masked column (``cdc_mask_columns``) is a 
 
 Nullability: a column is ``["null", T]`` (default null) unless it is NOT NULL, with one
 exception: a NOT NULL column whose values PostgreSQL may store out of line (TOAST: its
-type's storage is not ``plain``) and that is not a key column is nullable too, because an
+storage is not ``plain`` and its largest value is bigger than a TOAST pointer,
+:func:`may_be_toasted`) and that is not a key column is nullable too, because an
 UPDATE that leaves such a value alone does not send it; the reader then writes null and
 names the column in ``unchanged_toast`` (it never makes a value up). The field's ``doc``
 says so. ``before`` of a change whose old row PostgreSQL sent as its key only (replica
