@@ -204,6 +204,12 @@ def _key_json(row: dict[str, EnvelopeValue]) -> bytes | None:
     return json.dumps(row, separators=(",", ":")).encode() if row else None
 
 
+def record_key(converter: ValueConverter, relation: Relation) -> Callable[[TupleData], bytes | None]:
+    """The record key of ``relation``'s rows as the reference writes it: the key every form of
+    its events shares (the typed events of :mod:`.typed_events` too)."""
+    return lambda values: _key_json(_key_values(converter, relation, values))
+
+
 def _reference_rows(converter: ValueConverter, relation: Relation) -> tuple[Any, Any, Any]:
     def image(values: TupleData) -> tuple[dict[str, EnvelopeValue], list[str]]:
         return converter.envelope_row(relation, values)
