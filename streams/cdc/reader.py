@@ -123,7 +123,10 @@ class CdcReader:
         self.typed: TypedEvents | None = None
         if self.cdc.format == "typed":
             self.typed = TypedEvents(settings, make_versions(settings), catalog=lambda: self._side)
-        self.encode = encoder or (make_encoder(settings) if self.typed is None else Encoder(self._no_generic, None))
+        self.encode = encoder or (
+            make_encoder(settings, [t.name for t in cdc_topics(settings, self.tables, self.cdc.schema_name)])
+            if self.typed is None else Encoder(self._no_generic, None)
+        )
         #: the serde framing of a body; None: every event goes through ``encode`` (the reference path)
         self._header: bytes | None = self.encode.header
         self.on_confirm = on_confirm

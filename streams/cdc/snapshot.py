@@ -99,7 +99,8 @@ def run_snapshot(
     ensure_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings.kafka, "cdc"))
     typed: TypedEvents | None = None  # INSIGHTS_CDC_FORMAT=typed: made with the snapshot's connection
-    encode = make_encoder(settings) if settings.cdc.format == "generic" else None
+    encode = make_encoder(settings, [t.name for t in cdc_topics(settings, tables, schema)]) \
+        if settings.cdc.format == "generic" else None
     header = encode.header if encode is not None else None
     converter = ValueConverter()
     failures: list[KafkaError] = []
