@@ -294,6 +294,20 @@ class CdcSettings(BaseSettings):
     stream_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="no message from the server for this long (after asking): the stream is lost"
     )
+    # typed change events (docs/cdc.md "Typed change events"); "generic" keeps the one envelope of
+    # schemas/avro/cdc_change, byte for byte
+    format: Literal["generic", "typed"] = Field(
+        "generic", description="generic: one envelope for every table; typed: per-table Avro schemas from the catalog"
+    )
+    typed_compatibility: Literal[
+        "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"
+    ] = Field(
+        "FULL",
+        description="typed events: the level a table's new schema version is checked at (a registry's subject level wins)",
+    )
+    typed_allow_incompatible: bool = Field(
+        False, description="typed events: register a schema change that fails the check instead of stopping the reader"
+    )
 
 
 class StackSettings(BaseSettings):

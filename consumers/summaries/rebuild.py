@@ -57,7 +57,7 @@ from streams.pg.connect import connect
 LIVE = statements.SCHEMA
 SHADOW = "summaries_rebuild"
 #: every table of the summaries schema, state first (the order they are created and locked in)
-TABLES = ("products", "snapshots", "alerts", "truncations", "product_summary", "price_daily")
+TABLES = statements.ALL_TABLES
 SWAP_ATTEMPTS = 5
 SWAP_LOCK_TIMEOUT = "10s"
 

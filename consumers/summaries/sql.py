@@ -13,6 +13,9 @@ from psycopg import sql
 from consumers.summaries.changes import TABLES
 
 SCHEMA = "summaries"
+#: every table of the summaries schema, state first: what a rebuild copies and swaps and a
+#: resync empties (ddl/0015_summaries.sql and later; a new table is added here or it is missed)
+ALL_TABLES = ("products", "snapshots", "alerts", "truncations", "product_summary", "price_daily")
 
 #: advisory lock class of summary rows (pg_advisory_xact_lock(class, hashtext(asin)))
 LOCK_CLASS = 0x5355_4D31  # "SUM1"

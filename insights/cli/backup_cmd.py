@@ -121,5 +121,5 @@ def restore(
     console.print(table)
     for group, topic, total in report.offsets:
         console.print(f"consumer group {group} / {topic}: sum of next offsets {total}", highlight=False)
-    console.print(f"connect: postgresql://insights@127.0.0.1:{report.port}/insights", highlight=False)
+    console.print(f"connect: {report.dsn}", highlight=False, soft_wrap=True)
     console.print(f"stop it: {report.stop_command}", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -171,6 +172,11 @@ def snapshot(
         "resumable); shows its progress",
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="--incremental: follow the progress until done"),
+    status: int | None = typer.Option(
+        None, "--status", metavar="SIGNAL", min=1,
+        help="follow an incremental snapshot already requested (the number `--incremental` or `cdc resync "
+        "--incremental` printed) until it is done",
+    ),
 ) -> None:
     """Emit the current rows as read events (op r).
 
@@ -182,6 +188,12 @@ def snapshot(
     settings = settings_of(ctx)
     chosen = [*(tables_arg or []), *(table or [])]
     tables = tuple(chosen) if chosen else cdc_tables(settings)
+    if status is not None:
+        if incremental or chosen:
+            raise typer.BadParameter("--status follows a request already made: no tables, no --incremental")
+        with slots.connect(settings.pg, "cdc-snapshot") as conn:
+            _follow(conn, settings, status)
+        return
     if incremental:
         _incremental_snapshot(settings, list(tables), wait)
         return
@@ -208,39 +220,46 @@ def snapshot(
 
 
 def _incremental_snapshot(settings: Settings, tables: list[str], wait: bool) -> None:
-    import time
-
     from streams.cdc import incremental as inc  # lazy: CLI start-up of the other commands
 
     schema, slot = settings.cdc.schema_name, settings.cdc.slot_name
     with slots.connect(settings.pg, "cdc-snapshot") as conn:
         signal = inc.request(conn, schema, slot, tables)
         console.print(f"incremental snapshot {signal} requested for {', '.join(tables)} (slot {slot})", highlight=False)
-        if not wait:
-            return
-        finished: set[str] = set()
-        warned = False
-        started = time.monotonic()
-        with reporting("cdc snapshot --incremental", "rows") as progress:
-            while True:
-                states = inc.progress(conn, schema, slot, signal)
-                for state in states:
-                    if state.table in finished:
-                        continue
-                    progress.update(f"{schema}.{state.table}", state.rows_done,
-                                    max(state.rows_estimate or 0, state.rows_done) or None)
-                    if state.status == "done":
-                        progress.finish(f"{schema}.{state.table}")
-                        finished.add(state.table)
-                if len(finished) == len(states):
-                    break
-                if not warned and not any(s.taken for s in states) and time.monotonic() - started > 10:
-                    err_console.print(
-                        f"no reader took the request yet: is `insights cdc run` streaming slot {slot}? (waiting)",
-                        highlight=False,
-                    )
-                    warned = True
-                time.sleep(0.5)
+        if wait:
+            _follow(conn, settings, signal)
+
+
+def _follow(conn: Any, settings: Settings, signal: int) -> None:
+    """Show an incremental snapshot's progress, table by table, until every table is done."""
+    import time
+
+    from streams.cdc import incremental as inc
+
+    schema, slot = settings.cdc.schema_name, settings.cdc.slot_name
+    finished: set[str] = set()
+    warned = False
+    started = time.monotonic()
+    with reporting("cdc snapshot --incremental", "rows") as progress:
+        while True:
+            states = inc.progress(conn, schema, slot, signal)
+            for state in states:
+                if state.table in finished:
+                    continue
+                progress.update(f"{schema}.{state.table}", state.rows_done,
+                                max(state.rows_estimate or 0, state.rows_done) or None)
+                if state.status == "done":
+                    progress.finish(f"{schema}.{state.table}")
+                    finished.add(state.table)
+            if len(finished) == len(states):
+                break
+            if not warned and not any(s.taken for s in states) and time.monotonic() - started > 10:
+                err_console.print(
+                    f"no reader took the request yet: is `insights cdc run` streaming slot {slot}? (waiting)",
+                    highlight=False,
+                )
+                warned = True
+            time.sleep(0.5)
     console.print(
         "incremental snapshot done: " + ", ".join(f"{s.table} {s.rows_done} rows" for s in states), highlight=False
     )
@@ -251,6 +270,11 @@ def resync(
     ctx: typer.Context,
     group: str | None = typer.Option(
         None, "--group", help="summaries consumer group to reset (default INSIGHTS_CONSUMER_GROUP + '.summaries')"
+    ),
+    incremental: bool = typer.Option(
+        False, "--incremental",
+        help="re-publish the rows through an incremental snapshot that `insights cdc run` carries out in chunks "
+        "while it streams (no pause of the stream), instead of all at once before it starts",
     ),
     yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation (needed when not interactive)"),
 ) -> None:
@@ -268,18 +292,28 @@ def resync(
     for line in (
         replaced or f"create slot {settings.cdc.slot_name}",
         f"move the stored offsets of group {target} to the end of the CDC topics and empty the summaries tables",
-        f"publish every current row of {', '.join(cdc_tables(settings))} as read events (snapshot)",
+        f"publish every current row of {', '.join(cdc_tables(settings))} as read events "
+        + ("(an incremental snapshot, carried out by `insights cdc run`)" if incremental else "(snapshot)"),
     ):
         err_console.print(f"  - {line}", highlight=False)
     confirm("Resync?", yes=yes, refused="no resync")
     with err_console.status("resyncing…") as status:
-        result = run_resync(settings, group=target, console=err_console, progress=lambda m: status.update(f"{m}…"))
+        result = run_resync(settings, group=target, incremental=incremental, console=err_console,
+                            progress=lambda m: status.update(f"{m}…"))
     ends = sum(sum(parts.values()) for parts in result.boundary.values())
     console.print(
         f"resync boundary: {ends} records in {len(result.boundary)} CDC topics; "
         f"summaries {'reset' if result.summaries_reset else 'schema absent, nothing reset'} for group {target}",
         highlight=False,
     )
+    if result.signal is not None:
+        console.print(
+            f"incremental snapshot {result.signal} requested; next: start `insights cdc run` (it streams from the "
+            f"new slot and reads the tables in chunks meanwhile; follow with `insights cdc snapshot --status "
+            f"{result.signal}`)",
+            highlight=False,
+        )
+        return
     console.print(
         f"snapshot at {result.consistent_point}: " + ", ".join(f"{t} {n} rows" for t, n in result.rows.items()),
         highlight=False,

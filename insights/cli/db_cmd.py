@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -356,16 +357,62 @@ def grants_cmd(ctx: typer.Context) -> None:
 
 
 @app.command()
-def passwords(ctx: typer.Context) -> None:
-    """Set the service roles' login passwords from INSIGHTS_PG_INGEST_PASSWORD / INSIGHTS_PG_CDC_PASSWORD."""
+def passwords(
+    ctx: typer.Context,
+    generate: bool = typer.Option(
+        False, "--generate", help="give each service role without a password in the settings a random one, "
+        "kept in the libpq password file (--passfile, else the DSN's passfile=, else PGPASSFILE)",
+    ),
+    passfile_path: Path | None = typer.Option(
+        None, "--passfile", help="with --generate: the libpq password file to keep the passwords in (0600)"
+    ),
+    rotate: bool = typer.Option(False, "--rotate", help="with --generate: new passwords even where the file has one"),
+) -> None:
+    """Set the service roles' login passwords: from INSIGHTS_PG_INGEST_PASSWORD /
+    INSIGHTS_PG_CDC_PASSWORD, or generated into a password file (--generate). Passwords are
+    never printed; only their SCRAM verifiers reach the server."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from insights.db import passfile
+    from insights.stack import tls as stack_tls
+
     settings = settings_of(ctx)
     wanted = {"insights_ingest": settings.pg.ingest_password, "insights_cdc": settings.pg.cdc_password}
+    if (passfile_path or rotate) and not generate:
+        raise typer.BadParameter("--passfile and --rotate go with --generate", param_hint="--generate")
+    target: Path | None = None
+    parts: dict[str, object] = {}
+    if generate:
+        parts = conninfo_to_dict(settings.pg.conninfo())
+        found = passfile_path or parts.get("passfile") or os.environ.get("PGPASSFILE")
+        if not found:
+            raise typer.BadParameter(
+                "say where the passwords go: --passfile PATH (or passfile= in INSIGHTS_PG_DSN, or PGPASSFILE)",
+                param_hint="--passfile",
+            )
+        target = Path(str(found)).expanduser()
     with _connect(ctx) as conn:
         done = roles.set_passwords(conn, wanted)
-    if not done:
-        console.print("no password in the settings: nothing changed")
+        stored: list[roles.Stored] = []
+        if target is not None:
+            # the file is looked up by the host the services' DSNs name: a loopback server
+            # is written under both spellings of it
+            host = str(parts.get("host") or "localhost").split(",")[0]
+            hosts = passfile.LOOPBACK if host in passfile.LOOPBACK or host.startswith("/") else (host,)
+            port = str(parts.get("port") or "5432").split(",")[0]
+            if target.resolve() == stack_tls.stack_passfile(settings.stack.dir).resolve():
+                # the local stack's file serves all its servers (replicas, a promoted one,
+                # PgBouncer) on their own ports: the same roles everywhere (insights/stack/tls.py)
+                port = stack_tls.ANY_PORT
+            left = [r for r in roles.SERVICE_ROLES if wanted[r] is None]
+            stored = roles.generate_into(conn, target, hosts, port, roles=left, rotate=rotate)
+    if not done and not stored:
+        console.print("no password in the settings and no --generate: nothing changed")
     for role in done:
-        console.print(f"password set for {role}")
+        console.print(f"password set for {role} (from the settings)")
+    for item in stored:
+        how = "generated" if item.generated else "kept"
+        console.print(f"password set for {item.role} ({how}, in {target})", highlight=False, soft_wrap=True)
 
 
 @app.command()

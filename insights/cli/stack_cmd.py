@@ -40,15 +40,20 @@ def up(
         )
     for name, what in result.items():
         console.print(f"{name}: {what}", highlight=False)
+    # soft_wrap: a DSN longer than the terminal stays one line that can be pasted into .env
     for name, value in client_env(stack).items():
-        console.print(f"{name}={value}", highlight=False)
+        console.print(f"{name}={value}", highlight=False, soft_wrap=True)
     # the TLS listener's settings on one line, to be taken or left as a whole (a node
     # started before the listener existed has none until it restarts: then no line)
     tls_env = stack.kafka.ssl_client_env() if not stack.kafka.stale_nodes() else {}
     if tls_env:
-        console.print("over TLS: " + " ".join(f"{k}={v}" for k, v in tls_env.items()), highlight=False)
+        console.print(
+            "over TLS: " + " ".join(f"{k}={v}" for k, v in tls_env.items()), highlight=False, soft_wrap=True
+        )
     if with_pgbouncer:
-        console.print(f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}")
+        console.print(
+            f"through PgBouncer: INSIGHTS_PG_DSN={stack.pgbouncer.dsn('insights')}", highlight=False, soft_wrap=True
+        )
 
 
 def client_env(stack: LocalStack, kafka_tls: bool = False, kafka_sasl: bool = False) -> dict[str, str]:
@@ -159,8 +164,8 @@ def failover(
         result = run_failover(settings, chosen, progress=lambda m: status.update(f"{m}…"))
     for step in result.steps:
         console.print(f"done: {step}", highlight=False)
-    console.print(f"INSIGHTS_PG_DSN={result.write_dsn}", highlight=False)
+    console.print(f"INSIGHTS_PG_DSN={result.write_dsn}", highlight=False, soft_wrap=True)
     if result.read_dsn:
-        console.print(f"INSIGHTS_PG_READ_DSN={result.read_dsn}", highlight=False)
+        console.print(f"INSIGHTS_PG_READ_DSN={result.read_dsn}", highlight=False, soft_wrap=True)
     if result.cdc_slot_missing:
         err_console.print("next: insights cdc resync (the CDC reader stops until then)", highlight=False)

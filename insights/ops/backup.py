@@ -87,6 +87,9 @@ class RestoreReport:
     tables: dict[str, int] = field(default_factory=dict)
     offsets: list[tuple[str, str, int]] = field(default_factory=list)  # group, topic, sum of next offsets
     stop_command: str = ""
+    #: how to reach the copy: a TLS stack's copy has the primary's pg_hba.conf and
+    #: certificate, so the stack's CA and passfile (the stack DSN's parameters)
+    dsn: str = ""
 
 
 def _parse_time(value: str) -> datetime:
@@ -172,6 +175,7 @@ def restore(
         reached=True,
         last_commit=None,
         stop_command=f"pg_ctl -D {server.paths.data} stop",
+        dsn=server.dsn,
     )
     _describe(server, report)
     return report

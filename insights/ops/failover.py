@@ -15,7 +15,8 @@ The steps, in the order that keeps a split brain impossible:
    follows the new timeline because ``recovery_target_timeline = latest``). A replica
    that had replayed *past* the promotion point cannot follow (its history diverged) and
    is reported for a rebuild.
-4. pgBackRest and pg_cron follow the new primary (stanza path, jobs' host and port).
+4. pgBackRest, pg_cron and the stack's PgBouncer follow the new primary (stanza path, jobs'
+   host and port, PgBouncer's target, reloaded).
 
 Clients with a multi-host DSN (``target_session_attrs=read-write``) find the new primary
 by themselves on their next connection. Logical slots are not on the promoted node
@@ -164,6 +165,11 @@ def failover(settings: Settings, chosen: FailoverPlan, progress: Callable[[str],
 
     if local_config(settings).exists():
         steps.append("backups: " + configure_local_archiving(settings, new_primary))
+    from insights.stack.pgbouncer import LocalPgBouncer, PgBouncerTarget
+
+    bouncer = LocalPgBouncer(settings, target=PgBouncerTarget("127.0.0.1", target.port))
+    if bouncer.running_pid():  # the stack's PgBouncer (`stack up --with-pgbouncer`)
+        steps.append("pgbouncer: " + bouncer.retarget())
     with psycopg.connect(new_primary.dsn, autocommit=True, connect_timeout=10) as conn:
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
             from insights.ops.schedule import repoint_jobs

@@ -23,6 +23,21 @@ A resync makes the downstream state equal to the database again, in this order:
    (``streams/cdc/snapshot.py``). ``insights cdc run`` then streams from that slot's
    consistent point: nothing is missed or counted twice.
 
+**Incremental** (``cdc resync --incremental``): step 3 becomes a new slot without an
+exported snapshot plus a request for an incremental snapshot of every table
+(``streams/cdc/incremental.py``, DBLog's watermarks), which ``insights cdc run`` carries out
+in primary-key chunks while it streams. The choice:
+
+* full (the default): exact and fastest (one COPY-like pass per table), but nothing is
+  streamed until every row is published: downstream state is frozen for the snapshot's
+  length (seconds per 100k rows here);
+* incremental: the reader streams from the moment it starts and the summaries converge as
+  chunks are published; a restart continues from the last published chunk; slower in rows
+  per second and the summaries are partial until the last chunk.
+
+Either way the summaries are reset first, so what was published before the boundary
+(phantoms included) no longer counts.
+
 Why a reset and not versions: the summaries order changes by ``(commit_lsn, lsn)``. After
 a promotion, the new timeline reuses LSNs the old primary had already used for the phantom
 changes, so a new, real change can carry a *lower* version than the phantom it must
@@ -42,14 +57,12 @@ import psycopg
 from psycopg import sql
 from rich.console import Console
 
+from consumers.summaries.sql import ALL_TABLES as SUMMARY_TABLES
+from consumers.summaries.sql import SCHEMA as SUMMARY_SCHEMA
 from core.errors import InsightsError
 from core.settings import Settings
 from streams.cdc import slot as slots
 from streams.topics import cdc_tables, cdc_topic_name
-
-SUMMARY_SCHEMA = "summaries"
-#: every table the summaries consumer keeps (consumers/summaries, ddl/0015_summaries.sql)
-SUMMARY_TABLES = ("products", "snapshots", "alerts", "truncations", "product_summary")
 
 
 class ResyncError(InsightsError):
@@ -63,6 +76,8 @@ class ResyncResult:
     summaries_group: str = ""
     consistent_point: str = ""
     rows: dict[str, int] = field(default_factory=dict)
+    #: --incremental: the signal id the running reader takes (``cdc snapshot --status``)
+    signal: int | None = None
 
 
 def summaries_group(settings: Settings) -> str:
@@ -134,6 +149,7 @@ def resync(
     settings: Settings,
     *,
     group: str | None = None,
+    incremental: bool = False,
     console: Console | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> ResyncResult:
@@ -147,8 +163,31 @@ def resync(
     progress(f"resetting the summaries of group {result.summaries_group} to the boundary")
     with slots.connect(settings.pg, "cdc-resync") as conn:
         result.summaries_reset = reset_summaries(conn, result.summaries_group, result.boundary)
+    if incremental:
+        progress("creating the slot and asking for an incremental snapshot of every table")
+        result.signal = request_incremental(settings, tables)
+        return result
     progress("creating the slot and publishing every current row (snapshot)")
     snap = run_snapshot(settings, tables, recreate_slot=True, console=console)
     result.consistent_point = snap.consistent_point
     result.rows = dict(snap.rows)
     return result
+
+
+def request_incremental(settings: Settings, tables: tuple[str, ...]) -> int:
+    """A new slot (an old one, inactive, is dropped: it holds the lost history) and a signal
+    asking the reader that will stream it for an incremental snapshot of ``tables``.
+
+    The slot comes first: every change committed after it is streamed, and every row
+    committed before it is read by a chunk, so nothing falls between the two."""
+    from streams.cdc import incremental as inc
+
+    with slots.connect(settings.pg, "cdc-resync") as conn:
+        slots.ensure_publication(
+            conn, settings.cdc.publication, settings.cdc.schema_name, tables,
+            settings.cdc.include_columns, settings.cdc.exclude_columns,
+        )
+        if slots.slot_exists(conn, settings.cdc.slot_name):
+            slots.drop(conn, settings.cdc.slot_name, "")  # the slot only: the publication stays
+        slots.ensure_slot(conn, settings.cdc.slot_name)
+        return inc.request(conn, settings.cdc.schema_name, settings.cdc.slot_name, list(tables))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from core.errors import StackError
 from core.settings import Settings
 from insights.stack.kafka import LocalKafka
-from insights.stack.pgbouncer import LocalPgBouncer
+from insights.stack.pgbouncer import LocalPgBouncer, PgBouncerTarget
 from insights.stack.postgres import LocalPostgres
 from insights.stack.replicas import Cluster
 
@@ -30,7 +30,8 @@ class LocalStack:
         # the node the topology names primary: after `stack failover` no longer `.stack/pg`
         self.postgres: LocalPostgres = self.cluster.primary
         self.kafka = LocalKafka(settings, brokers)
-        self.pgbouncer = LocalPgBouncer(settings)
+        # in front of the node the topology names primary (another port after a failover)
+        self.pgbouncer = LocalPgBouncer(settings, target=PgBouncerTarget("127.0.0.1", self.postgres.port))
 
     def up(
         self,

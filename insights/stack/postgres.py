@@ -17,6 +17,7 @@ import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
@@ -113,6 +114,12 @@ host    replication  all   127.0.0.1/32      trust
 """
 
 
+def uri_query(params: dict[str, str]) -> str:
+    """``k=v&...`` for a postgresql:// URI, percent-encoded as libpq decodes it (a path with a
+    space stays a path)."""
+    return urlencode(params, safe="/", quote_via=quote)
+
+
 @dataclass(frozen=True)
 class PgPaths:
     root: Path
@@ -174,24 +181,35 @@ class LocalPostgres:
         return self.paths.root.name
 
     # --- addresses -------------------------------------------------------------------
+    # The CA and the passfile are the stack's, not this node's: a replica, a promoted
+    # replica and a restored copy are reached with the same ones (insights/stack/tls.py).
     @property
     def tls_dir(self) -> Path:
-        return self.paths.root / "tls"
+        from insights.stack import tls
+
+        return tls.stack_ca_dir(self.settings.stack.dir)
 
     @property
     def passfile(self) -> Path:
-        return self.paths.root / "passfile"
+        from insights.stack import tls
+
+        return tls.stack_passfile(self.settings.stack.dir)
 
     @property
     def tls(self) -> bool:
         """This cluster was made with TLS + scram (decided at init, kept for its life)."""
         return (self.tls_dir / "ca.crt").exists() and self.passfile.exists()
 
-    def _client_params(self) -> str:
+    def tls_params(self) -> dict[str, str]:
+        """The libpq parameters a client of this stack adds: verify-full against the stack
+        CA, the password from the stack's passfile. None when the stack is not TLS."""
         if not self.tls:
-            return ""
-        return (f"?sslmode=verify-full&sslrootcert={self.tls_dir / 'ca.crt'}"
-                f"&passfile={self.passfile}")
+            return {}
+        return {"sslmode": "verify-full", "sslrootcert": str(self.tls_dir / "ca.crt"), "passfile": str(self.passfile)}
+
+    def _client_params(self) -> str:
+        params = self.tls_params()
+        return f"?{uri_query(params)}" if params else ""
 
     @property
     def dsn(self) -> str:
@@ -241,7 +259,8 @@ class LocalPostgres:
         if self.tls:  # trust on the socket: only the cluster owner (and root) may enter its directory
             self.paths.socket_dir.chmod(0o700)
         self._pg_ctl("-o", f"-p {self.port}", "-w", "-t", "60", "start")
-        if self.tls:
+        # a standby has the primary's roles and cannot write them
+        if self.tls and not (self.paths.data / "standby.signal").exists():
             self._set_password()
         if not proc.wait_for(self.answers, 30):
             raise StackError(f"PostgreSQL started but does not answer; see {self.paths.log}")
@@ -316,7 +335,7 @@ class LocalPostgres:
         shutil.copy(key, self.paths.data / "server.key")
         (self.paths.data / "server.key").chmod(0o600)
         # the superuser's password: generated here, set once the server runs (_set_password)
-        tls.write_passfile(self.passfile, self.port, {SUPERUSER: tls.new_password()})
+        tls.write_passfile(self.passfile, {SUPERUSER: tls.new_password()})
         return TLS_CONF
 
     def _set_password(self) -> None:
@@ -325,6 +344,9 @@ class LocalPostgres:
         from insights.stack import tls
 
         password = tls.read_passfile(self.passfile)[SUPERUSER]
+        # for any port (a stack made before had the primary's port only): replicas, a
+        # promoted one, restored copies and PgBouncer listen on others
+        tls.write_passfile(self.passfile, {SUPERUSER: password})
         with psycopg.connect(host=str(self.paths.socket_dir), port=self.port, user=SUPERUSER,
                              dbname="postgres", autocommit=True) as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), SUPERUSER.encode(), b"scram-sha-256")

@@ -128,7 +128,16 @@ def run(
     what: str | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; on failure raise one StackError with its last output line."""
+    """Run a command to completion; on failure raise one StackError with its last output line.
+
+    With ``user``, the command also gets that user's HOME: libpq looks for a client
+    certificate in ``~/.postgresql`` on every TLS connection, and a server started as the
+    service user with root's HOME would fail every one of its own outgoing TLS connections
+    (a replica's walreceiver) with "Permission denied" on ``/root/.postgresql``.
+    """
+    if user:
+        env = {**(os.environ if env is None else env), "HOME": user.pw_dir, "USER": user.pw_name,
+               "LOGNAME": user.pw_name}
     try:
         done = subprocess.run(
             list(cmd),

@@ -7,6 +7,12 @@ per replica (``-C -S``: the primary keeps the WAL a replica has not received yet
 ``max_slot_wal_keep_size``, so a replica that was down catches up by streaming instead of
 needing a new clone), hot standby, its own loopback port and directory beside the primary's.
 
+On a TLS stack (``INSIGHTS_STACK_PG_TLS``) a replica reaches its primary as every client does:
+``sslmode=verify-full`` against the stack CA, the superuser's password from a passfile. The
+walreceiver runs as the server's OS user, and libpq ignores a passfile that others can read,
+so each replica keeps its own copy (``walreceiver.pgpass`` beside its data directory, 0600,
+owned by that user), refreshed at every start; ``primary_conninfo`` names it.
+
 The roles live in ``<stack dir>/pg-topology.json``: which node is the primary, which are
 replicas, which were retired by a failover. Without the file the stack is the original
 single primary (``<stack dir>/pg`` on ``INSIGHTS_STACK_PG_PORT``).
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,11 +30,13 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from core.errors import StackError
 from core.settings import Settings
-from insights.stack import proc
-from insights.stack.postgres import DATABASE, SUPERUSER, LocalPostgres, bin_dir
+from insights.db import passfile
+from insights.stack import proc, tls
+from insights.stack.postgres import DATABASE, SUPERUSER, LocalPostgres, bin_dir, uri_query
 
 TOPOLOGY_FILE = "pg-topology.json"
 
@@ -87,19 +96,53 @@ class LocalReplica(LocalPostgres):
         self.spec = spec
         self.primary = primary
 
-    def _init(self, binaries: Path, user: object) -> bool:  # type: ignore[override]
+    @property
+    def walreceiver_passfile(self) -> Path:
+        """The superuser's password for this node's walreceiver (and its pg_basebackup)."""
+        return self.paths.root / "walreceiver.pgpass"
+
+    def _write_walreceiver_passfile(self) -> None:
+        """Copy the superuser's line from the stack's passfile, 0600, owned by the user the
+        server runs as (libpq skips a passfile others can read; the walreceiver cannot read
+        one only root can)."""
+        password = tls.read_passfile(self.passfile).get(SUPERUSER)
+        if password is None:
+            raise StackError(f"no password for {SUPERUSER} in {self.passfile}: the TLS stack's passfile is damaged")
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        target = self.walreceiver_passfile
+        passfile.write(target, passfile.with_password([], passfile.LOOPBACK, tls.ANY_PORT, SUPERUSER, password))
+        user = self._user()
+        if user:
+            os.chown(target, user.pw_uid, user.pw_gid)
+
+    def primary_conninfo(self, primary: LocalPostgres) -> str:
+        """How this node's walreceiver (and pg_basebackup) reaches ``primary``."""
+        parts = {"host": "127.0.0.1", "port": str(primary.port), "user": SUPERUSER,
+                 "application_name": self.spec.name}
+        if primary.tls:
+            parts.update(primary.tls_params(), passfile=str(self.walreceiver_passfile))
+        return make_conninfo("", **parts)
+
+    def up(self) -> str:
+        if self.tls:  # the stack's passfile may have changed (password rotation) since the clone
+            self._write_walreceiver_passfile()
+        return super().up()
+
+    def _init(self, binaries: Path, user: pwd.struct_passwd | None) -> bool:
         if (self.paths.data / "PG_VERSION").exists():
             return False
         if not self.primary.answers():
             raise StackError(f"cannot clone {self.spec.name}: the primary on port {self.primary.port} does not answer")
         self.paths.root.mkdir(parents=True, exist_ok=True)
         if user:
-            proc.chown_tree(self.paths.root, user)  # type: ignore[arg-type]
+            proc.chown_tree(self.paths.root, user)
         drop_inactive_slot(self.primary, self.spec.slot)
         proc.run(
             [
                 str(binaries / "pg_basebackup"),
-                "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER,
+                # -R writes these parameters into primary_conninfo (with TLS: verify-full,
+                # the stack CA and this node's own passfile)
+                "-d", self.primary_conninfo(self.primary),
                 "-D", str(self.paths.data),
                 "-X", "stream",  # the WAL written during the copy comes along: the clone is consistent
                 "-R",  # standby.signal + primary_conninfo
@@ -107,7 +150,7 @@ class LocalReplica(LocalPostgres):
                 "--checkpoint=fast",
                 "--no-password",
             ],
-            user=user,  # type: ignore[arg-type]
+            user=user,
             what=f"pg_basebackup of {self.spec.name}",
             timeout=900,
         )
@@ -123,12 +166,12 @@ class LocalReplica(LocalPostgres):
                 f"cron.host = '{self.paths.socket_dir}'\n"
             )
         if user:
-            proc.chown_tree(self.paths.root, user)  # type: ignore[arg-type]
+            proc.chown_tree(self.paths.root, user)
         return True
 
     def repoint(self, primary: LocalPostgres) -> str:
         """Follow another primary (after a failover): new primary_conninfo, same slot name."""
-        conninfo = f"host=127.0.0.1 port={primary.port} user={SUPERUSER} application_name={self.spec.name}"
+        conninfo = self.primary_conninfo(primary)
         if self.running_pid() and self.answers():
             with psycopg.connect(self.admin_dsn, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(conninfo)))
@@ -239,7 +282,8 @@ class Cluster:
     # --- addresses -----------------------------------------------------------------------
     def _multi_host(self, nodes: list[NodeSpec], attrs: str) -> str:
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
-        return f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?target_session_attrs={attrs}"
+        params = {"target_session_attrs": attrs, **self.primary.tls_params()}
+        return f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?{uri_query(params)}"
 
     def write_dsn(self) -> str:
         """Every node, the primary first: after a failover libpq finds the new primary itself."""

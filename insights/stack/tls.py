@@ -5,16 +5,23 @@ key and a certificate signed by it with SANs ``127.0.0.1`` and ``localhost`` (82
 longest lifetime clients accept for a leaf). Keys are 0600. Rotation: delete the leaf files
 and restart the service (docs/security.md); the CA stays, so clients need no change.
 
-``<stack dir>/pg/passfile``: a libpq password file (0600) with generated passwords, handed
-to clients through the DSN's ``passfile`` parameter: never printed, never in a DSN.
+``<stack dir>/pgpass``: a libpq password file (0600) with generated passwords, handed to
+clients through the DSN's ``passfile`` parameter: never printed, never in a DSN. Its lines
+are for any port (``*``) on loopback: every server of one stack (the primary, its replicas,
+a restored copy, PgBouncer) has the same roles, being copies of one cluster.
+
+Both live at the top of the stack directory, not under ``pg/``: a failover retires the
+original primary by renaming its directory, and the stack's trust and passwords must stay
+where every DSN handed out says they are. A stack made before keeps ``pg/tls`` and
+``pg/passfile`` (:func:`stack_ca_dir`, :func:`stack_passfile`); a failover of such a stack
+takes them away with ``pg/``: make a new one.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
+from insights.db import passfile
 from insights.stack import proc
 
 CA_DAYS = 3650
@@ -41,10 +48,22 @@ def ensure_ca(tls_dir: Path) -> Path:
 
 
 def stack_ca_dir(stack_dir: Path) -> Path:
-    """Where the stack's CA lives: beside the seed PostgreSQL's certificates, where the
-    PostgreSQL TLS of ``INSIGHTS_STACK_PG_TLS`` creates it, so Kafka and PostgreSQL of one
-    stack are trusted through one ``ca.crt``."""
-    return stack_dir / "pg" / "tls"
+    """Where the stack's CA lives (and PostgreSQL's certificate): ``<stack dir>/tls``, so that
+    every service of one stack is trusted through one ``ca.crt``; ``pg/tls`` in a stack made
+    before it moved there."""
+    legacy = stack_dir / "pg" / "tls"
+    if (legacy / "ca.crt").exists() and not (stack_dir / "tls" / "ca.crt").exists():
+        return legacy
+    return stack_dir / "tls"
+
+
+def stack_passfile(stack_dir: Path) -> Path:
+    """The stack's libpq password file: ``<stack dir>/pgpass`` (``pg/passfile`` in a stack
+    made before it moved there)."""
+    legacy = stack_dir / "pg" / "passfile"
+    if legacy.exists() and not (stack_dir / "pgpass").exists():
+        return legacy
+    return stack_dir / "pgpass"
 
 
 def issue(
@@ -77,25 +96,25 @@ def issue(
 
 
 def new_password() -> str:
-    return secrets.token_urlsafe(24)
+    return passfile.new_password()
 
 
-def write_passfile(path: Path, port: int, users: dict[str, str]) -> None:
-    """A libpq passfile (0600) for 127.0.0.1 and localhost on ``port``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        for user, password in users.items():
-            escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-            for host in ("127.0.0.1", "localhost"):
-                fh.write(f"{host}:{port}:*:{user}:{escaped}\n")
-    path.chmod(0o600)
+#: the port of the stack passfile's lines: any (see the module's docstring)
+ANY_PORT = "*"
+
+
+def write_passfile(path: Path, users: dict[str, str]) -> None:
+    """Set ``users``' passwords for 127.0.0.1 and localhost, any port, in the libpq passfile
+    ``path`` (0600), keeping its other lines (the service roles' of `db passwords`)."""
+    entries = passfile.read(path)
+    for user, password in users.items():
+        entries = passfile.with_password(entries, passfile.LOOPBACK, ANY_PORT, user, password)
+    passfile.write(path, entries)
 
 
 def read_passfile(path: Path) -> dict[str, str]:
+    """user -> password, the first line of each user winning (as libpq's lookup does)."""
     users: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.replace("\\:", "\0").split(":")
-        if len(parts) == 5:
-            users[parts[3]] = parts[4].replace("\0", ":").replace("\\\\", "\\")
+    for entry in passfile.read(path):
+        users.setdefault(entry.user, entry.password)
     return users

@@ -17,4 +17,9 @@ envelope bytes), :mod:`.avro` (the Avro primitives, one copy), :mod:`.codegen` (
 per-relation writers of the fast path, generated as readable source), :mod:`.slot`
 (publication, slot, heartbeats, status), :mod:`.snapshot` (the initial snapshot),
 :mod:`.metrics`, :mod:`.errors`, :mod:`.lsn`.
+
+``INSIGHTS_CDC_FORMAT=typed`` (per-table Avro schemas instead of the generic envelope) adds
+three: :mod:`.typed` (catalog description -> Avro schema, tuple text -> Avro values; pure),
+:mod:`.typed_schemas` (the versions, in ``cdc_schemas`` or a registry; compatibility;
+the consumer's decoder) and :mod:`.typed_events` (what the reader and snapshots call).
 """

@@ -45,7 +45,7 @@ from streams.cdc import avro
 from streams.cdc.codegen import compile_writers, relation_source
 from streams.cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, TupleData, Update
 from streams.cdc.values import MASKED, EnvelopeValue, ValueConverter, mask_text
-from streams.serde import make_deserializer, make_serializer
+from streams.serde import RecordContext, make_deserializer, make_serializer
 
 SUBJECT = "cdc_change"
 VERSION = 1
@@ -202,6 +202,12 @@ def _key_values(converter: ValueConverter, relation: Relation, values: TupleData
 
 def _key_json(row: dict[str, EnvelopeValue]) -> bytes | None:
     return json.dumps(row, separators=(",", ":")).encode() if row else None
+
+
+def record_key(converter: ValueConverter, relation: Relation) -> Callable[[TupleData], bytes | None]:
+    """The record key of ``relation``'s rows as the reference writes it: the key every form of
+    its events shares (the typed events of :mod:`.typed_events` too)."""
+    return lambda values: _key_json(_key_values(converter, relation, values))
 
 
 def _reference_rows(converter: ValueConverter, relation: Relation) -> tuple[Any, Any, Any]:
@@ -431,12 +437,20 @@ class Encoder:
         return self.header + encode_body(value)
 
 
-def make_encoder(settings: Settings) -> Encoder:
+def make_encoder(settings: Settings, topics: Sequence[str] = ()) -> Encoder:
+    """The envelope's framing. With a schema registry, the envelope is registered under the
+    subject of each of ``topics`` (``<topic>-value``, as every other topic of the project);
+    the schema is one for all of them, so the registry gives one id and one header serves
+    every topic. Without ``topics`` a registry has no subject to register under: an error."""
     schema = envelope_schema()
     serializer = make_serializer(settings, SUBJECT, VERSION)
+    contexts = [RecordContext(topic) for topic in topics]
+    for ctx in contexts[1:]:
+        serializer(PROBE, ctx)  # registers (the first is registered by the probe below)
+    first = contexts[0] if contexts else None
 
     def framed(value: dict[str, Any]) -> bytes:
-        return serializer(value, None)
+        return serializer(value, first)
 
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, PROBE)

@@ -53,3 +53,34 @@ class SlotMissingError(CdcError):
 
 class SlotInUseError(CdcError):
     """Another process streams from the slot (SQLSTATE 55006): we are the hot standby."""
+
+
+class IncompatibleSchemaChangeError(CdcError):
+    """Typed events: a table's new schema fails its compatibility level against the registered versions.
+
+    The reader stops before publishing the change that needs it, so nothing incompatible
+    reaches the topic; the slot keeps the change, and the next run meets it again.
+    """
+
+    exit_code = 4
+
+    def __init__(self, subject: str, level: str, against: str, reasons: list[str]) -> None:
+        super().__init__(
+            f"the schema of {subject} changed in a way that is not {level}-compatible with {against}: "
+            f"{'; '.join(reasons)}. Revert the ALTER TABLE, or set INSIGHTS_CDC_TYPED_ALLOW_INCOMPATIBLE=true "
+            "to register the new version anyway once its consumers are ready (docs/cdc.md#typed-change-events)"
+        )
+        self.subject = subject
+        self.reasons = reasons
+
+
+class UnrepresentableValueError(CdcError):
+    """Typed events: a value the column's Avro type cannot carry (a numeric NaN, an infinite timestamp)."""
+
+    def __init__(self, table: str, column: str, reason: str) -> None:
+        super().__init__(
+            f"{table}.{column}: {reason}, which its typed Avro field cannot carry. Publish this table with "
+            "INSIGHTS_CDC_FORMAT=generic (it keeps PostgreSQL's text), or keep such values out with a CHECK "
+            "constraint (docs/cdc.md#typed-change-events)"
+        )
+        self.column = column

@@ -21,7 +21,9 @@ import time
 import psycopg
 from confluent_kafka import KafkaException
 
-from streams.cdc.errors import CdcError, DecodeError, SlotLostError, SlotMissingError
+from streams.cdc.errors import (
+    CdcError, DecodeError, IncompatibleSchemaChangeError, SlotLostError, SlotMissingError, UnrepresentableValueError,
+)
 from streams.faults import is_transient
 
 # SQLSTATE classes of a stream that may come back: 08 connection exception, 57P operator
@@ -73,8 +75,9 @@ _PERMANENT_TEXT = (
 
 def stream_lost(exc: BaseException) -> bool:
     """True when ``exc`` means the stream went away for a while (reconnect), False when it must end the reader."""
-    if isinstance(exc, (SlotLostError, SlotMissingError, DecodeError)):
-        return False
+    if isinstance(exc, (SlotLostError, SlotMissingError, DecodeError, IncompatibleSchemaChangeError,
+                        UnrepresentableValueError)):
+        return False  # (the last two name columns, whose names could look like a transient error's words)
     if isinstance(exc, KafkaException):
         return is_transient(exc)
     state = getattr(exc, "sqlstate", None)

@@ -48,6 +48,8 @@ from streams.cdc.pgoutput import (
     INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
     TypeMessage, Update, decode, relation_oid,
 )
+from streams.cdc.typed_events import TypedEvents
+from streams.cdc.typed_schemas import make_versions
 from streams.cdc.transport import (
     PAYLOAD_OFFSET, SESSION_OPTIONS, XLOG_DATA, AckTracker, Keepalive, ReplicationConnection, ReplicationError,
     parse_copy_message, pg_us_to_unix, xlog_positions,
@@ -116,7 +118,15 @@ class CdcReader:
         # leader election for up to delivery.timeout.ms; the slot is confirmed only after
         # Kafka acknowledged, so a record that still fails stops the reader, never skips a change
         self.producer = producer or Producer(producer_config(settings.kafka, "cdc", error_cb=self._kafka_error))
-        self.encode = encoder or make_encoder(settings)
+        #: INSIGHTS_CDC_FORMAT=typed: per-table schemas (typed_events); every change takes that path,
+        #: the generic envelope's fast path and encoder are not used
+        self.typed: TypedEvents | None = None
+        if self.cdc.format == "typed":
+            self.typed = TypedEvents(settings, make_versions(settings), catalog=lambda: self._side)
+        self.encode = encoder or (
+            make_encoder(settings, [t.name for t in cdc_topics(settings, self.tables, self.cdc.schema_name)])
+            if self.typed is None else Encoder(self._no_generic, None)
+        )
         #: the serde framing of a body; None: every event goes through ``encode`` (the reference path)
         self._header: bytes | None = self.encode.header
         self.on_confirm = on_confirm
@@ -284,6 +294,8 @@ class CdcReader:
             self._stream_conn = self._side = None
             stream.close()
             side.close()
+            if self.typed is not None:
+                self.typed.close()  # its connection to cdc_schemas; opened again when needed
 
     def _loop(self, stream: ReplicationConnection, side: psycopg.Connection[Any]) -> None:
         health, cdc = self.health, self.cdc
@@ -449,7 +461,10 @@ class CdcReader:
             src = self._source(frame.wal_start)
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
-                self._produce(relation, truncate_event(relation, src))
+                if self.typed is not None:
+                    self._send_event(relation, "t", None, self.typed.truncate(relation, src))
+                else:
+                    self._produce(relation, truncate_event(relation, src))
                 if oid == self._window_oid and self.incremental.window is not None:
                     self.incremental.window.rows.clear()  # the chunk's rows are gone
         elif isinstance(message, LogicalMessage):
@@ -491,11 +506,17 @@ class CdcReader:
         if self.cache.update(message):
             self.schema_changes += 1
             log.info("schema change of %s.%s", message.namespace, message.name)
+        if isinstance(message, Relation) and self.typed is not None:
+            self.typed.relation(message)  # its next change checks and registers a changed schema
         if isinstance(message, Relation) and self._header is not None:
             codec = self._codecs.get(message.oid)
             if codec is None or codec.relation != message:
                 # written once per Relation message: the writers of every change until the next one
                 self._codecs[message.oid] = RelationCodec(message, self.converter)
+
+    @staticmethod
+    def _no_generic(_value: dict[str, Any]) -> bytes:
+        raise CdcError("a generic envelope in typed mode")  # every typed event goes through self.typed
 
     def _source(self, wal_start: int) -> SourceInfo:
         begin = self._begin
@@ -505,6 +526,13 @@ class CdcReader:
 
     def _row_change(self, message: Insert | Update | Delete, wal_start: int) -> None:
         relation = self.cache.get(message.relation_oid)
+        if self.typed is not None:
+            window = relation.oid == self._window_oid
+            for op, key, value in self.typed.changes(relation, message, self._source(wal_start)):
+                if window:
+                    self._in_window(key)
+                self._send_event(relation, op, key, value)
+            return
         if self._header is None or self._txn_source is None:  # no framing we can write: the reference path
             for event in change_events(self.converter, relation, message, self._source(wal_start)):
                 if relation.oid == self._window_oid:
@@ -587,7 +615,13 @@ class CdcReader:
     def _publish_window(self, window: Window, wal_start: int) -> None:
         """The chunk's rows left at its high watermark, as read events at that position."""
         relation = window.codec.relation
-        if self._header is not None and self._txn_source is not None:
+        if self.typed is not None:
+            src = self._source(wal_start)
+            src = SourceInfo(src.lsn, src.commit_lsn, src.xid, src.commit_time_us, snapshot=True)
+            for values in window.rows.values():
+                key, value = self.typed.read(relation, values, src)
+                self._send_event(relation, "r", key, value)
+        elif self._header is not None and self._txn_source is not None:
             for values in window.rows.values():
                 key, body = read_body(window.codec, values, wal_start, self._txn_source)
                 self._send_event(relation, "r", key, self._header + body)

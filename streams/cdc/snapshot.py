@@ -33,6 +33,8 @@ from streams.cdc.envelope import RelationCodec, SourceInfo, keyed, make_encoder,
 from streams.cdc.errors import CdcError
 from streams.cdc.lsn import parse_lsn
 from streams.cdc.transport import SESSION_OPTIONS, ReplicationConnection
+from streams.cdc.typed_events import TypedEvents
+from streams.cdc.typed_schemas import make_versions
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.pg.connect import connect
@@ -96,8 +98,10 @@ def run_snapshot(
             slots.drop(conn, settings.cdc.slot_name, "")
     ensure_topics(settings, cdc_topics(settings, tables, schema))
     producer = producer or Producer(producer_config(settings.kafka, "cdc"))
-    encode = make_encoder(settings)
-    header = encode.header
+    typed: TypedEvents | None = None  # INSIGHTS_CDC_FORMAT=typed: made with the snapshot's connection
+    encode = make_encoder(settings, [t.name for t in cdc_topics(settings, tables, schema)]) \
+        if settings.cdc.format == "generic" else None
+    header = encode.header if encode is not None else None
     converter = ValueConverter()
     failures: list[KafkaError] = []
 
@@ -113,6 +117,8 @@ def run_snapshot(
         src = SourceInfo(point, point, 0, int(time.time() * 1_000_000), snapshot=True)
         txn = source_txn(src.commit_lsn, src.xid, src.commit_time_us)
         with connect(settings.pg, "cdc-snapshot", autocommit=False, options=SESSION_OPTIONS) as conn:
+            if encode is None:  # its tables are described as this snapshot sees the catalog
+                typed = TypedEvents(settings, make_versions(settings), catalog=lambda: conn)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(created.snapshot_name)))
             with Progress(console=console, transient=True, disable=console is None) as progress:
@@ -141,9 +147,11 @@ def run_snapshot(
                         while rows := cur.fetchmany(fetch_size):
                             for row in rows:
                                 values = list(row)
-                                if header is None:  # a framing we cannot write ourselves
+                                if typed is not None:
+                                    key, value = typed.read(relation, values, src)
+                                elif header is None:  # a framing we cannot write ourselves
                                     event = read_event(converter, relation, values, src)
-                                    key, value = event.key, encode(event.value)
+                                    key, value = event.key, encode(event.value)  # type: ignore[misc]
                                 else:
                                     key, body = read_body(codec, values, src.lsn, txn)
                                     value = header + body
@@ -159,6 +167,8 @@ def run_snapshot(
         return result
     finally:
         replication.close()
+        if typed is not None:
+            typed.close()
 
 
 def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes, cb: Callable[..., None]) -> None:

@@ -290,3 +290,28 @@ def test_encoder_round_trips_through_the_project_decoder() -> None:
     assert encode.header is not None  # the serde's framing is a prefix: the reader writes bodies itself
     decoded = make_decoder(settings)(encode(value))
     assert decoded["after"] == value["after"] and decoded["op"] == "c"
+
+
+def test_with_a_schema_registry_the_envelope_is_registered_under_each_cdc_topic() -> None:
+    """A reader configured with a registry used to fail at start ("no topic to name the
+    registry subject of cdc_change v1"): the envelope is registered per CDC topic."""
+    import uuid
+
+    from streams.serde.registry import registry_client
+    from streams.topics import cdc_topics
+
+    settings = load_settings().replace(schema_registry_url=f"mock://cdc-{uuid.uuid4().hex}")
+    topics = [t.name for t in cdc_topics(settings, ("products", "product_snapshots", "alerts"))]
+    encode = make_encoder(settings, topics)
+    assert sorted(registry_client(settings.kafka.schema_registry_url).get_subjects()) == sorted(f"{t}-value" for t in topics)
+    value = {
+        "op": "u", "before": None, "after": {"asin": "B2", "price": "2.50"}, "unchanged_toast": [],
+        "key_columns": ["asin"],
+        "source": {"lsn": 5, "commit_lsn": 6, "xid": 7, "commit_time": 8, "schema": "public", "table": "products",
+                   "snapshot": False},
+    }
+    framed = encode(value)
+    assert framed[0] == 0  # the Confluent wire format
+    assert make_decoder(settings)(framed)["after"] == value["after"]
+    with pytest.raises(Exception, match="no topic to name the registry subject"):
+        make_encoder(settings)  # a registry and no topic: says so, at construction

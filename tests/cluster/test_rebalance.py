@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from core.settings import Settings
 from insights.stack.kafka import LocalKafka
-from tests.cluster.load import Ingest, probe_config
+from tests.cluster.load import Ingest, probe_config, tail
 from tests.consumers.procs import terminate
 
 # the cluster starts inside the first test's time, and three JVMs share the machine: 15 min
@@ -45,30 +45,51 @@ class Sampler:
     assignments: list[tuple[float, dict[str, frozenset[int]]]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
+    #: the group's state at the last describe, and the last error the sampler met: what a
+    #: failed wait reports, so a membership that never changed can be told from a sampler
+    #: that stopped seeing it
+    state: str = ""
+    described_at: float = 0.0
+    error: str = ""
+
     def run(self) -> None:
         admin = AdminClient(probe_config(self.ingest.settings))
+        pg: psycopg.Connection | None = None
+        last_describe = 0.0
+        while not self.stop.is_set():
+            try:
+                if pg is None or pg.closed:
+                    pg = psycopg.connect(self.ingest.pg_dsn, autocommit=True)
+                describe = time.monotonic() - last_describe >= 0.5
+                if describe:
+                    last_describe = time.monotonic()
+                self._sample(admin, pg, describe)
+            except Exception as exc:  # a busy coordinator or a dropped connection: sample again
+                self.error = f"{time.monotonic():.1f}: {type(exc).__name__}: {exc}"
+                if pg is not None:
+                    pg.close()
+                    pg = None
+            time.sleep(0.2)
+        if pg is not None:
+            pg.close()
+
+    def _sample(self, admin: AdminClient, pg: psycopg.Connection, describe: bool) -> None:
         group = self.ingest.group
-        with psycopg.connect(self.ingest.pg_dsn, autocommit=True) as pg:
-            last_describe = 0.0
-            while not self.stop.is_set():
-                now = time.monotonic()
-                rows = pg.execute(
-                    "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s", (group,)
-                ).fetchall()
-                self.offsets.append((now, dict(rows)))
-                if now - last_describe >= 0.5:
-                    last_describe = now
-                    try:
-                        desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
-                    except Exception:  # a coordinator that is busy answering: try again next round
-                        continue
-                    current = {
-                        m.member_id: frozenset(tp.partition for tp in m.assignment.topic_partitions)
-                        for m in desc.members
-                    }
-                    if not self.assignments or self.assignments[-1][1] != current:
-                        self.assignments.append((now, current))
-                time.sleep(0.2)
+        now = time.monotonic()
+        rows = pg.execute(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s", (group,)
+        ).fetchall()
+        self.offsets.append((now, dict(rows)))
+        if not describe:
+            return
+        desc = admin.describe_consumer_groups([group])[group].result(timeout=5)
+        self.state, self.described_at = str(desc.state), now
+        current = {
+            m.member_id: frozenset(tp.partition for tp in m.assignment.topic_partitions)
+            for m in desc.members
+        }
+        if not self.assignments or self.assignments[-1][1] != current:
+            self.assignments.append((now, current))
 
     def advances(self) -> dict[int, list[float]]:
         """Partition -> the times its stored offset was seen to move."""
@@ -95,11 +116,18 @@ def members(sampler: Sampler) -> int:
     return len(sampler.assignments[-1][1]) if sampler.assignments else 0
 
 
-def wait_members(sampler: Sampler, ingest: Ingest, count: int, timeout: float = 120) -> None:
+def wait_members(sampler: Sampler, ingest: Ingest, count: int, timeout: float = 120, left: str = "") -> None:
+    """Wait until the group has ``count`` members; ``left`` names a member that just left,
+    whose log's end a failure shows (did it leave the group, or only exit?)."""
     deadline = time.monotonic() + timeout
     while members(sampler) != count:
         ingest.assert_running()
-        assert time.monotonic() < deadline, f"the group never had {count} members: {members(sampler)}"
+        assert time.monotonic() < deadline, (
+            f"the group never had {count} members: {members(sampler)} (state {sampler.state}, "
+            f"described {time.monotonic() - sampler.described_at:.0f} s ago, "
+            f"last sampler error {sampler.error or 'none'})"
+            + (f"; {left}'s log ends: {tail(ingest.logs / f'{left}.log')}" if left else "")
+        )
         time.sleep(0.2)
 
 
@@ -122,7 +150,7 @@ def test_members_joining_and_leaving_every_few_seconds_lose_and_duplicate_nothin
                 leaving += 1
                 changes.append((time.monotonic(), f"leave {name}"))
                 assert terminate(ingest.procs.pop(name), 60) == 0
-                wait_members(sampler, ingest, MEMBERS - 1)
+                wait_members(sampler, ingest, MEMBERS - 1, left=name)
             else:  # a new process joins (its start-up is not the group's pause: wait for it)
                 name = f"scrape-new-{i}"
                 ingest.start_consumer(name)

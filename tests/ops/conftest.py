@@ -111,9 +111,10 @@ def make_cluster() -> Iterator[Callable[..., PrivateCluster]]:
         migrate(cluster.primary.dsn)
         cluster.up(replicas)
         private = made[-1]
-        private.settings = settings.replace(
-            pg_dsn=cluster.write_dsn(), pg_read_dsn=cluster.read_dsn()
-        ) if replicas else settings
+        # the cluster's real DSNs: on a TLS cluster (stack_pg_tls, or INSIGHTS_STACK_PG_TLS
+        # exported) they carry verify-full, the CA and the passfile, which the CLI
+        # subprocesses (child_env) need to log in
+        private.settings = settings.replace(pg_dsn=cluster.write_dsn(), pg_read_dsn=cluster.read_dsn())
         return private
 
     yield make

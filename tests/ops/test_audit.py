@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from insights.db.audit import parse
@@ -34,7 +36,12 @@ def test_ddl_grant_and_admin_writes_appear_in_db_audit(make_cluster: Callable[..
         conn.execute("GRANT SELECT ON audited_ddl TO app_readonly")
         conn.execute("INSERT INTO audited_ddl VALUES (1)")  # the owner's write: not audited by default
         conn.execute("ALTER ROLE app_admin LOGIN")  # a private cluster: log in as the admin role once
-    with psycopg.connect(make_conninfo(dsn, user="app_admin"), autocommit=True) as admin:
+        # a TLS cluster (INSIGHTS_STACK_PG_TLS) asks every TCP login for its password; a
+        # trusting one ignores it: a throw-away one, sent as a SCRAM verifier
+        password = secrets.token_urlsafe(16)
+        verifier = conn.pgconn.encrypt_password(password.encode(), b"app_admin", b"scram-sha-256").decode()
+        conn.execute(sql.SQL("ALTER ROLE app_admin PASSWORD {}").format(sql.Literal(verifier)))
+    with psycopg.connect(make_conninfo(dsn, user="app_admin", password=password), autocommit=True) as admin:
         admin.execute("INSERT INTO audited_ddl VALUES (2)")
     done = private.cli("db", "audit", "--since", since, "--json")
     assert done.returncode == 0, done.stderr

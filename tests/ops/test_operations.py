@@ -152,7 +152,8 @@ def test_restore_to_a_time_holds_exactly_the_rows_committed_before_it(ops: Priva
     try:
         flat = " ".join(restored.stdout.split())
         assert "pitr_probe" in flat and f"running on port {port}" in flat
-        dsn = f"postgresql://insights@127.0.0.1:{port}/insights"
+        dsn = copy.dsn  # on a TLS cluster: verify-full with the stack's CA and passfile
+        assert f"connect: {dsn}" in restored.stdout
         assert scalar(dsn, "SELECT pg_is_in_recovery()") is False  # promoted at the target
         assert scalar(dsn, "SELECT count(*) FROM pitr_probe") == 100
         assert scalar(dsn, "SELECT max(id) FROM pitr_probe") == 100

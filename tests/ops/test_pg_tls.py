@@ -79,3 +79,53 @@ def _fails(dsn: str) -> bool:
     except psycopg.OperationalError:
         return True
     return False
+
+
+def test_db_passwords_generate_gives_the_service_roles_logins_kept_in_the_passfile(
+    make_cluster: Callable[..., PrivateCluster],
+) -> None:
+    private = make_cluster(0, stack_pg_tls=True)
+    pg = LocalPostgres(private.settings)
+    dsn = pg.dsn
+    passfile_before = tls.read_passfile(pg.passfile)
+
+    done = private.cli("db", "passwords", "--generate", INSIGHTS_PG_DSN=dsn)
+    assert done.returncode == 0, done.stderr
+    after = tls.read_passfile(pg.passfile)
+    assert after["insights"] == passfile_before["insights"]  # the superuser's line is kept
+    generated = {role: after[role] for role in ("insights_ingest", "insights_cdc")}
+    assert len(set(generated.values())) == 2 and all(len(p) >= 32 for p in generated.values())
+    assert stat.S_IMODE(os.stat(pg.passfile).st_mode) == 0o600
+    for role, password in generated.items():  # never printed
+        assert password not in done.stdout + done.stderr
+        assert f"password set for {role} (generated, in {pg.passfile})" in done.stdout
+
+    # each service role logs in over verify-full + SCRAM with the DSN's passfile alone
+    for role in generated:
+        with psycopg.connect(make_conninfo(dsn, user=role)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+
+    # again: the same passwords, set again ("kept")
+    again = private.cli("db", "passwords", "--generate", INSIGHTS_PG_DSN=dsn)
+    assert again.returncode == 0, again.stderr
+    assert "insights_ingest (kept" in again.stdout
+    assert {r: tls.read_passfile(pg.passfile)[r] for r in generated} == generated
+
+    # --rotate: new passwords; the old one is refused, the file's new one logs in
+    rotated = private.cli("db", "passwords", "--generate", "--rotate", INSIGHTS_PG_DSN=dsn)
+    assert rotated.returncode == 0, rotated.stderr
+    now = tls.read_passfile(pg.passfile)
+    assert all(now[r] != generated[r] for r in generated)
+    plain = make_conninfo(dsn, passfile="/dev/null", user="insights_ingest")
+    assert "password authentication failed" in _refused(plain, password=generated["insights_ingest"])
+    with psycopg.connect(make_conninfo(dsn, user="insights_ingest")) as conn:
+        conn.execute("SELECT 1")
+
+
+def test_db_passwords_generate_without_a_passfile_says_where() -> None:
+    from tests.cli.helpers import run_cli
+
+    done = run_cli("db", "passwords", "--generate", INSIGHTS_PG_DSN="postgresql://insights@127.0.0.1:1/none",
+                   PGPASSFILE="")
+    assert done.returncode == 2, done.stderr
+    assert "--passfile PATH" in done.stderr and "Traceback" not in done.stderr

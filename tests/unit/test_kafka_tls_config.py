@@ -68,7 +68,7 @@ def test_one_node_listens_for_plaintext_and_tls_and_the_nodes_talk_plaintext(tmp
     assert kafka.ssl_client_env() == {
         "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:59094",
         "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SSL",
-        "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "pg" / "tls" / "ca.crt"),
+        "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "tls" / "ca.crt"),
     }
     # SASL: the user of the settings, never its password
     named = LocalKafka(load_settings(stack_dir=tmp_path, kafka_sasl_username="alice", kafka_sasl_password="pw-1"))
@@ -76,7 +76,7 @@ def test_one_node_listens_for_plaintext_and_tls_and_the_nodes_talk_plaintext(tmp
         "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:59095",
         "INSIGHTS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "INSIGHTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "pg" / "tls" / "ca.crt"),
+        "INSIGHTS_KAFKA_SSL_CA_LOCATION": str(tmp_path / "tls" / "ca.crt"),
         "INSIGHTS_KAFKA_SASL_USERNAME": "alice",
     }
 
@@ -283,7 +283,7 @@ def test_stack_env_prints_the_plaintext_or_the_tls_settings(tmp_path: Path) -> N
     assert over_tls.stdout.splitlines() == [
         "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:59094",
         "INSIGHTS_KAFKA_SECURITY_PROTOCOL=SSL",
-        f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/pg/tls/ca.crt",
+        f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/tls/ca.crt",
         "INSIGHTS_PG_DSN=postgresql://insights@127.0.0.1:55432/insights",
     ]
     sasl = run_cli("stack", "env", "--kafka-sasl", env={**env, "INSIGHTS_KAFKA_SASL_USERNAME": "alice",
@@ -293,7 +293,7 @@ def test_stack_env_prints_the_plaintext_or_the_tls_settings(tmp_path: Path) -> N
         "INSIGHTS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:59095",
         "INSIGHTS_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
         "INSIGHTS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
-        f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/pg/tls/ca.crt",
+        f"INSIGHTS_KAFKA_SSL_CA_LOCATION={tmp_path}/tls/ca.crt",
         "INSIGHTS_KAFKA_SASL_USERNAME=alice",
         "INSIGHTS_PG_DSN=postgresql://insights@127.0.0.1:55432/insights",
     ]
