@@ -28,8 +28,10 @@ from tests.fix_services import unavailable
 HEAP_MB = 320
 
 
-def free_port_block(size: int = 6) -> int:
-    """A base port with ``size`` free ports after it (node n: base + 2(n-1), controller + 1)."""
+def free_port_block(size: int = 12) -> int:
+    """A base port with ``size`` free ports after it: node n's broker base + 2(n-1), its
+    controller + 1, and its TLS listener base + 6 + 2(n-1) (the stack's default for three
+    nodes, insights/stack/kafka.py)."""
     for _ in range(200):
         # below Linux's ephemeral range (32768-60999): a port checked free there can be
         # taken by any outgoing connection before the broker binds it
