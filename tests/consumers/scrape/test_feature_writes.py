@@ -35,7 +35,7 @@ def feature_rows(pg: psycopg.Connection) -> dict[tuple[str, str], tuple[Any, ...
 def table_counters(pg: psycopg.Connection, table: str) -> tuple[int, int, int]:
     pg.execute("SELECT pg_stat_clear_snapshot()")
     row = pg.execute(
-        "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s", (table,)
+        "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass", (table,)
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])

@@ -29,7 +29,7 @@ def settled_counters(pg: psycopg.Connection, table: str, timeout: float = 15.0) 
     while time.monotonic() < deadline:
         pg.execute("SELECT pg_stat_clear_snapshot()")
         row = pg.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s", (table,)
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass", (table,)
         ).fetchone()
         assert row is not None
         current = (int(row[0]), int(row[1]))
