@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,54 @@ def produce_events(settings: Settings, topic: str, events: int, products: int) -
     if producer.flush(120):
         raise SystemExit("not every benchmark event was delivered")
     return time.perf_counter() - started
+
+
+class BackendCpu:
+    """CPU seconds of the consumer's PostgreSQL backends, sampled from /proc while they live
+    (the server runs on this machine; a backend's counters vanish when it exits, and the
+    loop's idle wait at the end leaves a last sample after its last commit)."""
+
+    def __init__(self, admin_dsn: str, dbname: str, every: float = 0.25) -> None:
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._run, args=(admin_dsn, dbname, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, admin_dsn: str, dbname: str, every: float) -> None:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            while not self._stop.wait(every):
+                pids = [row[0] for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'insights-consume%%'",
+                    (dbname,))]
+                for pid in pids:
+                    try:
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after "(comm) "
+                    self._seen[pid] = (int(fields[11]) + int(fields[12])) / self._tick
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(5)
+        return sum(self._seen.values())
+
+
+def write_counters(dsn: str, tables: tuple[str, ...] = ("products", "product_features")) -> dict[str, tuple[int, int, int]]:
+    """(inserted, updated, HOT updated) per table, once the consumer's backend reported them at its exit."""
+    query = ("SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+             "WHERE schemaname = 'public' AND relname = ANY(%s)")
+    last: dict[str, tuple[int, int, int]] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(25):  # a few seconds at most: the counters arrive when the backend exits
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            now = {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in conn.execute(query, (list(tables),))}
+            if now == last and len(now) == len(tables) and all(ins for ins, _, _ in now.values()):
+                break
+            last = now
+            time.sleep(0.2)
+    return last
 
 
 def server_copy(source_dsn: str, target_dsn: str, workdir: Path) -> tuple[float, dict[str, int]]:
@@ -186,7 +235,11 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
+        backend = BackendCpu(admin_dsn, db_consumer)
+        client_cpu = time.process_time()
         totals = loop.run()
+        client_cpu = time.process_time() - client_cpu
+        backend_cpu = backend.stop()
         if profiler:
             profiler.disable()
         first, last = loop.first_batch_at, loop.writer.last_commit_at
@@ -196,7 +249,13 @@ def main() -> None:
             raise SystemExit(f"consumer saw {totals.consumed} events, {totals.dead_letters} dead letters")
         events_per_s = args.events / consume_s
         print(f"consumer: {args.events} events in {consume_s:.2f}s = {events_per_s:,.0f} events/s", flush=True)
+        print(f"CPU per event: client {client_cpu / args.events * 1e6:.0f} us, "
+              f"PostgreSQL backend {backend_cpu / args.events * 1e6:.0f} us", flush=True)
 
+        # what PostgreSQL did per table: rows updated, and how many of those were HOT
+        # (ddl/README.md "HOT upserts"); the loop closed its connection, so they are reported
+        for table, (ins, upd, hot) in write_counters(settings.pg.conninfo()).items():
+            print(f"{table}: {ins} inserted, {upd} updated, {hot} of them HOT", flush=True)
         if profiler:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(35)

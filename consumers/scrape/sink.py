@@ -35,6 +35,10 @@ class ScrapeSink:
             copy_rows(cur, sql.COPY_SNAPSHOTS, sql.SNAPSHOT_TYPES, batch.snapshots)
             if batch.features:
                 copy_rows(cur, sql.COPY_FEATURES, sql.FEATURE_TYPES, batch.features)
+            late_features = 0
+            if batch.features:  # before the products upsert moves last_scraped_at
+                cur.execute(sql.LATE_FEATURES)
+                late_features = _one(cur.fetchone())
             # products first: snapshots and features reference them
             cur.execute(sql.UPSERT_PRODUCTS)
             done.count("products", *_pair(cur.fetchone()))
@@ -43,11 +47,16 @@ class ScrapeSink:
             done.count("product_snapshots", snapshots, 0)
             if batch.features:
                 cur.execute(sql.UPSERT_FEATURES)
-                done.count("product_features", *_pair(cur.fetchone()))
+                inserted, updated = _pair(cur.fetchone())
+                done.count("product_features", inserted + late_features, updated)
         # a scrape is its snapshot (event identity, ddl/README.md): one whose snapshot was
         # there already (a redelivery, a duplicate in this batch) changed nothing new
         done.already_stored = len(items) - snapshots
         return done
+
+
+def _one(row: tuple[int] | None) -> int:
+    return int(row[0]) if row else 0
 
 
 def _pair(row: tuple[int, int] | None) -> tuple[int, int]:

@@ -6,8 +6,17 @@ Idempotency and order independence live in these statements:
   scrape newer than ``last_scraped_at``, so out-of-order delivery ends in the state of
   the newest scrape, and a redelivered old scrape changes nothing;
 * product_snapshots: one row per ``(asin, scraped_at)``; a redelivery is a no-op;
-* product_features: one row per ``(asin, feature_category, feature_name)``; a newer
-  ``extracted_at`` wins.
+* product_features: one row per ``(asin, feature_category, feature_name)``, written only
+  when a scrape newer than every stored scrape of its product changes the value
+  (``feature_value``, ``confidence_score`` or ``extraction_method``). A scrape confirming
+  the stored value writes nothing, so ``extracted_at`` is the scrape time of the scrape
+  that first showed the current value (when it was first seen / last changed), and
+  ``products.last_scraped_at`` says when the product was last looked at. A late scrape
+  (no newer than the product's newest stored one) changes no stored feature, as it
+  changes no catalog field: with ``extracted_at`` no longer advanced by confirmations,
+  only the product's newest scrape can tell that a newer page may have shown the same
+  value; a feature the product has no row for yet is inserted from it
+  (ddl/README.md, "Features: written when they change").
 
 Each statement also says what it did, in PostgreSQL's own words, for the counters the
 operator reads (inserted, updated, already stored): an upsert returns ``xmax = 0`` for a
@@ -48,6 +57,29 @@ FEATURE_TYPES = ["text", "text", "text", "text", "numeric", "timestamptz", "text
 COPY_PRODUCTS = f"COPY stage_products ({', '.join(PRODUCT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 COPY_SNAPSHOTS = f"COPY stage_snapshots ({', '.join(SNAPSHOT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 COPY_FEATURES = f"COPY stage_features ({', '.join(FEATURE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+# Before UPSERT_PRODUCTS moves last_scraped_at: the features of a scrape no newer than its
+# product's newest stored scrape (a late scrape, or a redelivery) leave the staging table,
+# so UPSERT_FEATURES never sees them. Of those, a feature the product has no row for is
+# inserted: had a newer scrape shown it, the row would exist, so this is exact whatever the
+# arrival order. An existing row is left alone: its extracted_at no longer says when it
+# was last confirmed, and a newer scrape may have shown the same value (sql.py's doc).
+LATE_FEATURES = """
+WITH late AS (
+DELETE FROM stage_features sf USING products p
+WHERE p.asin = sf.asin AND sf.extracted_at <= p.last_scraped_at
+RETURNING sf.*
+), added AS (
+INSERT INTO product_features (asin, feature_category, feature_name, feature_value,
+                              confidence_score, extracted_at, extraction_method)
+SELECT asin, feature_category, feature_name, feature_value, confidence_score, extracted_at,
+       COALESCE(extraction_method, 'parser')
+FROM late
+ON CONFLICT (asin, feature_category, feature_name) DO NOTHING
+RETURNING 1
+)
+SELECT count(*) FROM added
+"""
 
 UPSERT_PRODUCTS = """
 WITH up AS (
@@ -98,6 +130,8 @@ ON CONFLICT (asin, feature_category, feature_name) DO UPDATE SET
     extracted_at = EXCLUDED.extracted_at,
     extraction_method = EXCLUDED.extraction_method
 WHERE EXCLUDED.extracted_at > f.extracted_at
+  AND (f.feature_value, f.confidence_score, f.extraction_method)
+      IS DISTINCT FROM (EXCLUDED.feature_value, EXCLUDED.confidence_score, EXCLUDED.extraction_method)
 RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up

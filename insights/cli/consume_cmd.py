@@ -39,7 +39,11 @@ def consume(
     stuck_after: float = stuck_after_option(),
     unreachable_after: float = unreachable_after_option(),
     exit_when_idle: float | None = typer.Option(
-        None, "--exit-when-idle", help="exit after this many seconds without records (batch jobs)"
+        None, "--exit-when-idle",
+        help="batch jobs: exit once this many seconds passed without a record or a rebalance AND none "
+        "of the assigned partitions lags (stored offset at the high watermark); a process with no "
+        "partition waits for one, and exits only when the group's stored offsets reach the high "
+        "watermark of every partition of the topic",
     ),
 ) -> None:
     """Run one consumer process of a sink until SIGTERM."""

@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry
 from core.errors import InsightsError
 from core.settings import ConsumerSettings, KafkaSettings, PostgresSettings
 from streams.consumer.admit import admit
+from streams.consumer.idle import IdleClock, describe_lag, lagging
 from streams.consumer.policy import Action, ErrorPolicy, default_policy, describe
 from streams.consumer.sink import Item, Sink, Source
 from streams.consumer.transaction import Batch, BatchResult, OffsetsWentBack
@@ -110,8 +111,10 @@ class ConsumerLoop:
         self.stop = stop if stop is not None else threading.Event()
         self.health = health if health is not None else Health()
         self.metrics = ConsumerMetrics(sink.name, self.group, registry=registry)
-        #: for tests and the benchmark: stop after this many batches / this long without records
+        #: for tests and the benchmark: stop after this many batches / this long idle
+        #: (idle: streams/consumer/idle.py, partitions assigned and none of them lagging)
         self.max_batches, self.idle_exit_after = max_batches, idle_exit_after
+        self._idle = IdleClock(idle_exit_after) if idle_exit_after is not None else None
         #: perf_counter of the first batch (the benchmark's start of the clock)
         self.first_batch_at: float | None = None
         self._assigned: set[tuple[str, int]] = set()
@@ -175,7 +178,8 @@ class ConsumerLoop:
 
     def _consume(self, consumer: Consumer) -> None:
         batches = 0
-        last_data = time.monotonic()
+        if self._idle is not None:
+            self._idle.saw_records()  # the clock starts with the subscription, not at construction
         batch_size = self.batching.batch_size
         wait = self.batching.batch_wait_ms / 1000.0
         while not self.stop.is_set():
@@ -188,17 +192,66 @@ class ConsumerLoop:
                 continue  # what this consume() returned was fetched before the seek: it comes again
             if not messages:
                 self._probe_kafka(consumer)
-                if self.idle_exit_after is not None and time.monotonic() - last_data > self.idle_exit_after:
+                if self._idle is not None and self._idle.should_look() and self._nothing_left(consumer):
                     return
                 self._check_offsets_while_idle()
                 continue
-            last_data = time.monotonic()
+            if self._idle is not None:
+                self._idle.saw_records()
             self.process(messages)
             self._rewind_if_behind()
             self.health.beat()
             batches += 1
             if self.max_batches is not None and batches >= self.max_batches:
                 return
+
+    def _nothing_left(self, consumer: Consumer) -> bool:
+        """Quiet for the idle period: may this process exit? (the rule: streams/consumer/idle.py)"""
+        self._settle(self.writer.finish)  # the batch in flight stores its offsets before they are compared
+        if self._pending_gap is not None:
+            return False  # offsets went back: there is reading to do again
+        positions: dict[tuple[str, int], int]
+        if self._assigned:
+            keys = sorted(self._assigned)
+            positions = {k: self.writer.known[k] for k in keys if k in self.writer.known}
+            try:
+                fetched = consumer.position([TopicPartition(t, p) for t, p in keys])
+            except KafkaException:
+                return False
+            for tp in fetched:
+                if tp.offset >= 0:  # OFFSET_INVALID until something was fetched
+                    key = (tp.topic, tp.partition)
+                    positions[key] = max(positions.get(key, tp.offset), tp.offset)
+        else:
+            # nothing assigned: done only when the group has nothing left anywhere, so that
+            # a partition a member still holds (or is about to hand over) is never orphaned
+            try:
+                keys = sorted(
+                    (t, p) for t in self.topics
+                    for p in consumer.list_topics(t, timeout=TOPIC_CHECK_S).topics[t].partitions
+                )
+                committed = consumer.committed([TopicPartition(t, p) for t, p in keys], timeout=TOPIC_CHECK_S)
+            except (KafkaException, KeyError):
+                return False
+            positions = {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
+            positions.update(self.writer.stored_offsets(keys))  # PostgreSQL's offsets are the truth
+        try:
+            marks = {
+                (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=TOPIC_CHECK_S, cached=False)
+                for t, p in keys
+            }
+        except KafkaException:
+            return False  # the broker did not answer: not known to be done
+        left = lagging(marks, positions, from_end=self.auto_offset_reset in ("latest", "largest", "end"))
+        whose = "assigned partitions" if self._assigned else "group (no partition assigned here)"
+        if left:
+            log.info(
+                "idle, but records wait: not done", extra={"topic": self.label, "of": whose,
+                                                            "records": sum(left.values()), "lagging": describe_lag(left)},
+            )
+            return False
+        log.info("idle and nothing left to read: exiting", extra={"topic": self.label, "of": whose})
+        return True
 
     def _raise_permanent(self) -> None:
         """A probe found a fault no retry fixes (wrong password, no such database): stop with it."""
@@ -407,6 +460,8 @@ class ConsumerLoop:
         self.writer.remember(stored)
         consumer.incremental_assign(partitions)
         self._assigned.update(keys)
+        if self._idle is not None:
+            self._idle.assignment_changed()  # new partitions: their records have yet to come
         log.info(
             "partitions assigned",
             extra={"topic": self.label, "partitions": sorted(p for _, p in keys),
@@ -423,6 +478,8 @@ class ConsumerLoop:
         self._finish_inflight_quietly()  # the partitions leave with everything committed
         self.metrics.rebalances.labels(kind).inc()
         self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        if self._idle is not None:
+            self._idle.assignment_changed()  # a rebalance is under way: more may be assigned
         self.writer.forget([(tp.topic, tp.partition) for tp in partitions])  # the next owner stores them
         self.metrics.forget_lag(partitions)
         log.info("partitions %s", "revoked" if kind == "revoke" else "lost",

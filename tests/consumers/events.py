@@ -26,8 +26,13 @@ def scrape(
     title: str | None = None,
     features: int = 2,
     at: datetime | None = None,
+    feature_value: str | None = None,
 ) -> ProductScraped:
-    """Scrape number ``seq`` of product ``n``; later seq = later scraped_at."""
+    """Scrape number ``seq`` of product ``n``; later seq = later scraped_at.
+
+    Feature ``i`` has the value ``value i at seq`` (a new value every scrape), or
+    ``<feature_value> i`` when ``feature_value`` is given (the same in every such scrape).
+    """
     when = at or BASE_TIME + timedelta(minutes=seq)
     return ProductScraped(
         event_id=uuid.UUID(int=(n << 32) | seq),
@@ -57,7 +62,7 @@ def scrape(
             {
                 "feature_category": "spec",
                 "feature_name": f"f{i}",
-                "feature_value": f"value {i} at {seq}",
+                "feature_value": f"value {i} at {seq}" if feature_value is None else f"{feature_value} {i}",
                 "confidence_score": Decimal("0.90"),
                 "extraction_method": "PARSER",
             }

@@ -30,12 +30,12 @@ SEED_TABLES = {
 }
 
 SEED_INDEXES = [
-    # the seed's indexes that are kept (duplicates are dropped on purpose, see ddl/README.md)
-    "idx_products_brand", "idx_products_category", "idx_products_last_updated", "idx_products_active",
-    "idx_products_metadata", "idx_products_active_updated",
+    # the seed's indexes that are kept (duplicates are dropped on purpose, and so are those
+    # on columns every scrape writes, which no query reads: see ddl/README.md)
+    "idx_products_brand", "idx_products_category", "idx_products_active", "idx_products_metadata",
     "idx_snapshots_price", "idx_snapshots_rating", "idx_snapshots_status", "idx_snapshots_bsr",
     "idx_snapshots_rating_reviews",
-    "idx_features_category", "idx_features_name", "idx_features_extracted_at",
+    "idx_features_category", "idx_features_name",
     "idx_competitive_groups_main_asin", "idx_competitive_groups_active", "idx_competitive_groups_created_by",
     "idx_group_members_asin", "idx_group_members_active", "idx_group_members_group_priority",
     "idx_analyses_group_created", "idx_analyses_status", "idx_analyses_type",
@@ -208,3 +208,32 @@ def test_every_foreign_key_is_indexed(pg: psycopg.Connection) -> None:
         if not covered:
             missing.append((table, name))
     assert missing == []
+
+
+#: columns the scrape sink's upserts set on every write of a row (consumers/scrape/sql.py)
+WRITTEN_EVERY_TIME = {
+    "products": ["last_scraped_at", "last_updated_at", "updated_at"],
+    "product_features": ["extracted_at"],
+}
+
+
+def test_no_index_covers_a_column_every_upsert_writes(pg: psycopg.Connection) -> None:
+    """An index on such a column makes every update of the table non-HOT: a new entry in every
+    index per update (0024 dropped the seed's two, which no query reads; ddl/README.md)."""
+    found = []
+    for table, columns in WRITTEN_EVERY_TIME.items():
+        found += pg.execute(
+            "SELECT i.indexrelid::regclass::text, a.attname::text FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 "
+            "WHERE i.indrelid = %s::regclass AND a.attname = ANY(%s) AND ("
+            "  a.attnum = ANY(i.indkey) "
+            "  OR coalesce(pg_get_expr(i.indexprs, i.indrelid), '') ~ ('\\m' || a.attname || '\\M') "
+            "  OR coalesce(pg_get_expr(i.indpred, i.indrelid), '') ~ ('\\m' || a.attname || '\\M'))",
+            (table, columns),
+        ).fetchall()
+    assert found == []
+    # and their pages keep room for the new row versions of HOT updates
+    options = dict(pg.execute(
+        "SELECT relname::text, reloptions FROM pg_class WHERE oid IN ('products'::regclass, 'product_features'::regclass)"
+    ).fetchall())
+    assert options == {"products": ["fillfactor=70"], "product_features": ["fillfactor=80"]}
