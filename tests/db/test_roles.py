@@ -126,9 +126,12 @@ def test_cdc_role_reads_exactly_the_published_tables(pg: psycopg.Connection) -> 
         "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace "
         "AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
         "AND has_table_privilege('insights_cdc', c.oid, 'SELECT')").fetchall()}
-    assert readable == set(CDC_TABLES)
+    # the published tables, and cdc_schemas: the reader's own record of the typed events'
+    # schema versions (ddl/0022), which holds no row of anyone's data
+    assert readable == set(CDC_TABLES) | {"cdc_schemas"}
     with as_role(pg, "insights_cdc"):
         assert denied(pg, "INSERT INTO products (asin, title) VALUES ('B0CDCWRITE', 'x')")
+        assert denied(pg, "DELETE FROM cdc_schemas")  # versions are appended, never rewritten
 
 
 def test_passwords_come_from_settings_as_scram_verifiers(pg: psycopg.Connection) -> None:
