@@ -23,8 +23,8 @@ from insights.stack.postgres import LocalPostgres
 from streams.cdc import slot as slots
 from streams.cdc.errors import SlotLostError
 from streams.cdc.reader import CdcReader
-from tests.private_pg import private_postgres
 from tests.fix_services import child_env
+from tests.private_pg import private_postgres
 
 pytestmark = pytest.mark.integration
 
