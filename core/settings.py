@@ -342,9 +342,12 @@ class StackSettings(BaseSettings):
     pg_replica_base_port: int = Field(
         55433, ge=1024, le=65535, description="`stack up --replicas N`: replica i listens on this port + i"
     )
+    # On by default: a new stack is secure. An existing stack directory keeps what it was
+    # made with (LocalPostgres.tls looks at the stack's files, not at this setting).
     pg_tls: bool = Field(
-        False,
-        description="a NEW local PostgreSQL gets TLS (own CA), scram-sha-256 over TCP and generated passwords",
+        True,
+        description="a NEW local PostgreSQL gets TLS (own CA), scram-sha-256 over TCP and generated passwords; "
+        "INSIGHTS_STACK_PG_TLS=false makes a plain one (trust on loopback)",
     )
 
 

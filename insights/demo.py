@@ -71,7 +71,7 @@ class DemoRun:
 
     # --- processes -------------------------------------------------------------------
     def _cli(self, *args: str, log: str, background: bool = False) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "INSIGHTS_METRICS_PORT": "0"}
+        env = {**os.environ, "INSIGHTS_METRICS_PORT": "0", "INSIGHTS_PG_DSN": self.settings.pg.dsn}
         with open(self.log_dir / log, "ab") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "insights", *args],
@@ -109,7 +109,13 @@ class DemoRun:
 
     # --- steps -----------------------------------------------------------------------
     def stack_up(self) -> str:
-        result = LocalStack(self.settings).up()
+        stack = LocalStack(self.settings)
+        result = stack.up()
+        # INSIGHTS_PG_DSN not set: the demo runs on the stack it started, so it uses the
+        # stack's own DSN (on a TLS stack, the default, the plain default DSN has neither the
+        # CA nor the passfile and would be refused)
+        if "dsn" not in self.settings.pg.model_fields_set:
+            self.settings = self.settings.replace(pg_dsn=stack.postgres.dsn)
         return ", ".join(f"{k} {v}" for k, v in result.items())
 
     def migrate(self) -> str:

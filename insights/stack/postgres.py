@@ -211,13 +211,19 @@ class LocalPostgres:
         params = self.tls_params()
         return f"?{uri_query(params)}" if params else ""
 
+    def dsn_for(self, dbname: str, user: str = SUPERUSER) -> str:
+        """A DSN for another database or role of this server, with the stack's client
+        parameters (on a TLS stack the passfile has lines for its roles only: another role
+        brings its password)."""
+        return f"postgresql://{quote(user, safe='')}@127.0.0.1:{self.port}/{quote(dbname, safe='')}{self._client_params()}"
+
     @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}{self._client_params()}"
+        return self.dsn_for(DATABASE)
 
     @property
     def admin_dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres{self._client_params()}"
+        return self.dsn_for("postgres")
 
     def answers(self) -> bool:
         try:

@@ -8,15 +8,12 @@ refuse to go on, naming the slot and the recovery section of docs/cdc.md.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,8 +23,8 @@ from insights.stack.postgres import LocalPostgres
 from streams.cdc import slot as slots
 from streams.cdc.errors import SlotLostError
 from streams.cdc.reader import CdcReader
-from tests.consumers.pg_cluster import free_port
 from tests.fix_services import child_env
+from tests.private_pg import private_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +35,7 @@ RECOVERY_DOC = "docs/cdc.md#lost-slot-recovery"
 @pytest.fixture(scope="module")
 def private_pg() -> Iterator[LocalPostgres]:
     """A throw-away server whose slots may keep only 1MB of WAL."""
-    # not pytest's tmp_path: it is private to root, and PostgreSQL runs as another user
-    root = Path(tempfile.mkdtemp(prefix="insights-pg-lost-"))
-    root.chmod(0o755)
-    server = LocalPostgres(load_settings(stack_dir=root, stack_pg_port=free_port()))
-    try:
-        server.up()
+    with private_postgres("insights-pg-lost-") as server:
         with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
             conn.execute("SELECT pg_reload_conf()")
@@ -52,11 +44,6 @@ def private_pg() -> Iterator[LocalPostgres]:
                 assert time.monotonic() < deadline, "max_slot_wal_keep_size was not reloaded"
                 time.sleep(0.1)
         yield server
-    finally:
-        try:
-            server.down()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _wal_status(conn: psycopg.Connection, slot: str) -> str | None:
@@ -116,7 +103,7 @@ def test_lost_slot_stops_reader_and_status_fails(
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     settings = load_settings(
-        pg_dsn=f"postgresql://insights@127.0.0.1:{private_pg.port}/insights",
+        pg_dsn=private_pg.dsn,
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,
         metrics_port=0,

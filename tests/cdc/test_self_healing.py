@@ -9,6 +9,7 @@ restarts run on a PRIVATE PostgreSQL / Kafka started in a temp dir on free ports
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from streams.cdc.reader import CdcReader
 from streams.cdc.transport import AckTracker, ReplicationError
 from tests.cdc.conftest import DDL, TABLES, EventReader, running_reader, wait_for
 from tests.consumers.pg_cluster import free_port
+from tests.private_pg import private_postgres
 from tests.fix_services import child_env
 
 HEALING = {"cdc_reconnect_max_s": 1.0, "cdc_heartbeat_interval_s": 1.0, "cdc_status_interval_s": 0.2,
@@ -176,18 +178,8 @@ def _capture(reader: CdcReader, into: list[BaseException]) -> None:
 # --- PostgreSQL restart (private server, the reader as a real process) ------------------------------
 @pytest.fixture(scope="module")
 def private_pg() -> Iterator[LocalPostgres]:
-    # not pytest's tmp_path: it is private to root, and PostgreSQL runs as another user
-    root = Path(tempfile.mkdtemp(prefix="insights-pg-heal-"))
-    root.chmod(0o755)
-    server = LocalPostgres(load_settings(stack_dir=root, stack_pg_port=free_port()))
-    try:
-        server.up()
+    with private_postgres("insights-pg-heal-") as server:
         yield server
-    finally:
-        try:
-            server.down()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.integration
@@ -313,6 +305,8 @@ def test_reader_survives_a_network_cut(
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tests.cdc.cut_proxy", parts.get("host") or "127.0.0.1", str(parts.get("port") or 5432)],
         stdout=subprocess.PIPE, text=True,
+        # over TLS the proxy cannot read the startup packet: it asks the server for its walsenders
+        env={**os.environ, "CUT_PROXY_DSN": cdc_settings.pg.conninfo()},
     )
     assert proxy.stdout is not None
     port = int(proxy.stdout.readline())

@@ -2,31 +2,23 @@
 
 The shared stack's PostgreSQL serves the whole session; restarting it would disturb
 other tests. Tests that must restart the server, or put PgBouncer in front of it, get
-a private instance of the same local-stack server (:class:`LocalPostgres`) in a
-temporary directory on a free port.
+a private instance of the same local-stack server (:func:`tests.private_pg.private_postgres`,
+TLS by default like a new stack) in a temporary directory on a free port.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from core.settings import load_settings
 from insights.stack.postgres import LocalPostgres
+from tests.private_pg import free_port, private_postgres
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["ThrowawayCluster", "free_port", "pg_cluster"]
 
 
 @dataclass
@@ -42,7 +34,7 @@ class ThrowawayCluster:
         return self.server.admin_dsn
 
     def dsn(self, dbname: str) -> str:
-        return f"postgresql://insights@127.0.0.1:{self.port}/{dbname}"
+        return self.server.dsn_for(dbname)
 
     def restart(self) -> None:
         """Fast restart: every client connection is cut, as in a failover or a crash-restart."""
@@ -63,15 +55,5 @@ class ThrowawayCluster:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[ThrowawayCluster]:
-    # not pytest's tmp_path: it is private to root, and PostgreSQL runs as another user
-    root = Path(tempfile.mkdtemp(prefix="insights-pg-"))
-    root.chmod(0o755)
-    server = LocalPostgres(load_settings(stack_dir=root, stack_pg_port=free_port()))
-    server.up()
-    try:
+    with private_postgres("insights-pg-") as server:
         yield ThrowawayCluster(server)
-    finally:
-        try:
-            server.down()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)

@@ -2,9 +2,9 @@
 
 Permanent (no retry can fix it, no record is at fault): a wrong password, a role without
 privileges, a missing database. The consumer exits 1 with the operator's one line instead
-of "retrying the batch" forever. The wrong password needs a server that asks for one:
-the shared stack trusts loopback, so these tests start a private cluster of their own
-with ``scram-sha-256`` on TCP (the real server, the real refusal).
+of "retrying the batch" forever. The wrong password needs a server that asks for one,
+whatever the shared stack is: these tests start a private cluster of their own made as a
+TLS stack makes it (TLS 1.3, ``scram-sha-256`` on TCP; the real server, the real refusal).
 
 Transient at start: Kafka or PostgreSQL away when the consumer starts. It waits, logs
 ``<dependency> unreachable`` once and ``<dependency> reachable again`` once, and then
@@ -18,36 +18,28 @@ two-core machine.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from insights.stack.postgres import LocalPostgres
 from tests.cli.helpers import assert_one_line_error, run_cli
 from tests.consumers.conftest import Topics, count, produce
 from tests.consumers.events import scrape
-from tests.consumers.pg_cluster import free_port
+from tests.private_pg import free_port, private_postgres
 from tests.consumers.procs import consumer_env
 from tests.service_procs import ServiceProcess, TcpProxy, default_service_env
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-for-tests"
-
-SCRAM_HBA = """# written by the test: a password on TCP, trust on the socket (for the test's own setup)
-local   all   all                    trust
-host    all   all   127.0.0.1/32     scram-sha-256
-"""
 
 
 @dataclass
@@ -58,39 +50,33 @@ class ScramCluster:
     stranger: str
 
     def dsn(self, user: str = "insights", dbname: str | None = None) -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.server.port}/{dbname or self.database}"
+        # verify-full, the private CA and passfile; INSIGHTS_PG_PASSWORD, when set, wins over the passfile
+        return self.server.dsn_for(dbname or self.database, user=user)
 
 
 @pytest.fixture(scope="module")
 def scram_cluster() -> Iterator[ScramCluster]:
-    """A private PostgreSQL 15 that asks for a password (scram-sha-256) on TCP, with a migrated database."""
+    """A private PostgreSQL 15 that asks for a password (TLS + scram-sha-256) on TCP, with a migrated database."""
     from insights.db.migrations import migrate
+    from insights.stack import tls
 
-    root = Path(tempfile.mkdtemp(prefix="insights-scram-"))
-    root.chmod(0o755)  # PostgreSQL runs as another user than root
-    server = LocalPostgres(load_settings(stack_dir=root, stack_pg_port=free_port()))
-    server.up()
-    try:
+    with private_postgres("insights-scram-", stack_pg_tls=True) as server:
+        # the superuser's password is PASSWORD: the passfile rotated, then a restart
+        # re-asserts it (docs/security.md, "Password rotation")
+        tls.write_passfile(server.passfile, {"insights": PASSWORD})
+        server.down()
+        server.up()
         database, stranger = "scram_db", "stranger"
         with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            conn.execute(sql.SQL("ALTER ROLE insights PASSWORD {}").format(sql.Literal(PASSWORD)))
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(stranger), sql.Literal(PASSWORD)))
-        migrate(f"postgresql://insights@127.0.0.1:{server.port}/{database}")
-        (server.paths.data / "pg_hba.conf").write_text(SCRAM_HBA, encoding="utf-8")
-        with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
-            conn.execute("SELECT pg_reload_conf()")
         cluster = ScramCluster(server, database, stranger)
-        # the reload took: TCP now asks for the password
+        migrate(cluster.dsn())
+        # TCP asks for the password, and PASSWORD is it
         with pytest.raises(psycopg.OperationalError, match="password"):
             psycopg.connect(cluster.dsn(), password="wrong", connect_timeout=5).close()
         psycopg.connect(cluster.dsn(), password=PASSWORD, connect_timeout=5).close()
         yield cluster
-    finally:
-        try:
-            server.down()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _consume_once(settings: Settings, dsn: str, password: str | None, *args: str, timeout: float = 90):
@@ -209,13 +195,12 @@ def test_consumer_started_before_its_dependency_waits_logs_once_each_way_and_sto
 
 
 def test_consumer_started_before_a_private_postgres_waits_and_stores(
-    settings: Settings, topics: Topics, scram_cluster: ScramCluster, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, topics: Topics, scram_cluster: ScramCluster
 ) -> None:
     # the same as above with a real server started after the consumer: the private
     # cluster is stopped, the consumer started, then the cluster started
     events = [scrape(100 + n, 0) for n in range(15)]
     produce(settings, topics.scrape, "product_scraped", events)
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # for this process's own connections (up() waits for SELECT 1)
     env = default_service_env(consumer_env(settings, scram_cluster.dsn()))
     env.update(INSIGHTS_PG_PASSWORD=PASSWORD, INSIGHTS_METRICS_PORT=str(free_port()))
     group = f"{settings.consumer.group}-{uuid.uuid4().hex[:6]}"

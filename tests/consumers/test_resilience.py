@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from core.settings import Settings
 from insights.stack.pgbouncer import LocalPgBouncer, PgBouncerTarget
@@ -41,11 +42,13 @@ def cluster_db(pg_cluster: ThrowawayCluster) -> str:
 
 
 @pytest.fixture
-def bouncer(pg_cluster: ThrowawayCluster, settings: Settings) -> Iterator[LocalPgBouncer]:
+def bouncer(pg_cluster: ThrowawayCluster) -> Iterator[LocalPgBouncer]:
     # not tmp_path: PgBouncer runs as the postgres OS user, who cannot enter pytest's 0700 dirs
     root = Path(tempfile.mkdtemp(prefix="insights-pgbouncer-"))
     root.chmod(0o755)
-    pgb = LocalPgBouncer(settings, root=root, port=free_port(), target=PgBouncerTarget("127.0.0.1", pg_cluster.port))
+    # the private cluster's settings: on a TLS cluster PgBouncer needs its CA and SCRAM secrets
+    pgb = LocalPgBouncer(pg_cluster.server.settings, root=root, port=free_port(),
+                         target=PgBouncerTarget("127.0.0.1", pg_cluster.port))
     pgb.up()
     try:
         yield pgb
@@ -96,7 +99,7 @@ def test_postgres_restart_while_consuming_loses_and_duplicates_nothing(
 def test_consumers_work_through_pgbouncer_in_transaction_pooling_mode(
     settings: Settings, topics: Topics, pg_cluster: ThrowawayCluster, cluster_db: str, bouncer: LocalPgBouncer
 ) -> None:
-    dbname = cluster_db.rsplit("/", 1)[1]
+    dbname = conninfo_to_dict(cluster_db)["dbname"]
     via = settings.replace(pg_dsn=bouncer.dsn(dbname), batch_size=40)
     with psycopg.connect(cluster_db, autocommit=True) as conn:
         conn.execute(

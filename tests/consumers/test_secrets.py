@@ -2,8 +2,10 @@
 in what the commands print (DEBUG logging, JSON logs, --json), in the server logs written
 meanwhile, in /metrics, or in DLQ headers.
 
-The shared stack trusts loopback connections, so a marker password still connects, and a
-PLAINTEXT broker ignores the SASL/SSL secrets: every command runs its real path.
+The PostgreSQL password is the real one: the commands log in as a throw-away superuser
+whose password is the marker, so on a stack that asks for passwords (TLS + SCRAM, the
+default) the marker is what authenticates, and on a plain stack it is sent and ignored. A
+PLAINTEXT broker ignores the SASL/SSL secrets. Either way every command runs its real path.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from core.settings import Settings
 from streams.dlq import H_REASON
@@ -52,16 +57,43 @@ def test_the_list_of_secrets_is_every_secret_setting(settings: Settings) -> None
     assert sorted(_secret_fields(settings)) == sorted(SECRET_FIELDS)
 
 
-def test_no_command_prints_or_logs_a_secret(
-    settings: Settings, topics: Topics, pg: psycopg.Connection, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def marker_role(pg_admin_dsn: str, pg: psycopg.Connection) -> Iterator[tuple[str, str]]:
+    """(role, marker): a superuser whose password is the marker, so that INSIGHTS_PG_PASSWORD
+    set to the marker logs in (it overrides the stack's passfile, which has no line for it)."""
     marker = f"leak{uuid.uuid4().hex}"
+    role = f"leak_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        # the server gets only the SCRAM verifier: the marker never reaches its log
+        verifier = admin.pgconn.encrypt_password(marker.encode(), role.encode(), b"scram-sha-256").decode("ascii")
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(verifier)))
+    try:
+        yield role, marker
+    finally:
+        # what the role made in the test's database (partitions) is the owner's again
+        pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        pg.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+        pg.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_no_command_prints_or_logs_a_secret(
+    settings: Settings, topics: Topics, pg: psycopg.Connection, caplog: pytest.LogCaptureFixture,
+    marker_role: tuple[str, str],
+) -> None:
+    role, marker = marker_role
     secret_settings = settings.replace(
+        pg_dsn=make_conninfo(settings.pg.dsn, user=role),
         kafka_sasl_password=marker, kafka_ssl_key_password=marker,
         pg_password=marker, pg_ingest_password=marker, pg_cdc_password=marker,
     )
     for attr, name in SECRET_FIELDS:
         assert getattr(getattr(secret_settings, attr), name).get_secret_value() == marker
+    # the commands below log in with the marker (on a TLS stack nothing else would let them)
+    with psycopg.connect(secret_settings.pg.conninfo(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (role,)
     offsets = {p: p.stat().st_size for p in _server_logs()}
 
     env = child_env(secret_settings, INSIGHTS_LOG_LEVEL="DEBUG", INSIGHTS_LOG_JSON="true",

@@ -75,3 +75,27 @@ def test_pgbouncer_on_a_plain_stack_keeps_trust_and_no_tls(tmp_path: Path) -> No
     assert "auth_type = trust" in config and "tls" not in config
     assert (tmp_path / "pgbouncer" / "userlist.txt").read_text().startswith('"insights" ""\n')
     assert stat.S_IMODE(os.stat(tmp_path / "pgbouncer" / "userlist.txt").st_mode) == 0o600
+
+
+def test_a_new_stack_is_tls_unless_opted_out(monkeypatch) -> None:
+    monkeypatch.delenv("INSIGHTS_STACK_PG_TLS", raising=False)
+    assert load_settings().stack.pg_tls is True
+    monkeypatch.setenv("INSIGHTS_STACK_PG_TLS", "false")
+    assert load_settings().stack.pg_tls is False
+
+
+def test_an_existing_plain_stack_stays_plain_whatever_the_default(tmp_path: Path) -> None:
+    # TLS or not is the stack's files, not the setting: a plain .stack/ keeps plain DSNs
+    settings = load_settings(stack_dir=tmp_path, stack_pg_port=5999, stack_pg_tls=True)
+    assert not LocalPostgres(settings).tls
+    assert LocalPostgres(settings).dsn_for("other", user="role") == "postgresql://role@127.0.0.1:5999/other"
+
+
+def test_dsn_for_another_database_or_role_keeps_the_tls_parameters(tmp_path: Path) -> None:
+    _tls_files(tmp_path)
+    server = LocalPostgres(load_settings(stack_dir=tmp_path, stack_pg_port=5999))
+    parts = conninfo_to_dict(server.dsn_for("test_db", user="stranger"))
+    assert (parts["user"], parts["dbname"], parts["port"]) == ("stranger", "test_db", "5999")
+    assert parts["sslmode"] == "verify-full" and parts["passfile"] == str(tmp_path / "pgpass")
+    assert parts["sslrootcert"] == str(tmp_path / "tls" / "ca.crt")
+    assert server.dsn == server.dsn_for("insights") and server.admin_dsn == server.dsn_for("postgres")
