@@ -63,8 +63,30 @@ def main(
     ),
 ) -> None:
     """Settings come from INSIGHTS_* environment variables or a .env file."""
-    ctx.obj = load_settings()
+    ctx.obj = local_stack_dsn(load_settings())
     _loaded[:] = [ctx.obj]
+
+
+def local_stack_dsn(settings: Settings) -> Settings:
+    """INSIGHTS_PG_DSN unset and the local stack made with TLS (the default): the stack's own
+    DSN (its nodes, verify-full against its CA, its passfile), the one `insights stack up`
+    prints. The built-in default DSN has neither the CA nor the passfile, so on a TLS stack
+    every command would be refused until the user exported the printed line."""
+    if "dsn" in settings.pg.model_fields_set:
+        return settings
+    from insights.stack import tls
+
+    stack_dir = settings.stack.dir
+    if not ((tls.stack_ca_dir(stack_dir) / "ca.crt").exists() and tls.stack_passfile(stack_dir).exists()):
+        return settings
+    from insights.stack.replicas import Cluster
+
+    cluster = Cluster(settings)
+    read_dsn = cluster.read_dsn()
+    return settings.replace(
+        pg_dsn=cluster.write_dsn(),
+        **({"pg_read_dsn": read_dsn} if read_dsn and "read_dsn" not in settings.pg.model_fields_set else {}),
+    )
 
 
 app.add_typer(stack_cmd.app, name="stack")

@@ -129,3 +129,28 @@ def test_db_passwords_generate_without_a_passfile_says_where() -> None:
                    PGPASSFILE="")
     assert done.returncode == 2, done.stderr
     assert "--passfile PATH" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_insights_pg_dsn_commands_use_the_tls_stacks_own_dsn(
+    make_cluster: Callable[..., PrivateCluster],
+) -> None:
+    """After `insights stack up` on a TLS stack (the default), `insights db stats` and the other
+    commands work without exporting the printed INSIGHTS_PG_DSN: the built-in default has
+    neither the CA nor the passfile and would be refused."""
+    import subprocess
+
+    from tests.fix_services import child_env
+    from tests.ops.conftest import INSIGHTS
+
+    private = make_cluster(0, stack_pg_tls=True)
+    env = {k: v for k, v in child_env(private.settings).items() if k not in ("INSIGHTS_PG_DSN", "INSIGHTS_PG_READ_DSN")}
+    done = subprocess.run([INSIGHTS, "db", "stats"], env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    port = private.settings.stack.pg_port  # not the built-in default's 55432 (the shared stack's)
+    assert f"on port {port}" in " ".join(done.stdout.split()), done.stdout
+    # an explicit DSN still wins: the plain one is refused by the TLS server, with one line
+    plain = f"postgresql://insights@127.0.0.1:{port}/insights"
+    refused = subprocess.run([INSIGHTS, "db", "stats"], env={**env, "INSIGHTS_PG_DSN": plain}, capture_output=True,
+                             text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
