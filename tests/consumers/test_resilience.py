@@ -82,6 +82,7 @@ def test_postgres_restart_while_consuming_loses_and_duplicates_nothing(
         assert time.monotonic() < deadline, "the consumer did not start writing"
         time.sleep(0.05)
     pg_cluster.restart()
+    stored_at_restart = count_fresh(cluster_db, "SELECT count(*) FROM product_snapshots")
     feeding.join(120)
     consuming.join(260)
     assert "loop" in result, "the consumer loop failed or hung after the restart"
@@ -90,9 +91,13 @@ def test_postgres_restart_while_consuming_loses_and_duplicates_nothing(
     assert count_fresh(cluster_db, "SELECT count(*) FROM product_snapshots") == total
     assert count_fresh(cluster_db, "SELECT count(DISTINCT event_id) FROM product_snapshots") == total
     assert count_fresh(cluster_db, "SELECT count(*) FROM products") == products
-    # it really met the restart, and rode through it in the same process
+    # it really met the restart (work was left when the server came back) and rode through it
+    # in the same process. Whether it counted a retry depends on where the restart landed: a
+    # connection the server closed between two batches is replaced without a failed
+    # statement (writer._connection), one closed under a batch fails it and is retried
+    assert stored_at_restart < total  # and the count above is total: this loop (the only writer) stored the rest
     retries = loop.metrics.retries.labels("postgres")._value.get()  # type: ignore[attr-defined]
-    assert retries >= 1
+    print(f"postgres retries across the restart: {retries:.0f}")
     assert loop.totals.dead_letters == 0
 
 
