@@ -53,8 +53,11 @@ SEED_TABLES = [
 
 
 @pytest.fixture
-def schemas_table(pg: psycopg.Connection[Any]) -> None:
-    """The CDC tests' databases are not migrated: apply the one migration typed events need."""
+def schemas_table(pg: psycopg.Connection[Any], pg_template: str) -> None:
+    """The CDC tests' databases are not migrated: apply the one migration typed events need.
+
+    ``pg_template`` (the migrated template) first: its migration creates the cluster-wide
+    roles this one grants to; on a fresh cluster nothing else may have made them yet."""
     pg.execute(MIGRATION.read_text(encoding="utf-8"))
 
 
