@@ -290,10 +290,15 @@ WantedBy=timers.target
 """
 
 
-#: without pg_cron the in-server jobs become these (db maintain = refresh, vacuum, analyze)
+#: where the retention timer archives a partition's rows before dropping it (Avro files and
+#: a manifest; `insights archive restore` loads them back)
+ARCHIVE_DIR = "/var/lib/insights/archive"
+
+#: without pg_cron the in-server jobs become these (db maintain = refresh, vacuum, analyze).
+#: A timer has no terminal: prune needs --yes, or it would refuse every time a partition is due
 WITHOUT_CRON: tuple[tuple[str, str, str], ...] = (
     ("insights-partitions", "*-*-* *:07:00", "insights db partitions ensure"),
-    ("insights-retention", "*-*-* 02:23:00", "insights db partitions prune"),
+    ("insights-retention", "*-*-* 02:23:00", f"insights db partitions prune --yes --archive {ARCHIVE_DIR}"),
     ("insights-maintain", "*-*-* 03:41:00", "insights db maintain"),
 )
 

@@ -59,6 +59,10 @@ def test_systemd_units_cover_what_pg_cron_cannot_run() -> None:
     assert "Persistent=true" in with_cron["insights-backup-full.timer"]
     without = systemd_units("insights", with_cron=False)
     assert {"insights-maintain.timer", "insights-retention.timer", "insights-partitions.timer"} <= set(without)
+    # no terminal under systemd: without --yes prune would refuse whenever a partition is due;
+    # the rows go to an archive before the partition is dropped
+    assert "ExecStart=insights db partitions prune --yes --archive /var/lib/insights/archive" in without[
+        "insights-retention.service"]
 
 
 def test_topology_round_trips_and_defaults_to_the_single_primary(tmp_path: Path) -> None:
