@@ -256,6 +256,16 @@ class DemoRun:
         self._finish(child, "insights consume alerts")
         return self._closing_line("consume-rules.log", "rules")
 
+    def drained(self) -> str:
+        """What the rules and positions steps wrote (alerts, trigger counts, analyses) went
+        through CDC too: the rules engine and the summaries apply it now, so the demo ends
+        with nothing waiting downstream for `insights status` to flag (issue 10)."""
+        self.cdc_caught_up()
+        for sink in ("rules", "summaries"):
+            child = self._cli("consume", sink, "--exit-when-idle", "3", log=f"consume-{sink}-final.log")
+            self._finish(child, f"insights consume {sink}")
+        return "rules engine and summaries caught up with the alerts and analyses written since"
+
     def competitive(self) -> str:
         child = self._cli("consume", "competitive", "--exit-when-idle", "5", log="consume-competitive.log")
         self._finish(child, "insights consume competitive")
@@ -368,6 +378,7 @@ def run_demo(settings: Settings, report: Callable[[str], None]) -> None:
         demo.step("summarised", demo.summaries)
         demo.step("rules evaluated", demo.rules_engine)
         demo.step("positions ranked", demo.competitive)
+        demo.step("downstream drained", demo.drained)
         demo.step("summaries check", demo.summaries_match_view)
         demo.step("rows", demo.counts)
         demo.step("dead letters", demo.dead_letters)
