@@ -15,6 +15,7 @@ import typer
 
 from core.errors import Interrupted
 from core.settings import Settings, load_settings
+from insights.stack.replicas import local_stack_dsn
 from insights import __version__
 from insights.cli import backup_cmd, cdc_cmd, consume_cmd, db_cmd, demo_cmd, produce_cmd, replay_cmd, schemas_cmd
 from insights.cli import rules_cmd, stack_cmd, status_cmd, summaries_cmd, topics_cmd
@@ -65,28 +66,6 @@ def main(
     """Settings come from INSIGHTS_* environment variables or a .env file."""
     ctx.obj = local_stack_dsn(load_settings())
     _loaded[:] = [ctx.obj]
-
-
-def local_stack_dsn(settings: Settings) -> Settings:
-    """INSIGHTS_PG_DSN unset and the local stack made with TLS (the default): the stack's own
-    DSN (its nodes, verify-full against its CA, its passfile), the one `insights stack up`
-    prints. The built-in default DSN has neither the CA nor the passfile, so on a TLS stack
-    every command would be refused until the user exported the printed line."""
-    if "dsn" in settings.pg.model_fields_set:
-        return settings
-    from insights.stack import tls
-
-    stack_dir = settings.stack.dir
-    if not ((tls.stack_ca_dir(stack_dir) / "ca.crt").exists() and tls.stack_passfile(stack_dir).exists()):
-        return settings
-    from insights.stack.replicas import Cluster
-
-    cluster = Cluster(settings)
-    read_dsn = cluster.read_dsn()
-    return settings.replace(
-        pg_dsn=cluster.write_dsn(),
-        **({"pg_read_dsn": read_dsn} if read_dsn and "read_dsn" not in settings.pg.model_fields_set else {}),
-    )
 
 
 app.add_typer(stack_cmd.app, name="stack")

@@ -298,3 +298,24 @@ class Cluster:
         return self._multi_host([*self.topology.replicas, self.topology.primary], "prefer-standby") + (
             "&load_balance_hosts=random"
         )
+
+
+def local_stack_dsn(settings: Settings) -> Settings:
+    """INSIGHTS_PG_DSN unset and the local stack made with TLS (the default): the stack's own
+    DSN (its nodes, verify-full against its CA, its passfile), the one `insights stack up`
+    prints. The built-in default DSN has neither the CA nor the passfile, so on a TLS stack
+    every command would be refused until the user exported the printed line. Called at the
+    CLI's entry point, and by the demo once the stack it starts exists."""
+    if "dsn" in settings.pg.model_fields_set:
+        return settings
+    from insights.stack import tls
+
+    stack_dir = settings.stack.dir
+    if not ((tls.stack_ca_dir(stack_dir) / "ca.crt").exists() and tls.stack_passfile(stack_dir).exists()):
+        return settings
+    cluster = Cluster(settings)
+    read_dsn = cluster.read_dsn()
+    return settings.replace(
+        pg_dsn=cluster.write_dsn(),
+        **({"pg_read_dsn": read_dsn} if read_dsn and "read_dsn" not in settings.pg.model_fields_set else {}),
+    )
