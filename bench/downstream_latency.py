@@ -8,10 +8,10 @@
    (price drop of 10 % or more).
 2. The pipeline as an operator runs it, one process each: ``insights cdc run``, ``insights
    consume scrape``, ``summaries``, ``rules`` and ``alerts``.
-3. This process produces ProductScraped events at ``--rate`` per second for ``--seconds``,
-   each stamped ``scraped_at`` = the moment it is produced; one in fifty is a 15 % price
-   drop (its rule fires). A poller reads ``summaries.product_summary`` (``last_updated``,
-   the newest scrape summarised) and new ``alerts`` rows every ``--poll-ms``: the latency of
+3. This process encodes ``--rate`` x ``--seconds`` ProductScraped events ahead, each stamped
+   ``scraped_at`` = the moment it is due, then sends them on that schedule; one in fifty is a
+   15 % price drop (its rule fires). A poller reads ``summaries.product_summary`` (``last_updated``,
+   the newest scrape summarised; for ``--sample-products`` products) and new ``alerts`` rows every ``--poll-ms``: the latency of
    an event is when the poller first sees it minus its ``scraped_at`` (so it includes up to
    one poll interval). The first ``--warmup`` seconds are left out.
 4. Then ``REFRESH MATERIALIZED VIEW CONCURRENTLY product_summary_view`` on the same data,
@@ -99,11 +99,14 @@ def preload(dsn: str, records: list[dict], history: int) -> None:
 
 
 class Poller(threading.Thread):
-    """Every ``interval`` s: summaries whose newest scrape moved, and alerts stored since the last look."""
+    """Every ``interval`` s: summaries whose newest scrape moved, and alerts stored since the last look.
 
-    def __init__(self, dsn: str, interval: float) -> None:
+    Summaries of a sample of products only: reading all of them every 20 ms cost the machine
+    under test a row per product per poll."""
+
+    def __init__(self, dsn: str, interval: float, sample: list[str]) -> None:
         super().__init__(daemon=True)
-        self.dsn, self.interval = dsn, interval
+        self.dsn, self.interval, self.sample = dsn, interval, sample
         self.stop = threading.Event()
         self.summary: list[tuple[float, float]] = []  # (scraped_at, seen)
         self.alerts: list[tuple[float, float]] = []
@@ -121,7 +124,8 @@ class Poller(threading.Thread):
                     newest_stored = stored
                     self.stored.append((stored.timestamp(), time.time()))
                 for asin, updated in conn.execute(
-                    "SELECT asin, last_updated FROM summaries.product_summary WHERE last_updated > now() - interval '10 minutes'"
+                    "SELECT asin, last_updated FROM summaries.product_summary WHERE asin = ANY(%s)"
+                    " AND last_updated > now() - interval '10 minutes'", (self.sample,)
                 ).fetchall():
                     now = time.time()
                     if seen_updated.get(asin) != updated:
@@ -134,38 +138,101 @@ class Poller(threading.Thread):
                     self.alerts.append((at.timestamp(), now))
 
 
-def produce(settings: Settings, records: list[dict], rate: float, seconds: float) -> tuple[int, int, float]:
+def planned_events(
+    settings: Settings, records: list[dict], rate: float, seconds: float
+) -> tuple[float, list[tuple[bytes, bytes]], int]:
+    """Every event of the run, Avro-encoded ahead, each stamped with the moment it is due.
+
+    The scrapers are other machines in production: encoding here, inside the timed window,
+    cost about a quarter of a core at 2,000 events/s (measured: the bench producer was the
+    busiest process in `top`), CPU the pipeline under test then lacked. So the events are
+    encoded before the window, ``scraped_at`` = the start of the window + i / rate, and the
+    window only sends bytes. A producer that falls behind its schedule makes the latencies
+    larger, never smaller (they are measured from the scheduled time).
+    """
     topic = settings.kafka.topic("events.product_scraped")
     serialize = make_serializer(settings, "product_scraped")
     ctx = RecordContext(topic)
-    producer = Producer(settings.kafka.client_config(**{"linger.ms": 5, "enable.idempotence": True, "acks": "all"}))
     rng = random.Random(2)
-    sent = drops = 0
-    started = time.monotonic()
-    while (elapsed := time.monotonic() - started) < seconds:
-        due = int(elapsed * rate)
+    total = int(rate * seconds)
+    drops = 0
+
+    def encoded(i: int, at: datetime) -> tuple[bytes, bytes]:
+        nonlocal drops
+        template = records[i % len(records)]
+        record = copy.copy(template)
+        record["event_id"] = uuid.uuid4()
+        record["scraped_at"] = at
+        base = template["price"] or Decimal("20.00")
+        drop = rng.random() < 0.02
+        drops += drop
+        record["price"] = (base * Decimal("0.85" if drop else rng.uniform(0.99, 1.01))).quantize(Decimal("0.01"))
+        record["buybox_price"] = record["price"]
+        record["availability_status"] = "IN_STOCK"
+        return record["asin"].encode(), serialize(record, ctx)
+
+    # the window must start after the encoding ends: time a sample, plan with a margin
+    probe = time.perf_counter()
+    for i in range(min(500, total)):
+        encoded(i, datetime.now(UTC))
+    per_event = (time.perf_counter() - probe) / max(min(500, total), 1)
+    drops = 0
+    start = time.time() + per_event * total * 1.5 + 2.0
+    events = [encoded(i, datetime.fromtimestamp(start + i / rate, UTC)) for i in range(total)]
+    if time.time() >= start:
+        raise SystemExit("encoding the events took longer than planned: run again with a smaller --rate x --seconds")
+    return start, events, drops
+
+
+def produce(settings: Settings, start: float, events: list[tuple[bytes, bytes]], rate: float) -> tuple[int, float, float]:
+    """Send ``events`` on their schedule; (sent, seconds taken, producer CPU seconds)."""
+    topic = settings.kafka.topic("events.product_scraped")
+    producer = Producer(settings.kafka.client_config(**{"linger.ms": 5, "enable.idempotence": True, "acks": "all"}))
+    time.sleep(max(0.0, start - time.time()))
+    cpu = time.process_time()
+    sent = 0
+    while sent < len(events):
+        due = min(len(events), int((time.time() - start) * rate) + 1)
         while sent < due:
-            template = records[sent % len(records)]
-            record = copy.copy(template)
-            record["event_id"] = uuid.uuid4()
-            record["scraped_at"] = datetime.now(UTC)
-            base = template["price"] or Decimal("20.00")
-            drop = rng.random() < 0.02
-            drops += drop
-            record["price"] = (base * Decimal("0.85" if drop else rng.uniform(0.99, 1.01))).quantize(Decimal("0.01"))
-            record["buybox_price"] = record["price"]
-            record["availability_status"] = "IN_STOCK"
-            while True:
-                try:
-                    producer.produce(topic, key=record["asin"].encode(), value=serialize(record, ctx))
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            key, value = events[sent]
+            try:
+                producer.produce(topic, key=key, value=value)
+            except BufferError:
+                producer.poll(0.01)
+                continue
             sent += 1
         producer.poll(0)
-        time.sleep(0.005)
+        time.sleep(0.002)
+    took = time.time() - start
     producer.flush(60)
-    return sent, drops, time.monotonic() - started
+    return sent, took, time.process_time() - cpu
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far by each pipeline process, by the PostgreSQL server and by Kafka (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    found = {" ".join(p.args[3:]) if isinstance(p.args, list) else str(p.pid): used(p.pid) for p in procs}
+    postgres = kafka = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"postgres:") or b"/postgres\x00" in cmd or cmd.startswith(b"/usr/lib/postgresql"):
+            postgres += used(int(entry.name))
+        elif b"kafka.Kafka" in cmd:
+            kafka += used(int(entry.name))
+    return {**found, "postgres": postgres, "kafka": kafka}
 
 
 def refresh_seconds(dsn: str) -> list[float]:
@@ -198,6 +265,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--history", type=int, default=100, help="preloaded snapshots per product")
     parser.add_argument("--poll-ms", type=float, default=20.0)
+    parser.add_argument("--sample-products", type=int, default=100,
+                        help="products whose summary row the poller watches (all of them cost the poller and "
+                             "PostgreSQL a row per product every poll)")
     parser.add_argument("--batch-wait-ms", type=int, default=50, help="INSIGHTS_BATCH_WAIT_MS of the consumers")
     parser.add_argument("--write", action="store_true", help="replace the ## Downstream latency section of BENCHMARKS.md")
     args = parser.parse_args()
@@ -230,11 +300,18 @@ def main() -> None:
             out = open(logs / f"{command[-1]}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen([*insights, *command], env=env, stdout=out, stderr=subprocess.STDOUT))
         time.sleep(8)  # processes up, groups joined
-        poller = Poller(dsn, args.poll_ms / 1000)
+        sample = [r["asin"] for r in records[:: max(1, len(records) // args.sample_products)]]
+        poller = Poller(dsn, args.poll_ms / 1000, sample)
         poller.start()
-        started = time.time()
-        sent, drops, took = produce(settings, records, args.rate, args.seconds)
-        print(f"produced {sent} events ({drops} drops) in {took:.1f}s = {sent / took:,.0f}/s", flush=True)
+        start, events, drops = planned_events(settings, records, args.rate, args.seconds)
+        before = cpu_seconds(procs)
+        sent, took, producer_cpu = produce(settings, start, events, args.rate)
+        after = cpu_seconds(procs)
+        started = start
+        print(f"produced {sent} events ({drops} drops) in {took:.1f}s = {sent / took:,.0f}/s "
+              f"(producer CPU {producer_cpu / max(sent, 1) * 1e6:.0f} us/event)", flush=True)
+        cpu = {name: (after.get(name, 0.0) - before.get(name, 0.0)) / max(sent, 1) * 1e6 for name in after}
+        print("CPU per event during the window: " + ", ".join(f"{k} {v:.0f} us" for k, v in cpu.items()), flush=True)
         time.sleep(10)  # the tail drains
         poller.stop.set()
         poller.join()
@@ -254,7 +331,7 @@ def main() -> None:
         print(f"REFRESH MATERIALIZED VIEW CONCURRENTLY: {', '.join(f'{s:.2f}s' for s in refresh)} "
               f"(median {statistics.median(refresh):.2f}s)", flush=True)
         if args.write:
-            write_section(report(args, sent, drops, took, lines, refresh, load_at_start, load_after, dsn))
+            write_section(report(args, sent, drops, took, lines, refresh, load_at_start, load_after, dsn, cpu))
     finally:
         for proc in procs:
             proc.terminate()
@@ -283,11 +360,12 @@ def main() -> None:
 
 def report(args: argparse.Namespace, sent: int, drops: int, took: float, lines: list[tuple[str, list[float]]],
            refresh: list[float], load_at_start: tuple[float, float, float], load_after: tuple[float, float, float],
-           dsn: str) -> str:
+           dsn: str, cpu: dict[str, float]) -> str:
     rows = "\n".join(
         f"| {name} | {len(v)} | {quantile(v, 0.5):.0f} ms | {quantile(v, 0.99):.0f} ms | {max(v, default=float('nan')):.0f} ms |"
         for name, v in lines
     )
+    cpu_rows = "\n".join(f"| {name} | {us:,.0f} |" for name, us in cpu.items())
     return f"""{SECTION}
 
 Scrape event produced -> (a) its product's row of `summaries.product_summary` updated, (b) the
@@ -302,12 +380,19 @@ Command: `PYTHONPATH=. .venv/bin/python bench/downstream_latency.py --rate {args
   {load_after[0]:.2f}: the 2 cores are shared with the local stack and with other work.
 - Data: {args.products} products, {args.products * args.history:,} preloaded snapshots over 60 days, one
   price-drop rule per product; {sent:,} events produced in {took:.1f} s ({sent / took:,.0f}/s), {drops} of
-  them 15 % drops. Latency = when a poller (every {args.poll_ms:.0f} ms) first sees the change, minus the
-  event's `scraped_at` (its produce time); the first {args.warmup:.0f} s are left out.
+  them 15 % drops, encoded before the timed window and sent on schedule (`scraped_at` = the time each
+  is due). Latency = when a poller (every {args.poll_ms:.0f} ms, summaries of {args.sample_products} sampled products)
+  first sees the change, minus the event's `scraped_at`; the first {args.warmup:.0f} s are left out.
 
 | path | samples | p50 | p99 | max |
 |---|---|---|---|---|
 {rows}
+
+CPU per event produced, each process of the pipeline and the servers, during the window (from /proc):
+
+| process | CPU per event (us) |
+|---|---|
+{cpu_rows}
 
 `REFRESH MATERIALIZED VIEW CONCURRENTLY product_summary_view`: {', '.join(f'{s:.2f} s' for s in refresh)}
 (median {statistics.median(refresh):.2f} s) for the same {args.products * args.history + sent:,} snapshots: a
