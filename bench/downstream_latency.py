@@ -24,6 +24,7 @@ Prints p50/p99/max of both latencies and the rate reached; ``--write`` replaces 
 from __future__ import annotations
 
 import argparse
+import json
 import copy
 import os
 import random
@@ -50,7 +51,7 @@ from insights.generate import Market, scrape_record  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
 from streams.cdc import slot as slots  # noqa: E402
 from streams.serde import RecordContext, make_serializer  # noqa: E402
-from streams.topics import declared_topics  # noqa: E402
+from streams.topics import cdc_topic_name, declared_topics  # noqa: E402
 
 SECTION = "## Downstream latency"
 
@@ -235,6 +236,43 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
     return {**found, "postgres": postgres, "kafka": kafka}
 
 
+def cdc_published(settings: Settings, cutoff: float) -> dict[float, float]:
+    """scraped_at -> when the CDC reader produced its product_snapshots change (the Kafka record's
+    CreateTime, set by the reader's producer), for the changes of snapshots scraped after ``cutoff``.
+
+    The record key is the row's primary key as JSON, scraped_at among it: no decoding needed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = cdc_topic_name(settings, "product_snapshots")
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"bench-hops-{uuid.uuid4().hex[:8]}",
+                                                        "enable.auto.commit": False}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        found: dict[float, float] = {}
+        done: set[int] = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + 60
+        while len(done) < len(partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() or message.key() is None:
+                    continue
+                if message.offset() + 1 >= ends[message.partition()]:
+                    done.add(message.partition())
+                at = json.loads(message.key()).get("scraped_at")
+                if at is None:
+                    continue
+                scraped = (datetime.fromisoformat(at) if isinstance(at, str)
+                           else datetime.fromtimestamp(at / 1e6, UTC)).timestamp()
+                if scraped >= cutoff:
+                    found[round(scraped, 6)] = message.timestamp()[1] / 1000.0
+        return found
+    finally:
+        consumer.close()
+
+
 def refresh_seconds(dsn: str) -> list[float]:
     out = []
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -328,6 +366,15 @@ def main() -> None:
                     f"max {max(values, default=float('nan')):.0f} ms")
             print(line, flush=True)
             lines.append((name, values))
+        published = cdc_published(settings, cutoff)
+        to_cdc = [(published[round(at, 6)] - at) * 1000 for at, _ in poller.summary if at >= cutoff and round(at, 6) in published]
+        cdc_to_summary = [(seen - published[round(at, 6)]) * 1000 for at, seen in poller.summary
+                          if at >= cutoff and round(at, 6) in published]
+        lines.append(("hop: scrape -> its change published by the CDC reader", to_cdc))
+        lines.append(("hop: change published -> summary row seen", cdc_to_summary))
+        for name, values in lines[-2:]:
+            print(f"{name}: n={len(values)}, p50 {quantile(values, 0.5):.0f} ms, p99 {quantile(values, 0.99):.0f} ms",
+                  flush=True)
         print(f"REFRESH MATERIALIZED VIEW CONCURRENTLY: {', '.join(f'{s:.2f}s' for s in refresh)} "
               f"(median {statistics.median(refresh):.2f}s)", flush=True)
         if args.write:
