@@ -122,6 +122,9 @@ def partitions_prune(
     with _connect(ctx) as conn:
         planned = partitions.prunable(conn, now=at)
         if dry_run:
+            if not planned:
+                console.print("0 partition(s) past their retention: nothing to drop")
+                return
             for item in planned:
                 console.print(f"would drop {_line(item)}", highlight=False, soft_wrap=True)
             console.print(f"{len(planned)} partition(s) would be dropped ({_rows(planned)})")
