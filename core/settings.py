@@ -183,6 +183,14 @@ class PostgresSettings(BaseSettings):
     backup_max_age_h: float = Field(
         26.0, gt=0, description="status flags backups when the newest one is older than this (hours)"
     )
+    # one setting, not a `db schedule` option: every runner of the retention (the systemd
+    # timer, `db partitions prune`, `db maintain`) and `status` must agree on it, and they
+    # share the settings (the env file of the units), not a command line
+    retention_archive_dir: Path | None = Field(
+        None,
+        description="archive every partition's rows here (Avro, `insights archive restore`) before the "
+        "retention drops it; set = the pg_cron SQL drop job is not installed, the systemd timer prunes",
+    )
 
     @field_validator("dsn", "read_dsn")
     @classmethod

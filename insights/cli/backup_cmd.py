@@ -65,6 +65,12 @@ def info(ctx: typer.Context) -> None:
             item.wal_start or "-", item.wal_stop or "-",
         )
     console.print(table)
+    # the chain, one line per backup (labels whole at any width, unlike in the table): a diff
+    # is based on its full, an incr on the backup before it; a restore reads every reference
+    for item in found:
+        if item.prior:
+            console.print(f"{item.kind} {item.label} based on {item.prior}; a restore of it reads "
+                          f"{' + '.join(item.reference)}", highlight=False, soft_wrap=True)
     for archive in data.get("archive", []):
         console.print(f"WAL archive {archive.get('id')}: {archive.get('min')} .. {archive.get('max')}", highlight=False)
     if found:

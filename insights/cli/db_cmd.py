@@ -98,19 +98,6 @@ def _show_prunable(items: list[partitions.Pruned], heading: str) -> None:
         err_console.print(f"  {_line(item)}", highlight=False, soft_wrap=True)
 
 
-def _archiver(directory: Path):  # type: ignore[no-untyped-def]
-    from streams.archive import export_partition  # lazy: CLI start-up of the other commands
-
-    def archive(conn: psycopg.Connection, item: partitions.Pruned, schema: str, name: str) -> None:
-        parent = item.parent.split(".")[-1]
-        entry = export_partition(conn, directory, table=parent, schema=schema, partition=name,
-                                 lower=item.lower, upper=item.upper)
-        console.print(f"archived {entry.count:,} row(s) of {name} to {directory / entry.file}",
-                      highlight=False, soft_wrap=True)
-
-    return archive
-
-
 @partitions_app.command("prune")
 def partitions_prune(
     ctx: typer.Context,
@@ -118,41 +105,60 @@ def partitions_prune(
     yes: bool = typer.Option(False, "--yes", "-y", help="drop without asking (required when not interactive)"),
     archive: Path | None = typer.Option(
         None, "--archive", help="first export each partition's rows to this archive directory "
-        "(Avro container files and a manifest; `insights archive restore` loads them back)"
+        "(Avro container files and a manifest; `insights archive restore` loads them back); "
+        "default: INSIGHTS_PG_RETENTION_ARCHIVE_DIR"
     ),
 ) -> None:
     """Detach and drop the partitions wholly older than their table's retention (by bounds).
 
-    Shows what it will drop and asks; without a terminal it needs --yes. With --archive,
-    each partition's rows are written and fsynced to the archive before it is dropped.
+    Shows what it will drop and asks; without a terminal it needs --yes. With --archive (or
+    INSIGHTS_PG_RETENTION_ARCHIVE_DIR), each partition's rows are written and fsynced to the
+    archive before it is dropped. Every run is recorded in retention_runs (`insights status`).
     """
+    from insights.db import retention
+
     at = datetime.now(UTC)
+    directory = archive or settings_of(ctx).pg.retention_archive_dir
     with _connect(ctx) as conn:
         planned = partitions.prunable(conn, now=at)
-        if not planned:
-            console.print("0 partition(s) past their retention: nothing to drop")
-            return
         if dry_run:
+            if not planned:
+                console.print("0 partition(s) past their retention: nothing to drop")
+                return
             for item in planned:
                 console.print(f"would drop {_line(item)}", highlight=False, soft_wrap=True)
             console.print(f"{len(planned)} partition(s) would be dropped ({_rows(planned)})")
             return
-        _show_prunable(planned, "past their table's retention (see `insights db partitions policy`):")
-        confirm(
-            f"Drop these {len(planned)} partition(s) and their {_rows(planned)}?",
-            yes=yes,
-            refused="no partition dropped",
-        )
+        if planned:
+            _show_prunable(planned, "past their table's retention (see `insights db partitions policy`):")
+            confirm(
+                f"Drop these {len(planned)} partition(s) and their {_rows(planned)}"
+                + (f", archived first to {directory}?" if directory else " (no archive)?"),
+                yes=yes,
+                refused="no partition dropped",
+            )
+
+        def archived(entry) -> None:  # type: ignore[no-untyped-def]
+            assert directory is not None
+            console.print(f"archived {entry.count:,} row(s) of {entry.partition} to {directory / entry.file}",
+                          highlight=False, soft_wrap=True)
+
         with reporting("db partitions", "partitions") as progress:
-            gone = partitions.prune(
-                conn, now=at, only={p.partition for p in planned},
-                on_progress=lambda done, total, name: progress.update("prune", done, total, note=name),
-                before_drop=None if archive is None else _archiver(archive),
+            # a run with nothing due is recorded too: status sees the timer is alive
+            done = retention.run(
+                conn, runner="prune", archive_dir=directory, now=at, only={p.partition for p in planned},
+                on_progress=lambda n, total, name: progress.update("prune", n, total, note=name),
+                on_archived=archived,
             )
             progress.finish("prune")
-    for item in gone:
+    if not planned:
+        console.print("0 partition(s) past their retention: nothing to drop")
+        return
+    for item in done.dropped:
         console.print(f"dropped {item.partition} [{_when(item.lower)} .. {_when(item.upper)})", highlight=False, soft_wrap=True)
-    console.print(f"{len(gone)} partition(s) dropped")
+    console.print(f"{len(done.dropped)} partition(s) dropped"
+                  + (f", {done.rows_archived:,} row(s) archived to {directory}" if directory else ""),
+                  highlight=False, soft_wrap=True)
 
 
 def _policy_table(policies: list[partitions.Policy], due: dict[str, list[partitions.Pruned]]) -> Table:
@@ -282,7 +288,8 @@ def maintain(ctx: typer.Context) -> None:
             progress.update("maintain", len(done), steps, note=name)
             done.append(name)
 
-        results = maintenance.maintain(settings.pg.conninfo(), on_step=step)
+        results = maintenance.maintain(settings.pg.conninfo(), on_step=step,
+                                       archive_dir=settings.pg.retention_archive_dir)
         progress.update("maintain", steps, steps, note="done")
         progress.finish("maintain")
     table = Table("step", "seconds", "result")
@@ -435,7 +442,8 @@ def schedule(
     if systemd is not None:
         with _connect(ctx) as conn:
             with_cron = jobs.cron_state(conn).loaded
-        units = jobs.systemd_units(shutil.which("insights") or "/usr/local/bin/insights", with_cron=with_cron)
+        units = jobs.systemd_units(shutil.which("insights") or "/usr/local/bin/insights", with_cron=with_cron,
+                                   archive_dir=settings_of(ctx).pg.retention_archive_dir)
         systemd.mkdir(parents=True, exist_ok=True)
         for name, text in units.items():
             (systemd / name).write_text(text, encoding="utf-8")
@@ -448,13 +456,21 @@ def schedule(
         if not sep or not spec.strip():
             raise jobs.ScheduleError(f"--at {item!r}: expected NAME=SCHEDULE, e.g. insights-partitions='* * * * *'")
         overrides[name.strip()] = spec.strip()
+    archive_dir = settings_of(ctx).pg.retention_archive_dir
     with _connect(ctx) as conn:
-        done = jobs.install(conn, overrides, dry_run=dry_run)
-    table = Table("job", "schedule", "command")
+        done = jobs.install(conn, overrides, dry_run=dry_run, archive_dir=archive_dir)
+    table = Table("job", "schedule", "command", title="pg_cron jobs" + (" (dry run)" if dry_run else ""))
     for job, what in done:
         first = job.command.splitlines()[0]
         table.add_row(job.name, what, first + (" …" if "\n" in job.command else ""))
     console.print(table)
-    outside = ", ".join(cmd for _n, _c, cmd in jobs.OUTSIDE_JOBS)
-    console.print(f"not in pg_cron (Python or pgBackRest): {outside}; see `insights db schedule --systemd DIR`",
-                  highlight=False)
+    outside = [cmd for _n, _c, cmd in jobs.OUTSIDE_JOBS]
+    if archive_dir is not None:
+        # the SQL job cannot write the Avro archive: the timer's prune archives, then drops
+        console.print(
+            f"{jobs.RETENTION}: not in pg_cron (INSIGHTS_PG_RETENTION_ARCHIVE_DIR={archive_dir}): "
+            f"the systemd timer runs `{jobs.retention_command(archive_dir)}` daily at 02:23; every run is "
+            "recorded in retention_runs and shown by `insights status`", highlight=False, soft_wrap=True)
+        outside.append(jobs.retention_command(archive_dir))
+    console.print(f"not in pg_cron (Python or pgBackRest): {', '.join(outside)}; "
+                  "write their timers with `insights db schedule --systemd DIR`", highlight=False, soft_wrap=True)

@@ -6,7 +6,8 @@ pg_cron, which is not installed. Here every statement is sent on its own from an
 connection, in an order that is safe while consumers write:
 
 1. partitions: split the DEFAULT partitions and create those ahead (short locks, retried);
-2. prune partitions past retention (detach + drop, short locks, retried);
+2. prune partitions past retention (detach + drop, short locks, retried), archived first when
+   ``INSIGHTS_PG_RETENTION_ARCHIVE_DIR`` is set, recorded in ``retention_runs``;
 3. ``REFRESH MATERIALIZED VIEW CONCURRENTLY``: readers of the view are never blocked;
 4. ``VACUUM (ANALYZE)`` of the two big tables the seed names (no lock that blocks writes);
 5. ``ANALYZE`` of the partitioned parents: autovacuum analyzes partitions but never their
@@ -19,14 +20,16 @@ index no longer exists (the unique (asin, scraped_at) key replaces it).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from insights.db import partitions
+from insights.db import partitions, retention
 from insights.db.errors import DatabaseError
 from insights.db.migrations import insufficient_privilege, owner_needed
 from streams.pg import connect
@@ -46,9 +49,12 @@ def _ensure(conn: psycopg.Connection) -> str:
     return f"{len(created)} partition(s) created" + (f": {', '.join(created)}" if created else "")
 
 
-def _prune(conn: psycopg.Connection) -> str:
-    gone = partitions.prune(conn)
-    return f"{len(gone)} partition(s) dropped" + (f": {', '.join(p.partition for p in gone)}" if gone else "")
+def _prune(conn: psycopg.Connection, archive_dir: Path | None = None) -> str:
+    # a recorded retention run (retention_runs), archived first when the setting says so
+    done = retention.run(conn, runner="maintain", archive_dir=archive_dir)
+    gone = done.dropped
+    return (f"{len(gone)} partition(s) dropped" + (f": {', '.join(p.partition for p in gone)}" if gone else "")
+            + (f"; {done.rows_archived:,} row(s) archived to {archive_dir}" if archive_dir and gone else ""))
 
 
 def _refresh(conn: psycopg.Connection) -> str:
@@ -81,15 +87,24 @@ STEPS: tuple[tuple[str, Callable[[psycopg.Connection], str]], ...] = (
 )
 
 
-def maintain(conninfo: str, *, on_step: Callable[[str], None] | None = None) -> list[StepResult]:
-    """Run every step to the end; the first failure stops and says which step failed."""
+def _steps(archive_dir: Path | None) -> list[tuple[str, Callable[[psycopg.Connection], str]]]:
+    return [(name, functools.partial(_prune, archive_dir=archive_dir) if step is _prune else step)
+            for name, step in STEPS]
+
+
+def maintain(
+    conninfo: str, *, on_step: Callable[[str], None] | None = None, archive_dir: Path | None = None
+) -> list[StepResult]:
+    """Run every step to the end; the first failure stops and says which step failed.
+    ``archive_dir`` (INSIGHTS_PG_RETENTION_ARCHIVE_DIR): the prune step archives each
+    partition's rows there before dropping it."""
     results: list[StepResult] = []
     try:
         conn = connect(conninfo, "db-maintain")
     except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
     with conn:
-        for name, step in STEPS:
+        for name, step in _steps(archive_dir):
             if on_step is not None:
                 on_step(name)
             started = time.monotonic()

@@ -55,6 +55,10 @@ class BackupInfo:
     size: int | None
     wal_start: str | None
     wal_stop: str | None
+    #: the backup a diff/incr was taken against (a diff: its full; an incr: the previous backup)
+    prior: str | None = None
+    #: every backup whose files it reuses: what a restore of it needs (the chain)
+    reference: tuple[str, ...] = ()
 
 
 def backups_of(info: dict[str, Any]) -> list[BackupInfo]:
@@ -71,6 +75,8 @@ def backups_of(info: dict[str, Any]) -> list[BackupInfo]:
                 size=(item.get("info") or {}).get("size"),
                 wal_start=archive.get("start"),
                 wal_stop=archive.get("stop"),
+                prior=item.get("prior"),
+                reference=tuple(item.get("reference") or ()),
             )
         )
     return sorted(found, key=lambda b: b.stopped)

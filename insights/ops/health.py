@@ -10,7 +10,9 @@ server: that is itself the finding, reported by the caller's guard):
   newer than the last success) and the newest pgBackRest backup's age against
   ``INSIGHTS_PG_BACKUP_MAX_AGE_H``;
 * :func:`scheduled_jobs`: each ``insights-*`` pg_cron job's last run and outcome
-  (``cron.job_run_details``), failures in the last day, and jobs that stopped running.
+  (``cron.job_run_details``), failures in the last day, and jobs that stopped running; and
+  the retention's last recorded run (``retention_runs``), the only watch on it when it
+  archives from a systemd timer (:func:`retention_finding`).
 
 All three ask the primary (``INSIGHTS_PG_DSN``): lag, archiver and cron state are the
 primary's facts.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -185,19 +188,81 @@ def backups(settings: Settings) -> list[Finding]:
 
 
 def scheduled_jobs(settings: Settings) -> list[Finding]:
-    from insights.ops.schedule import cron_state, job_runs
+    from insights.db.retention import last_run
+    from insights.ops.schedule import RETENTION, cron_state, job_runs
 
     with connect(settings.pg, "status-cron", connect_timeout=5) as conn:
         state = cron_state(conn)
-        if not state.installed:
-            why = "not loaded" if not state.loaded else "extension not created"
-            if not state.available:
-                why = "not installed"
-            return [Finding("schedule", "pg_cron", why,
-                            f"maintenance runs from systemd timers; see {RUNBOOK}#scheduled-maintenance")]
-        runs = job_runs(conn)
+        runs = job_runs(conn) if state.installed else []
+        last = last_run(conn)
+    archive_dir = settings.pg.retention_archive_dir
+    retention = retention_finding(last, archive_dir=archive_dir, now=datetime.now(UTC),
+                                  cron_drops=any(r.name == RETENTION for r in runs))
+    extra = [] if retention is None else [retention]
+    if not state.installed:
+        why = "not loaded" if not state.loaded else "extension not created"
+        if not state.available:
+            why = "not installed"
+        return [Finding("schedule", "pg_cron", why,
+                        f"maintenance runs from systemd timers; see {RUNBOOK}#scheduled-maintenance")] + extra
     if not runs:
-        return [Finding("schedule", "pg_cron", "no jobs", "run: insights db schedule", level="warn")]
+        return [Finding("schedule", "pg_cron", "no jobs", "run: insights db schedule", level="warn")] + extra
+    return _cron_rows(runs) + extra
+
+
+def retention_finding(
+    last: Any, *, archive_dir: Path | None, now: datetime, cron_drops: bool
+) -> Finding | None:
+    """The retention's last recorded run (``retention_runs``, insights/db/retention.py).
+
+    With ``INSIGHTS_PG_RETENTION_ARCHIVE_DIR`` set the retention runs from a systemd timer that
+    pg_cron does not watch, so this row is its only watch: no run, a failed run, a run still
+    'running' after a period (killed), or no run within its period is a warning. Without the
+    setting the pg_cron job's own row watches it, and this row (when any run is recorded) only
+    shows what the last run did."""
+    from insights.ops.schedule import RETENTION, RETENTION_GRACE, RETENTION_PERIOD
+
+    runbook = f"see {RUNBOOK}#a-job-stopped-running"
+    if archive_dir is None:
+        if last is None:
+            return None
+        name = "retention_runs"
+    else:
+        name = RETENTION
+        if cron_drops:
+            return Finding("schedule", name, "NOT ARCHIVED",
+                           f"pg_cron's {RETENTION} drops partitions without the archive though "
+                           f"INSIGHTS_PG_RETENTION_ARCHIVE_DIR={archive_dir}: run `insights db schedule` again",
+                           level="warn", metrics={"cron_drops": True})
+        if last is None:
+            return Finding("schedule", name, "never run",
+                           f"no retention run recorded: enable the timer (`insights db schedule --systemd DIR`) "
+                           f"or run `insights db partitions prune --yes` once; {runbook}",
+                           level="warn", metrics={"runs": 0})
+    took = (last.ended_at - last.started_at).total_seconds() if last.ended_at else None
+    metrics: dict[str, Any] = {
+        "runner": last.runner, "outcome": last.outcome, "started_at": last.started_at.isoformat(),
+        "partitions_due": last.due, "partitions_dropped": last.dropped, "rows_archived": last.rows_archived,
+        "archive_dir": last.archive_dir, "last_seconds": took,
+    }
+    what = (f"{last.runner} {last.outcome} at {last.started_at:%Y-%m-%d %H:%M:%S}"
+            + (f" ({took:.1f} s)" if took is not None else "")
+            + f": dropped {last.dropped} of {last.due} partition(s), "
+            + (f"archived {last.rows_archived:,} row(s) to {last.archive_dir}" if last.archive_dir else "no archive"))
+    if last.outcome == "failed":
+        return Finding("schedule", name, "FAILED", f"{what}: {last.message or '?'}; {runbook}",
+                       level="warn", metrics=metrics)
+    age = now - last.started_at
+    if archive_dir is not None and age > RETENTION_PERIOD + RETENTION_GRACE:
+        state = "STOPPED" if last.outcome == "succeeded" else "STUCK"
+        return Finding("schedule", name, state,
+                       f"{what}; no run for {age.total_seconds() / 3600:.1f} h (every "
+                       f"{RETENTION_PERIOD.total_seconds() / 3600:g} h); {runbook}",
+                       level="warn", metrics={**metrics, "age_seconds": int(age.total_seconds())})
+    return Finding("schedule", name, last.outcome, what, metrics=metrics)
+
+
+def _cron_rows(runs: list[Any]) -> list[Finding]:
     now = datetime.now(UTC)
     rows = []
     for run in runs:

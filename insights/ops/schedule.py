@@ -9,7 +9,8 @@ per statement that may run there:
 job                       schedule      what
 ========================  ============  ==================================================
 insights-partitions       ``7 * * * *`` split DEFAULT partitions, create partitions ahead
-insights-retention        ``23 2 * * *`` detach + drop partitions past retention (bounds)
+insights-retention        ``23 2 * * *`` detach + drop partitions past retention (bounds);
+                                        not in pg_cron when the retention archives (below)
 insights-refresh-view     ``*/15 * * * *`` ``REFRESH MATERIALIZED VIEW CONCURRENTLY``
 insights-vacuum-snapshots ``41 3 * * *`` ``VACUUM (ANALYZE) product_snapshots``
 insights-vacuum-analyses  ``51 3 * * *`` ``VACUUM (ANALYZE) competitive_analyses``
@@ -27,6 +28,23 @@ with a lock timeout: when a writer holds the parent, the run fails (and says so 
 ``cron.job_run_details``) and the next run tries again. The dropped rows stay recoverable for
 the backup retention (30 days) through ``insights backup restore`` into a side cluster.
 
+**Retention with archive** (the seed's item: rows kept beyond the tables' retention). A
+pg_cron job is SQL inside the server: it cannot write the project's Avro archive
+(``streams/archive.py``, files on the operator's side, fsynced before the drop). So when
+``INSIGHTS_PG_RETENTION_ARCHIVE_DIR`` is set, ``db schedule`` does not install
+``insights-retention`` in pg_cron (and removes one installed before), and the retention runs
+as ``insights db partitions prune --yes --archive DIR`` from the systemd timer that ``db
+schedule --systemd`` writes; ``db maintain`` archives to the same directory. No path drops a
+partition un-archived: the archive is written before each DROP, and a failed export stops the
+run. Why a setting and not a ``db schedule --archive-dir`` option: every runner (the timer,
+``db maintain``, an operator's ``prune``) and ``status`` must agree on it, and what they share
+is the settings (the units' ``EnvironmentFile``), not one command's line. Why a timer and not
+a ``run-retention`` loop: it is once a day, a timer needs no process to keep alive and runs a
+missed day at boot (``Persistent=true``). Every prune run, whoever runs it (pg_cron's job
+included), is recorded in ``retention_runs`` (ddl/0025); ``status`` shows the last one beside
+the pg_cron jobs and warns when none ran within :data:`RETENTION_PERIOD` (+ grace), since no
+pg_cron history watches a timer.
+
 pg_cron runs jobs only on the primary and its ``cron.job`` table is replicated: after a
 failover the promoted replica runs the same jobs without reinstalling them.
 """
@@ -36,6 +54,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -57,15 +76,34 @@ class Job:
     command: str
 
 
+def _prunable_sql() -> str:
+    """``PRUNABLE`` with its parameters bound as SQL: now, and no per-table what-if (its
+    ``%(table)s``/``%(retention)s`` serve ``db partitions policy``). Every placeholder must go:
+    one left behind is a syntax error in every nightly run (it was, until retention_runs
+    showed it)."""
+    text = PRUNABLE.replace("%(now)s", "now()").replace("%(table)s", "NULL").replace("%(retention)s", "NULL")
+    if "%(" in text:
+        raise ScheduleError(f"PRUNABLE has a placeholder the pg_cron job does not bind: {text}")
+    return text.strip()
+
+
 _RETENTION = (
     # the loop variable is not "r": PRUNABLE uses r as a table alias
-    "DO $job$\nDECLARE victim record;\nBEGIN\n"
+    "DO $job$\nDECLARE victim record; dropped int := 0;\nBEGIN\n"
     "  SET LOCAL lock_timeout = '5s';\n"
-    "  FOR victim IN SELECT x.* FROM (" + PRUNABLE.replace("%(now)s", "now()").strip() + ")\n"
+    "  FOR victim IN SELECT x.* FROM (" + _prunable_sql() + ")\n"
     "      AS x(parent, part, lo, hi, pnsp, prel, nsp, rel) LOOP\n"
     "    EXECUTE format('ALTER TABLE %I.%I DETACH PARTITION %I.%I', victim.pnsp, victim.prel, victim.nsp, victim.rel);\n"
     "    EXECUTE format('DROP TABLE %I.%I', victim.nsp, victim.rel);\n"
-    "  END LOOP;\nEND\n$job$"
+    "    dropped := dropped + 1;\n"
+    "  END LOOP;\n"
+    # recorded like every prune run (ddl/0025), in the job's one transaction: a failed run
+    # leaves no row here, pg_cron's cron.job_run_details says why
+    "  IF to_regclass('public.retention_runs') IS NOT NULL THEN\n"
+    "    INSERT INTO public.retention_runs (runner, started_at, ended_at, outcome, partitions_due, partitions_dropped)\n"
+    "    VALUES ('pg_cron', now(), clock_timestamp(), 'succeeded', dropped, dropped);\n"
+    "  END IF;\n"
+    "END\n$job$"
 )
 
 JOBS: tuple[Job, ...] = (
@@ -152,23 +190,38 @@ def _require_cron(conn: psycopg.Connection[Any]) -> CronState:
     return state
 
 
+def cron_jobs(archive_dir: Path | None) -> tuple[Job, ...]:
+    """The jobs pg_cron runs: all of :data:`JOBS`, but the SQL retention drop when the
+    retention must archive first (it runs from the systemd timer, :data:`RETENTION_TIMER`)."""
+    return tuple(j for j in JOBS if archive_dir is None or j.name != RETENTION)
+
+
 def install(
-    conn: psycopg.Connection[Any], overrides: dict[str, str] | None = None, *, dry_run: bool = False
+    conn: psycopg.Connection[Any], overrides: dict[str, str] | None = None, *, dry_run: bool = False,
+    archive_dir: Path | None = None,
 ) -> list[tuple[Job, str]]:
     """Create the extension and upsert every job (by name); remove ``insights-*`` jobs no longer
-    declared. ``overrides`` replace schedules by job name (e.g. every minute in a test)."""
+    declared. ``overrides`` replace schedules by job name (e.g. every minute in a test).
+    ``archive_dir`` (INSIGHTS_PG_RETENTION_ARCHIVE_DIR): the SQL retention job is not installed
+    (an installed one is removed), the retention is the systemd timer's archiving prune."""
+    jobs = cron_jobs(archive_dir)
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - {j.name for j in JOBS})
+    if archive_dir is not None and RETENTION in overrides:
+        raise ScheduleError(
+            f"{RETENTION} is not a pg_cron job when INSIGHTS_PG_RETENTION_ARCHIVE_DIR is set: it runs "
+            f"from the systemd timer (`insights db schedule --systemd DIR`); change its OnCalendar= there"
+        )
+    unknown = sorted(set(overrides) - {j.name for j in jobs})
     if unknown:
-        raise ScheduleError(f"unknown job(s) {', '.join(unknown)}: one of {', '.join(j.name for j in JOBS)}")
+        raise ScheduleError(f"unknown job(s) {', '.join(unknown)}: one of {', '.join(j.name for j in jobs)}")
     state = _require_cron(conn)
     done: list[tuple[Job, str]] = []
     if dry_run:
-        return [(j, f"would schedule {overrides.get(j.name, j.schedule)}") for j in JOBS]
+        return [(j, f"would schedule {overrides.get(j.name, j.schedule)}") for j in jobs]
     if not state.installed:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
     dbname = conn.info.dbname
-    for job in JOBS:
+    for job in jobs:
         schedule = overrides.get(job.name, job.schedule)
         # schedule_in_database upserts by (name, user): re-running changes, never duplicates
         conn.execute(
@@ -176,7 +229,7 @@ def install(
         )
         done.append((job, f"scheduled {schedule}"))
     repoint_jobs(conn)
-    declared = [j.name for j in JOBS]
+    declared = [j.name for j in jobs]
     for (name,) in conn.execute(
         "SELECT jobname FROM cron.job WHERE jobname LIKE %s AND NOT (jobname = ANY(%s))",
         (PREFIX + "%", declared),
@@ -290,23 +343,43 @@ WantedBy=timers.target
 """
 
 
-#: where the retention timer archives a partition's rows before dropping it (Avro files and
-#: a manifest; `insights archive restore` loads them back)
+#: where the retention timer archives a partition's rows before dropping it when
+#: INSIGHTS_PG_RETENTION_ARCHIVE_DIR is unset and there is no pg_cron (Avro files and a
+#: manifest; `insights archive restore` loads them back)
 ARCHIVE_DIR = "/var/lib/insights/archive"
 
-#: without pg_cron the in-server jobs become these (db maintain = refresh, vacuum, analyze).
-#: A timer has no terminal: prune needs --yes, or it would refuse every time a partition is due
-WITHOUT_CRON: tuple[tuple[str, str, str], ...] = (
-    ("insights-partitions", "*-*-* *:07:00", "insights db partitions ensure"),
-    ("insights-retention", "*-*-* 02:23:00", f"insights db partitions prune --yes --archive {ARCHIVE_DIR}"),
-    ("insights-maintain", "*-*-* 03:41:00", "insights db maintain"),
-)
+RETENTION = "insights-retention"
+#: the retention's timer: daily, like the pg_cron job it replaces
+RETENTION_CALENDAR = "*-*-* 02:23:00"
+#: how often the retention is meant to run: status warns when the last run is older (plus grace)
+RETENTION_PERIOD = timedelta(days=1)
+RETENTION_GRACE = timedelta(hours=1)
 
 
-def systemd_units(insights_bin: str, *, with_cron: bool) -> dict[str, str]:
-    """One oneshot service + timer per job run from outside the server."""
+def retention_command(archive_dir: Path | str) -> str:
+    # a timer has no terminal: prune needs --yes, or it would refuse every time a partition is due
+    return f"insights db partitions prune --yes --archive {archive_dir}"
+
+
+def without_cron(archive_dir: Path | None) -> tuple[tuple[str, str, str], ...]:
+    """Without pg_cron the in-server jobs become these (db maintain = refresh, vacuum, analyze)."""
+    return (
+        ("insights-partitions", "*-*-* *:07:00", "insights db partitions ensure"),
+        (RETENTION, RETENTION_CALENDAR, retention_command(archive_dir or ARCHIVE_DIR)),
+        ("insights-maintain", "*-*-* 03:41:00", "insights db maintain"),
+    )
+
+
+def systemd_units(insights_bin: str, *, with_cron: bool, archive_dir: Path | None = None) -> dict[str, str]:
+    """One oneshot service + timer per job run from outside the server: with pg_cron, the
+    Python and pgBackRest jobs, and the archiving retention when ``archive_dir`` is set."""
     units: dict[str, str] = {}
-    entries = list(OUTSIDE_JOBS) + ([] if with_cron else list(WITHOUT_CRON))
+    if not with_cron:
+        entries = list(OUTSIDE_JOBS) + list(without_cron(archive_dir))
+    elif archive_dir is not None:
+        entries = list(OUTSIDE_JOBS) + [(RETENTION, RETENTION_CALENDAR, retention_command(archive_dir))]
+    else:
+        entries = list(OUTSIDE_JOBS)
     for name, calendar, cli in entries:
         command = insights_bin + cli[len("insights"):]
         units[f"{name}.service"] = SERVICE.format(what=cli, cli=command)

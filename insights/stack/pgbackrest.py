@@ -31,6 +31,12 @@ class BackupError(InsightsError):
     """pgBackRest is missing, not configured, or failed."""
 
 
+#: pgBackRest error codes: option missing for the stanza (037), info file missing (055)
+_NO_STANZA = {"037", "055"}
+#: archive_command not pgBackRest's (068), a WAL segment not archived in time (082)
+_ARCHIVE_BROKEN = {"068", "082"}
+
+
 def local_root(settings: Settings) -> Path:
     return settings.stack.dir / "pgbackrest"
 
@@ -126,10 +132,30 @@ class PgBackRest:
             raise BackupError("pgbackrest is not installed: run `insights stack up` (installs Debian's pgbackrest)")
         # pgBackRest reads the data files and writes the repository as the server's OS user
         user = proc.service_user() if proc.is_root() else None
+        what = what or f"pgbackrest {args[0]}"
         try:
-            return proc.run(self.command(*args), user=user, what=what or f"pgbackrest {args[0]}", timeout=timeout)
-        except StackError as exc:
+            done = proc.run(self.command(*args), user=user, what=what, timeout=timeout, check=False)
+        except StackError as exc:  # not found, or timed out
             raise BackupError(str(exc)) from None
+        if done.returncode != 0:
+            raise BackupError(self.explain(what, done.stderr or done.stdout or f"exit code {done.returncode}"))
+        return done
+
+    def explain(self, what: str, output: str) -> str:
+        """pgBackRest's error as one line naming the fix, for the failures an operator meets
+        first: a stanza that does not exist, WAL archiving that does not work."""
+        lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+        error = next((line for line in lines if line.startswith("ERROR:")), lines[-1] if lines else "?")
+        code = error.split("[", 1)[1].split("]", 1)[0] if error.startswith("ERROR: [") else ""
+        if code in _NO_STANZA or any("does this stanza exist" in line for line in lines):
+            return (f"{what} failed: stanza {self.stanza!r} does not exist ({error}): create it with "
+                    f"`pgbackrest --config={self.config} --stanza={self.stanza} stanza-create` "
+                    "(`insights stack up` does for the local stack) or fix INSIGHTS_PG_BACKUP_STANZA")
+        if code in _ARCHIVE_BROKEN:
+            return (f"{what} failed: WAL archiving is broken ({error}): archive_command must be "
+                    f"`{self.archive_command()}` and succeed; see pg_stat_archiver and the server log "
+                    "(docs/runbooks.md#backups), then `insights backup check`")
+        return f"{what} failed: {error}"
 
     # --- commands ------------------------------------------------------------------------
     def stanza_create(self) -> None:
@@ -153,6 +179,10 @@ class PgBackRest:
             raise BackupError(f"pgbackrest info returned no JSON: {exc}") from None
         for stanza in stanzas:
             if stanza.get("name") == self.stanza:
+                code = (stanza.get("status") or {}).get("code")
+                if code in (1, 3):  # missing stanza path / missing stanza data: never created here
+                    message = (stanza.get("status") or {}).get("message", "?")
+                    raise BackupError(self.explain("pgbackrest info", f"ERROR: [055]: {message}"))
                 return dict(stanza)
         raise BackupError(f"stanza {self.stanza!r} not found in {self.config}: run `insights stack up`")
 

@@ -127,8 +127,10 @@ def run(
     cwd: Path | None = None,
     what: str | None = None,
     timeout: float = 600,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion; on failure raise one StackError with its last output line.
+    """Run a command to completion; on failure raise one StackError with its last output line
+    (``check=False``: return the failed run, for a caller that reads the tool's own errors).
 
     With ``user``, the command also gets that user's HOME: libpq looks for a client
     certificate in ``~/.postgresql`` on every TLS connection, and a server started as the
@@ -154,7 +156,7 @@ def run(
         raise StackError(f"{cmd[0]} not found") from None
     except subprocess.TimeoutExpired:
         raise StackError(f"{what or cmd[0]} did not finish within {timeout:.0f}s") from None
-    if done.returncode != 0:
+    if done.returncode != 0 and check:
         lines = (done.stderr or done.stdout or "").strip().splitlines()
         last = lines[-1] if lines else f"exit code {done.returncode}"
         raise StackError(f"{what or ' '.join(cmd[:2])} failed: {last}")

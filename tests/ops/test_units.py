@@ -79,3 +79,55 @@ def test_slot_missing_says_what_happened_and_what_to_run() -> None:
     assert "does not exist but publication 'insights_cdc' does" in text
     assert "timeline 2" in text and "insights cdc resync" in text and "docs/runbooks.md#primary-lost" in text
     assert SlotMissingError("s", "p").exit_code == 3
+
+
+def test_with_an_archive_dir_the_retention_is_a_timer_even_with_pg_cron(tmp_path: Path) -> None:
+    from insights.ops.schedule import RETENTION, cron_jobs
+
+    archive = tmp_path / "archive"
+    assert RETENTION in {j.name for j in cron_jobs(None)}
+    assert RETENTION not in {j.name for j in cron_jobs(archive)} and len(cron_jobs(archive)) == len(JOBS) - 1
+    units = systemd_units("/opt/insights/bin/insights", with_cron=True, archive_dir=archive)
+    assert f"ExecStart=/opt/insights/bin/insights db partitions prune --yes --archive {archive}" in units[
+        "insights-retention.service"]
+    assert "insights-maintain.timer" not in units  # the rest of db maintain stays in pg_cron
+    without = systemd_units("insights", with_cron=False, archive_dir=archive)
+    assert f"--archive {archive}" in without["insights-retention.service"]
+
+
+def test_the_pg_cron_retention_binds_every_placeholder_of_the_prune_query() -> None:
+    from insights.ops.schedule import JOBS as jobs
+
+    command = next(j.command for j in jobs if j.name == "insights-retention")
+    assert "%(" not in command and "now()" in command and "retention_runs" in command
+
+
+def test_retention_finding_warns_when_the_archiving_retention_is_late_failed_or_never_ran(tmp_path: Path) -> None:
+    from insights.db.retention import LastRun
+    from insights.ops.health import retention_finding
+
+    now = datetime(2026, 12, 2, 6, tzinfo=UTC)
+    archive = tmp_path / "archive"
+
+    def run(age_h: float, outcome: str = "succeeded") -> LastRun:
+        start = now - timedelta(hours=age_h)
+        return LastRun("prune", start, None if outcome == "running" else start + timedelta(seconds=3), outcome,
+                       str(archive), 2, 2 if outcome == "succeeded" else 0, 500, "boom" if outcome == "failed" else None,
+                       start if outcome == "succeeded" else None)
+
+    assert retention_finding(None, archive_dir=None, now=now, cron_drops=True) is None  # pg_cron's row watches it
+    never = retention_finding(None, archive_dir=archive, now=now, cron_drops=False)
+    assert never is not None and never.level == "warn" and never.state == "never run"
+    fresh = retention_finding(run(3), archive_dir=archive, now=now, cron_drops=False)
+    assert fresh is not None and fresh.healthy and "archived 500 row(s)" in fresh.detail
+    late = retention_finding(run(26), archive_dir=archive, now=now, cron_drops=False)
+    assert late is not None and late.level == "warn" and late.state == "STOPPED"
+    stuck = retention_finding(run(30, "running"), archive_dir=archive, now=now, cron_drops=False)
+    assert stuck is not None and stuck.state == "STUCK"
+    failed = retention_finding(run(1, "failed"), archive_dir=archive, now=now, cron_drops=False)
+    assert failed is not None and failed.level == "warn" and "boom" in failed.detail
+    unarchived = retention_finding(run(1), archive_dir=archive, now=now, cron_drops=True)
+    assert unarchived is not None and unarchived.state == "NOT ARCHIVED"
+    # without the setting only what the last run did, never a lateness warning
+    old = retention_finding(run(100), archive_dir=None, now=now, cron_drops=False)
+    assert old is not None and old.healthy and old.what == "retention_runs"
