@@ -277,9 +277,17 @@ def partitions_status(ctx: typer.Context) -> None:
 
 
 @app.command()
-def maintain(ctx: typer.Context) -> None:
+def maintain(
+    ctx: typer.Context,
+    archive: Path | None = typer.Option(
+        None, "--archive", file_okay=False,
+        help="archive each partition the prune step drops into this directory first "
+        "(default: INSIGHTS_PG_RETENTION_ARCHIVE_DIR; neither: dropped without an archive)",
+    ),
+) -> None:
     """Partitions, prune, refresh the summary view concurrently, vacuum, analyze: safe while consumers write."""
     settings = settings_of(ctx)
+    archive_dir = archive if archive is not None else settings.pg.retention_archive_dir
     steps = len(maintenance.STEPS)
     with reporting("db maintain", "steps") as progress:
         done: list[str] = []
@@ -289,7 +297,7 @@ def maintain(ctx: typer.Context) -> None:
             done.append(name)
 
         results = maintenance.maintain(settings.pg.conninfo(), on_step=step,
-                                       archive_dir=settings.pg.retention_archive_dir)
+                                       archive_dir=archive_dir)
         progress.update("maintain", steps, steps, note="done")
         progress.finish("maintain")
     table = Table("step", "seconds", "result")

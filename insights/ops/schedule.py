@@ -366,7 +366,9 @@ def without_cron(archive_dir: Path | None) -> tuple[tuple[str, str, str], ...]:
     return (
         ("insights-partitions", "*-*-* *:07:00", "insights db partitions ensure"),
         (RETENTION, RETENTION_CALENDAR, retention_command(archive_dir or ARCHIVE_DIR)),
-        ("insights-maintain", "*-*-* 03:41:00", "insights db maintain"),
+        # db maintain prunes too: the same archive, or a failed 02:23 retention run would
+        # leave its partitions to be dropped un-archived by the 03:41 maintenance
+        ("insights-maintain", "*-*-* 03:41:00", f"insights db maintain --archive {archive_dir or ARCHIVE_DIR}"),
     )
 
 

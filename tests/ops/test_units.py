@@ -63,6 +63,8 @@ def test_systemd_units_cover_what_pg_cron_cannot_run() -> None:
     # the rows go to an archive before the partition is dropped
     assert "ExecStart=insights db partitions prune --yes --archive /var/lib/insights/archive" in without[
         "insights-retention.service"]
+    # db maintain prunes as well: it archives to the same place, never drops un-archived
+    assert "ExecStart=insights db maintain --archive /var/lib/insights/archive" in without["insights-maintain.service"]
 
 
 def test_topology_round_trips_and_defaults_to_the_single_primary(tmp_path: Path) -> None:
