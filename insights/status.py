@@ -32,7 +32,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -771,20 +772,29 @@ def thresholds(status: StatusSettings) -> dict[str, Metric]:
             for k, v in status.model_dump().items()}
 
 
-def _stored_offsets_routed(
+@contextmanager
+def _read_connection(
     settings: Settings, conn: psycopg.Connection[Any], timeout: float
-) -> list[tuple[str, str, int, int, float]]:
-    """The consumers' stored offsets, read through INSIGHTS_PG_READ_DSN when set (a replica:
-    lag then includes its replay delay), else on the primary's connection already open."""
+) -> Iterator[psycopg.Connection[Any]]:
+    """Where status's heavier reads go: INSIGHTS_PG_READ_DSN when set (a replica first), else
+    the primary's connection already open; the primary's too when nothing answers there.
+
+    Routed: the summaries' counts (a scan of one row per product), the rules, the partition
+    coverage and the consumers' stored offsets (their lag then includes the replica's replay
+    delay, at most the replica-lag threshold shown in the same report). Not routed: what only
+    the primary can say (the CDC slot, replication, the archiver) and the downstream
+    freshness, whose age would otherwise include the replay delay of the replica asked."""
     if settings.pg.read_dsn is None:
-        return _stored_offsets(conn, None)
+        yield conn
+        return
     try:
         read = connect(settings.pg, "status-read", read_only=True, connect_timeout=max(2, math.ceil(timeout)))
     except psycopg.Error:
-        return _stored_offsets(conn, None)  # no replica and no primary through it: the one we have
+        yield conn  # no replica and no primary through it: the one we have
+        return
     with read:
         read.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
-        return _stored_offsets(read, None)
+        yield read
 
 
 def _operations(settings: Settings) -> list[Check]:
@@ -822,19 +832,20 @@ def gather(settings: Settings) -> Report:
             migrated = all(c.state == "ok" for c in migrations)
             checks += _guarded("cdc", settings.cdc.slot_name, lambda: _cdc_slot(settings, conn))
             if migrated:
-                checks += _guarded("summaries", "product_summary", lambda: _summaries(settings, conn))
-                checks += _guarded("rules", "alert_rules", lambda: _rules(conn))
                 fresh = _guarded("freshness", "-", lambda: _freshness_rows(conn))
                 if fresh and isinstance(fresh[0], Check):
                     checks += fresh
                     freshness_rows = []
                 else:
                     freshness_rows = fresh
-                checks += _guarded("partitions", "-", lambda: _partitions(settings, conn))
-                try:
-                    stored = _stored_offsets_routed(settings, conn, timeout)
-                except psycopg.Error as exc:
-                    checks.append(Check("consumers", "-", "unknown", f"check failed: {_one_line(exc)}"))
+                with _read_connection(settings, conn, timeout) as read:
+                    checks += _guarded("summaries", "product_summary", lambda: _summaries(settings, read))
+                    checks += _guarded("rules", "alert_rules", lambda: _rules(read))
+                    checks += _guarded("partitions", "-", lambda: _partitions(settings, read))
+                    try:
+                        stored = _stored_offsets(read, None)
+                    except psycopg.Error as exc:
+                        checks.append(Check("consumers", "-", "unknown", f"check failed: {_one_line(exc)}"))
 
     # Kafka: asked once whether it answers; if not, its checks are not attempted
     kafka = KafkaView(settings, timeout)

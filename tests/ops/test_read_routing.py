@@ -65,6 +65,19 @@ class Logs:
     def mark(self) -> None:
         self.offsets = {name: path.stat().st_size for name, path in self.paths.items()}
 
+    def statements(self) -> dict[str, list[tuple[str, str]]]:
+        """Per node, (application name, statement) run there since the last mark."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for name, path in self.paths.items():
+            with path.open("rb") as f:
+                f.seek(self.offsets[name])
+                text = f.read().decode("utf-8", "replace")
+            # one entry per log record: a multi-line statement continues on lines without a timestamp
+            entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", text)
+            found[name] = [(m.group(1)[len("insights-"):], m.group(2))
+                           for m in (STATEMENT.search(e.replace("\n", " ")) for e in entries) if m]
+        return found
+
     def since(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
         for name, path in self.paths.items():
@@ -98,6 +111,13 @@ def test_status_summaries_status_and_the_demo_report_read_on_a_replica(ops: Priv
     found = wait_until(lambda: (f := logs.since()) and READERS <= _on_replicas(f) and f, 10,
                        "the readers' connections in the replicas' logs")
     assert not READERS & found["primary"], found
+    # status's heavier reads ran there: the summaries', the rules', the partition coverage, the offsets
+    on_replica = " ".join(q for node, runs in logs.statements().items() if node != "primary"
+                          for app, q in runs if app == "status-read")
+    for query in ("to_regclass('summaries.product_summary')", "to_regclass('rules.firings')",
+                  "to_regclass('public.partition_policy')"):
+        assert query in on_replica, f"status's {query} read not on a replica"
+    assert "FROM consumer_offsets" in on_replica, on_replica[-500:]
     # the demo's report asks the primary only for its WAL position (read-your-writes)
     assert "demo-report-lsn" in found["primary"], found
     # writers never reach a replica: every name seen there is a reader's
