@@ -131,8 +131,11 @@ def test_failover_mid_ingest_loses_nothing_and_cdc_resync_repairs_the_summaries(
         new = private.refresh().primary
         assert new.port == replica.port and scalar(new.dsn, "SELECT pg_is_in_recovery()") is False
 
-        # the reader lost its server; a new one refuses to stream without its slot
-        assert procs["reader"].wait(60) != 0
+        # the reader lost its server; it stops loudly, and a new one refuses to stream without its slot
+        code = procs["reader"].wait(60)
+        said = " ".join((tmp_path / "reader.log").read_text().split())
+        print(f"running reader: exit {code}; its last words: {said[-600:]}")
+        assert code == 3 and "insights cdc resync" in said, (code, said[-2000:])
         again = subprocess.run([INSIGHTS, "cdc", "run"], env=reader_env, capture_output=True, text=True, timeout=120)
         message = " ".join(again.stderr.split())
         assert again.returncode == 3, again.stderr
