@@ -84,3 +84,18 @@ class UnrepresentableValueError(CdcError):
             "constraint (docs/cdc.md#typed-change-events)"
         )
         self.column = column
+
+
+class RegistryRefusedError(CdcError):
+    """Typed events: the schema registry answered, and its answer does not change by waiting
+    (401/403: wrong or missing credentials; another 4xx: a request it will never accept).
+
+    An unreachable or failing registry (no answer, 5xx, 408, 429) is not this: the reader waits
+    it out (``streams.serde.errors.RegistryUnavailableError``, docs/cdc.md#self-healing).
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        fix = ("check INSIGHTS_SCHEMA_REGISTRY_URL's credentials and the subject's permissions"
+               if status in (401, 403) else "the request is one the registry will never accept")
+        super().__init__(f"the schema registry refused the reader (HTTP {status}: {detail}): {fix}")
+        self.status = status

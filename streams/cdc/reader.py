@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -40,7 +40,7 @@ from streams.cdc.envelope import (
     needs_primary_key, read_body, read_event, source_txn, truncate_event,
 )
 from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
-from streams.cdc.healing import Outage, stream_lost
+from streams.cdc.healing import Outage, RegistryOutage, stream_lost
 from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Window
 from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
@@ -57,10 +57,13 @@ from streams.cdc.transport import (
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.retry import Backoff
+from streams.serde.errors import RegistryUnavailableError
 from streams.service.health import Health
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics, cdc_transactions_topic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
@@ -158,6 +161,7 @@ class CdcReader:
         self.delivered = 0
         # --- self-healing
         self.outage = Outage(log, self.cdc.reconnect_max_s)
+        self.registry_outage = RegistryOutage(log, self.cdc.reconnect_max_s)
         self._stream_conn: ReplicationConnection | None = None
         self._side: psycopg.Connection[Any] | None = None  # heartbeats, gauges, catalog look-ups
         self._paused_since: float | None = None
@@ -462,7 +466,9 @@ class CdcReader:
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
                 if self.typed is not None:
-                    self._send_event(relation, "t", None, self.typed.truncate(relation, src))
+                    typed = self.typed
+                    value = self._typed(lambda: typed.truncate(relation, src), frame.wal_start)
+                    self._send_event(relation, "t", None, value)
                 else:
                     self._produce(relation, truncate_event(relation, src))
                 if oid == self._window_oid and self.incremental.window is not None:
@@ -514,6 +520,54 @@ class CdcReader:
                 # written once per Relation message: the writers of every change until the next one
                 self._codecs[message.oid] = RelationCodec(message, self.converter)
 
+    def _typed(self, write: Callable[[], T], wal_start: int) -> T:
+        """A typed event's ``write``, waited out in place while the schema registry is unavailable.
+
+        ``write`` has no effect until it returns (describe, resolve, encode), so calling it again
+        writes the same events: the change is published when the registry answers, after every
+        change before it and before every change after it. Meanwhile the stream is not read
+        (the slot keeps the changes) but is kept alive, and Kafka's acks keep confirming.
+        A refusal (``RegistryRefusedError``) or an incompatible schema is not waited out.
+        """
+        outage = self.registry_outage
+        try:
+            result = write()
+        except RegistryUnavailableError as exc:
+            delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
+            self.metrics.registry_outages.inc()
+            while True:
+                outage.lost(exc, format_lsn(wal_start))
+                self.health.failing("schema_registry", str(exc))
+                self._wait(next(delays))
+                try:
+                    result = write()
+                    break
+                except RegistryUnavailableError as again:
+                    exc = again
+            outage.regained()
+            self.health.ok("schema_registry")
+        return result
+
+    def _wait(self, seconds: float) -> None:
+        """Wait ``seconds`` without reading the stream: serve Kafka's acks and keep the walsender's
+        status updates coming (without them it ends the stream after wal_sender_timeout)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.stop.is_set():
+                raise _Stopping()
+            self.health.beat()
+            now = time.monotonic()
+            stream = self._stream_conn
+            if stream is not None and now >= self._next_paused_status:
+                self._next_paused_status = now + self.cdc.status_interval_s
+                try:
+                    self._send_status(stream, force=True)
+                except ReplicationError:
+                    pass  # the loop notices on its next read
+            if now >= deadline:
+                return
+            self._poll(min(0.05, deadline - now))
+
     @staticmethod
     def _no_generic(_value: dict[str, Any]) -> bytes:
         raise CdcError("a generic envelope in typed mode")  # every typed event goes through self.typed
@@ -528,7 +582,8 @@ class CdcReader:
         relation = self.cache.get(message.relation_oid)
         if self.typed is not None:
             window = relation.oid == self._window_oid
-            for op, key, value in self.typed.changes(relation, message, self._source(wal_start)):
+            typed, src = self.typed, self._source(wal_start)
+            for op, key, value in self._typed(lambda: typed.changes(relation, message, src), wal_start):
                 if window:
                     self._in_window(key)
                 self._send_event(relation, op, key, value)
@@ -618,8 +673,9 @@ class CdcReader:
         if self.typed is not None:
             src = self._source(wal_start)
             src = SourceInfo(src.lsn, src.commit_lsn, src.xid, src.commit_time_us, snapshot=True)
+            typed = self.typed
             for values in window.rows.values():
-                key, value = self.typed.read(relation, values, src)
+                key, value = self._typed(lambda: typed.read(relation, values, src), wal_start)  # noqa: B023
                 self._send_event(relation, "r", key, value)
         elif self._header is not None and self._txn_source is not None:
             for values in window.rows.values():
