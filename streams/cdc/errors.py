@@ -99,3 +99,15 @@ class RegistryRefusedError(CdcError):
                if status in (401, 403) else "the request is one the registry will never accept")
         super().__init__(f"the schema registry refused the reader (HTTP {status}: {detail}): {fix}")
         self.status = status
+
+
+class BinaryModeError(CdcError):
+    """``INSIGHTS_CDC_PGOUTPUT_BINARY``: a published column of a type binary mode cannot decode."""
+
+    def __init__(self, table: str, column: str, type_name: str) -> None:
+        super().__init__(
+            f"{table}.{column} is of type {type_name}, which the reader cannot decode from pgoutput's binary "
+            "format: set INSIGHTS_CDC_PGOUTPUT_BINARY=false (text mode, the default, publishes every type); "
+            "see docs/cdc.md#pgoutput-binary-mode"
+        )
+        self.column = column

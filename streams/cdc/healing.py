@@ -22,7 +22,7 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from streams.cdc.errors import (
-    CdcError, DecodeError, IncompatibleSchemaChangeError, RegistryRefusedError, SlotLostError, SlotMissingError,
+    BinaryModeError, CdcError, DecodeError, IncompatibleSchemaChangeError, RegistryRefusedError, SlotLostError, SlotMissingError,
     UnrepresentableValueError,
 )
 from streams.faults import is_transient
@@ -78,7 +78,7 @@ _PERMANENT_TEXT = (
 def stream_lost(exc: BaseException) -> bool:
     """True when ``exc`` means the stream went away for a while (reconnect), False when it must end the reader."""
     if isinstance(exc, (SlotLostError, SlotMissingError, DecodeError, IncompatibleSchemaChangeError,
-                        UnrepresentableValueError, RegistryRefusedError)):
+                        UnrepresentableValueError, RegistryRefusedError, BinaryModeError)):
         return False  # (some name columns or quote HTTP bodies, which could look like a transient error's words)
     if isinstance(exc, RegistryUnavailableError):
         # the reader waits a registry outage out where it meets it (RegistryOutage); one met

@@ -7,7 +7,9 @@ checked against :func:`decode` by the tests.
 
 Tuple columns keep the three kinds PostgreSQL sends apart: ``None`` for ``'n'`` (SQL
 NULL), :data:`UNCHANGED_TOAST` for ``'u'`` (a TOASTed value the UPDATE did not touch;
-its value is *not* on the wire) and ``bytes`` for ``'t'`` (the type's text output).
+its value is *not* on the wire), ``bytes`` for ``'t'`` (the type's text output) and
+:class:`Binary` for ``'b'`` (the type's binary send format, ``INSIGHTS_CDC_PGOUTPUT_BINARY``;
+:mod:`streams.cdc.binary` turns it into the same text before anything else sees it).
 Converting text to Python values is :mod:`streams.cdc.values`' job, which needs the
 relation's column types: :class:`RelationCache` keeps them by OID.
 """
@@ -39,8 +41,26 @@ class _UnchangedToast:
 
 UNCHANGED_TOAST = _UnchangedToast()
 
-#: one tuple: per column None (NULL), UNCHANGED_TOAST or the text bytes
+#: one tuple: per column None (NULL), UNCHANGED_TOAST, the text bytes, or (binary mode) Binary
 TupleData = list[object]
+
+
+class Binary:
+    """A tuple column sent in binary (kind ``'b'``): not text, never used as such."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Binary({self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Binary) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +196,12 @@ def _tuple(raw: bytes, pos: int) -> tuple[TupleData, int]:
             append(None)
         elif kind == 0x75:  # 'u'
             append(UNCHANGED_TOAST)
+        elif kind == 0x62:  # 'b': binary mode (streams.cdc.binary turns it into the text)
+            end = pos + 4 + unpack_len(raw, pos)[0]
+            append(Binary(raw[pos + 4 : end]))
+            pos = end
         else:
-            raise DecodeError(f"unsupported tuple column kind {chr(kind)!r} (binary mode is not requested)")
+            raise DecodeError(f"unsupported tuple column kind {chr(kind)!r}")
     return values, pos
 
 

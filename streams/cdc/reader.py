@@ -39,7 +39,8 @@ from streams.cdc.envelope import (
     ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder, masking,
     needs_primary_key, read_body, read_event, source_txn, truncate_event,
 )
-from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
+from streams.cdc.binary import TypeInfo, UnsupportedBinaryType, tuple_converter
+from streams.cdc.errors import BinaryModeError, CdcError, SlotInUseError, SlotLostError
 from streams.cdc.healing import Outage, RegistryOutage, stream_lost
 from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Window
 from streams.cdc.lsn import format_lsn
@@ -140,6 +141,9 @@ class CdcReader:
         self.schema_changes = 0
         # --- per relation
         self._codecs: dict[int, RelationCodec] = {}
+        #: INSIGHTS_CDC_PGOUTPUT_BINARY: per relation OID, its tuples' binary values -> their text
+        self._binary: dict[int, Callable[[list[Any]], list[Any]]] = {}
+        self._type_info: dict[int, TypeInfo] = {}
         self._topics: dict[int, str] = {}
         self._known_topics: set[str] = set()
         self._partitions: dict[str, int] = {}
@@ -279,7 +283,7 @@ class CdcReader:
         self._stream_conn, self._side = stream, side
         try:
             try:
-                stream.start(self.slot, self.cdc.publication, start)
+                stream.start(self.slot, self.cdc.publication, start, binary=self.cdc.pgoutput_binary)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
@@ -514,6 +518,12 @@ class CdcReader:
             log.info("schema change of %s.%s", message.namespace, message.name)
         if isinstance(message, Relation) and self.typed is not None:
             self.typed.relation(message)  # its next change checks and registers a changed schema
+        if isinstance(message, Relation) and self.cdc.pgoutput_binary:
+            try:
+                self._binary[message.oid] = tuple_converter(message.columns, self._describe_type)
+            except UnsupportedBinaryType as exc:
+                raise BinaryModeError(f"{message.namespace}.{message.name}", exc.column,
+                                      self._type_name(exc.type_oid)) from None
         if isinstance(message, Relation) and self._header is not None:
             codec = self._codecs.get(message.oid)
             if codec is None or codec.relation != message:
@@ -578,8 +588,40 @@ class CdcReader:
             raise CdcError("row change outside a transaction")
         return SourceInfo(wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
 
+    def _describe_type(self, type_oid: int) -> TypeInfo:
+        """(typtype, base type, array element) of a type the binary converters do not know."""
+        if type_oid not in self._type_info:
+            side = self._side
+            row = None if side is None else side.execute(
+                "SELECT typtype::text, typbasetype::int8, CASE WHEN typcategory = 'A' THEN typelem::int8 ELSE 0 END"
+                "  FROM pg_type WHERE oid = %s", (type_oid,),
+            ).fetchone()
+            self._type_info[type_oid] = None if row is None else (row[0], row[1], row[2])
+        return self._type_info[type_oid]
+
+    def _type_name(self, type_oid: int) -> str:
+        side = self._side
+        row = None if side is None else side.execute("SELECT format_type(%s, NULL)", (type_oid,)).fetchone()
+        return row[0] if row is not None else f"OID {type_oid}"
+
+    def _as_text(self, message: Insert | Update | Delete) -> Insert | Update | Delete:
+        """Binary mode: the message with every binary value turned into the text PostgreSQL prints
+        (streams.cdc.binary), so that every path below writes the same events as in text mode."""
+        convert = self._binary.get(message.relation_oid)
+        if convert is None:
+            return message  # before its Relation message: cache.get raises the protocol error
+        if type(message) is Insert:
+            return Insert(message.relation_oid, convert(message.new))
+        if type(message) is Delete:
+            return Delete(message.relation_oid, message.old_kind, convert(message.old))
+        assert type(message) is Update
+        old = None if message.old is None else convert(message.old)
+        return Update(message.relation_oid, message.old_kind, old, convert(message.new))
+
     def _row_change(self, message: Insert | Update | Delete, wal_start: int) -> None:
         relation = self.cache.get(message.relation_oid)
+        if self._binary:
+            message = self._as_text(message)
         if self.typed is not None:
             window = relation.oid == self._window_oid
             typed, src = self.typed, self._source(wal_start)

@@ -176,13 +176,15 @@ class ReplicationConnection:
         name, point, snapshot, _plugin = rows[0]
         return CreatedSlot(name or slot, point or "0/0", snapshot)
 
-    def start(self, slot: str, publication: str, start_lsn: int = 0) -> None:
+    def start(self, slot: str, publication: str, start_lsn: int = 0, binary: bool = False) -> None:
+        """``binary``: pgoutput sends column values in their binary send format (PostgreSQL 14+)."""
         query = sql.SQL(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages 'true')"
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages 'true'{})"
         ).format(
             sql.Identifier(slot),
             sql.SQL(format_lsn(start_lsn)),
             sql.Literal(sql.Identifier(publication).as_string(None)),
+            sql.SQL(", binary 'true'" if binary else ""),
         )
         result = self.pgconn.exec_(query.as_string(None).encode())
         if result.status != pq.ExecStatus.COPY_BOTH:
