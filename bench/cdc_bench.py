@@ -323,6 +323,87 @@ def compare_binary(args: argparse.Namespace) -> None:
               f"{med(res['reader_cpu']):.1f} | {min(res['cpu_us']):.1f} |")
 
 
+# --- protocol v2 streaming of a large transaction (INSIGHTS_CDC_STREAMING) ----------------------
+def compare_streaming(args: argparse.Namespace) -> None:
+    """Commit -> last acknowledgement of one large transaction (``--rows`` INSERTs), with and without
+    streaming, interleaved rounds; the reader runs before the transaction begins. Prints only."""
+    from insights.stack.replicas import local_stack_dsn
+
+    base = local_stack_dsn(load_settings())
+    admin_dsn = make_conninfo(base.pg.conninfo(), dbname="postgres")
+    tag = uuid.uuid4().hex[:8]
+    db = f"cdc_bench_{tag}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    dsn = make_conninfo(base.pg.conninfo(), dbname=db)
+    settings = base.replace(pg_dsn=dsn, topic_prefix=f"bench-{tag}", cdc_slot_name=f"bench_{tag}",
+                            cdc_publication=f"bench_{tag}", cdc_tables=["product_snapshots"], metrics_port=0,
+                            cdc_logical_decoding_work_mem=args.work_mem)
+    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    load = os.getloadavg()
+    next_id = 1
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DDL)
+        CdcReader(settings).setup()
+        for r in range(args.compare_streaming):
+            for mode in (False, True) if r % 2 == 0 else (True, False):
+                confirmed = [0]
+                stop = threading.Event()
+                reader = CdcReader(settings.replace(cdc_streaming=mode), stop=stop,
+                                   on_confirm=lambda lsn: confirmed.__setitem__(0, lsn))
+                thread = threading.Thread(target=reader.run)
+                thread.start()
+                while not reader.metrics.connected._value.get():
+                    time.sleep(0.05)
+                with psycopg.connect(dsn) as conn:
+                    t0 = time.perf_counter()
+                    # the transaction's rows in 20 statements spread over --txn-seconds: a batch job's
+                    # transaction, not one INSERT ... SELECT that is over before the reader could start
+                    step = args.rows // 20
+                    for i in range(20):
+                        first = next_id + i * step
+                        conn.execute(INSERT, (first, next_id + args.rows - 1 if i == 19 else first + step - 1))
+                        delay = t0 + (i + 1) * args.txn_seconds / 20 - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                    conn.commit()
+                    committed = time.perf_counter()
+                    end = current_lsn(conn)
+                next_id += args.rows
+                while confirmed[0] < end:
+                    time.sleep(0.01)
+                acked = time.perf_counter()
+                stop.set()
+                thread.join()
+                results[mode].append((committed - t0, acked - committed))
+                print(f"round {r + 1} streaming={mode}: transaction {committed - t0:.2f} s, "
+                      f"commit -> last ack {acked - committed:.2f} s", flush=True)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                         (db,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        admin = AdminClient(settings.kafka.client_config())
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.kafka.topic_prefix + ".")]
+        if topics:
+            for f in admin.delete_topics(topics).values():
+                try:
+                    f.result(30)
+                except Exception:
+                    pass
+    print(f"\n{args.rows:,}-row transaction (20 INSERTs over >= {args.txn_seconds:g} s), logical_decoding_work_mem {args.work_mem or 'server default'}, "
+          f"{args.compare_streaming} interleaved rounds, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+          f"after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| streaming | transaction (BEGIN..COMMIT) s, median | commit -> last ack s, median (all) |")
+    print("|---|---|---|")
+    for mode, rows in results.items():
+        txn = sorted(t for t, _ in rows)
+        lag = sorted(a for _, a in rows)
+        print(f"| {'on' if mode else 'off'} | {txn[len(txn) // 2]:.2f} | {lag[len(lag) // 2]:.2f} "
+              f"({', '.join(f'{a:.2f}' for _, a in rows)}) |")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -338,7 +419,15 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the ## CDC section of BENCHMARKS.md")
     parser.add_argument("--compare-binary", type=int, default=0, metavar="ROUNDS",
                         help="only compare text and pgoutput binary mode over ROUNDS interleaved rounds (prints)")
+    parser.add_argument("--compare-streaming", type=int, default=0, metavar="ROUNDS",
+                        help="only compare commit -> last ack of one --rows transaction with and without streaming")
+    parser.add_argument("--work-mem", default="", help="with --compare-streaming: logical_decoding_work_mem")
+    parser.add_argument("--txn-seconds", type=float, default=0.0,
+                        help="with --compare-streaming: spread the transaction's 20 INSERTs over this many seconds")
     args = parser.parse_args()
+    if args.compare_streaming:
+        compare_streaming(args)
+        return
     if args.compare_binary:
         compare_binary(args)
         return

@@ -1,4 +1,4 @@
-"""A pure decoder of pgoutput protocol version 1: bytes in, typed messages out, no I/O.
+"""A pure decoder of pgoutput protocol versions 1 and 2 (streaming): bytes in, typed messages out, no I/O.
 
 Step 2 of 4 on the CDC path (transport -> **pgoutput** -> envelope -> reader): the
 payload of one XLogData frame is one message. The tuple grammar is :func:`_tuple`'s; the
@@ -155,9 +155,46 @@ class LogicalMessage:
     content: bytes
 
 
+# --- protocol version 2, streaming 'on': a large transaction sent while it is still in progress
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A block of an in-progress transaction's messages follows, each with its (sub)transaction xid."""
+
+    xid: int
+    first_segment: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStop:
+    """The block ends; other transactions' messages may follow before the next block."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCommit:
+    xid: int
+    flags: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAbort:
+    """``subxid == xid``: the whole transaction rolled back; else only that subtransaction (and its children)."""
+
+    xid: int
+    subxid: int
+
+
 Message = (
     Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
+    | StreamStart | StreamStop | StreamCommit | StreamAbort
 )
+
+#: tags of the messages that carry their (sub)transaction's xid inside a stream block
+STREAMED_TAGS = frozenset(b"RYIUDTM")
+_STREAM_COMMIT = struct.Struct("!IBQQq")
+_STREAM_ABORT = struct.Struct("!II")
 
 #: message tags the reader's Insert fast path tests before decoding anything
 INSERT, NEW_TUPLE = 0x49, 0x4E  # 'I', 'N'
@@ -256,6 +293,15 @@ def decode(payload: bytes | memoryview) -> Message:
             nrels, options = struct.unpack_from("!IB", raw, 1)
             oids = struct.unpack_from(f"!{nrels}I", raw, 6)
             return Truncate(options, tuple(oids))
+        if tag == 0x53:  # 'S' Stream Start
+            xid, first = struct.unpack_from("!IB", raw, 1)
+            return StreamStart(xid, first == 1)
+        if tag == 0x45:  # 'E' Stream Stop
+            return StreamStop()
+        if tag == 0x63:  # 'c' Stream Commit
+            return StreamCommit(*_STREAM_COMMIT.unpack_from(raw, 1))
+        if tag == 0x41:  # 'A' Stream Abort (PostgreSQL 14/15: xid, subxid)
+            return StreamAbort(*_STREAM_ABORT.unpack_from(raw, 1))
         if tag == 0x4D:  # 'M'
             flags = raw[1]
             (lsn,) = _I64.unpack_from(raw, 2)
@@ -266,6 +312,15 @@ def decode(payload: bytes | memoryview) -> Message:
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise DecodeError(f"truncated or malformed pgoutput message {chr(tag)!r}: {exc}") from None
     raise DecodeError(f"unknown pgoutput message type {chr(tag)!r}")
+
+
+def streamed(payload: bytes | memoryview) -> tuple[int, bytes]:
+    """A message inside a stream block: (its (sub)transaction xid, the message without it), which
+    :func:`decode` reads like any other (the xid follows the tag: ``I`` xid oid ...)."""
+    raw = bytes(payload)
+    if len(raw) < 5:
+        raise DecodeError(f"truncated streamed pgoutput message {raw[:1]!r}")
+    return _I32.unpack_from(raw, 1)[0], raw[:1] + raw[5:]
 
 
 def _relation(raw: bytes) -> Relation:

@@ -37,7 +37,7 @@ from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
     ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder, masking,
-    needs_primary_key, read_body, read_event, source_txn, truncate_event,
+    needs_primary_key, read_body, read_event, relation_tail, source_txn, truncate_event,
 )
 from streams.cdc.binary import TypeInfo, UnsupportedBinaryType, tuple_converter
 from streams.cdc.errors import BinaryModeError, CdcError, SlotInUseError, SlotLostError
@@ -46,9 +46,10 @@ from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Wind
 from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
 from streams.cdc.pgoutput import (
-    INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
-    TypeMessage, Update, decode, relation_oid,
+    INSERT, NEW_TUPLE, STREAMED_TAGS, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache,
+    StreamAbort, StreamCommit, StreamStart, StreamStop, Truncate, TypeMessage, Update, decode, relation_oid, streamed,
 )
+from streams.cdc.spool import TxnSpool, placeholder, remove_stale, splice
 from streams.cdc.typed_events import TypedEvents
 from streams.cdc.typed_schemas import make_versions
 from streams.cdc.transport import (
@@ -147,6 +148,16 @@ class CdcReader:
         self._topics: dict[int, str] = {}
         self._known_topics: set[str] = set()
         self._partitions: dict[str, int] = {}
+        # --- streamed transactions (cdc.streaming): the one whose block is open, each one's spool,
+        # and the relations as its own Relation messages described them (pgoutput sends a stream
+        # its own, which may differ from the ones of transactions sent whole meanwhile)
+        self.streaming = self.cdc.streaming and (self.typed is not None or self._header is not None)
+        self._stream_xid: int | None = None
+        self._spools: dict[int, TxnSpool] = {}
+        self._stream_relations: dict[int, dict[int, tuple[Relation, Callable[[list[Any]], list[Any]] | None]]] = {}
+        #: per streamed transaction, its Relation messages as sent: at its commit they become everyone's
+        self._stream_schemas: dict[int, dict[int, Relation]] = {}
+        self._stream_codecs: dict[Relation, RelationCodec] = {}
         # --- per transaction
         self._begin: Begin | None = None
         self._txn_seq = -1
@@ -275,7 +286,7 @@ class CdcReader:
                 # reconnected, maybe to a promoted standby: never stream from a slot that is not ours
                 slots.require_slot_unless_new(side, self.slot, self.cdc.publication)
                 slots.check_not_lost(side, self.slot)
-            stream = ReplicationConnection.open(self.settings.pg, "cdc-stream")
+            stream = ReplicationConnection.open(self.settings.pg, "cdc-stream", self.cdc.logical_decoding_work_mem)
         except (CdcError, psycopg.Error) as exc:
             side.close()
             self.health.failing("postgres", str(exc))
@@ -283,12 +294,15 @@ class CdcReader:
         self._stream_conn, self._side = stream, side
         try:
             try:
-                stream.start(self.slot, self.cdc.publication, start, binary=self.cdc.pgoutput_binary)
+                stream.start(self.slot, self.cdc.publication, start, binary=self.cdc.pgoutput_binary,
+                             streaming=self.streaming)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
             self.outage.regained(format_lsn(start))
             self.metrics.connected.set(1)
+            if self.streaming and remove_stale(self.slot, self.cdc.spool_dir or None):
+                log.info("removed the spool files of a reader of slot %s that did not end cleanly", self.slot)
             self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
@@ -299,6 +313,7 @@ class CdcReader:
             raise
         finally:
             self.metrics.connected.set(0)
+            self._drop_spools()  # in-progress streamed transactions come again whole on the next stream
             self._stream_conn = self._side = None
             stream.close()
             side.close()
@@ -442,27 +457,26 @@ class CdcReader:
             if not self.tracker.in_flight_any:
                 self.tracker.idle_position(frame.wal_end)
             return frame.reply_requested
-        message = decode(frame.payload)
+        payload = frame.payload
+        if self._stream_xid is not None and payload[0] in STREAMED_TAGS:
+            subxid, body = streamed(payload)
+            self._streamed(subxid, decode(body), frame.wal_start)
+            return False
+        message = decode(payload)
         if isinstance(message, (Insert, Update, Delete)):
             self._row_change(message, frame.wal_start)
         elif isinstance(message, Begin):
-            self._begin = message
-            self._txn_seq = self.tracker.begin()
-            commit_unix_us = pg_us_to_unix(message.commit_time_us)
-            self._txn_source = source_txn(message.final_lsn, message.xid, commit_unix_us)
-            self._commit_unix_s = commit_unix_us / 1e6
-            self._insert_targets.clear()
-            if len(self._callbacks) > 4096:
-                self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
+            self._open_txn(message)
         elif isinstance(message, Commit):
-            if self._txn_counts:
-                self._transaction_end(message)
-            self.tracker.commit(self._txn_seq, message.end_lsn)
-            if self.incremental.pending:
-                self.incremental.committed(self._txn_seq, message.end_lsn)
-            self._begin = None
-            self._txn_source = None
-            self.metrics.transactions.inc()
+            self._close_txn(message)
+        elif isinstance(message, StreamStart):
+            self._stream_start(message)
+        elif isinstance(message, StreamStop):
+            self._stream_xid = None
+        elif isinstance(message, StreamCommit):
+            self._stream_commit(message)
+        elif isinstance(message, StreamAbort):
+            self._stream_abort(message)
         elif isinstance(message, (Relation, TypeMessage)):
             self._relation(message)
         elif isinstance(message, Truncate):
@@ -604,10 +618,12 @@ class CdcReader:
         row = None if side is None else side.execute("SELECT format_type(%s, NULL)", (type_oid,)).fetchone()
         return row[0] if row is not None else f"OID {type_oid}"
 
-    def _as_text(self, message: Insert | Update | Delete) -> Insert | Update | Delete:
+    def _as_text(
+        self, message: Insert | Update | Delete, convert: Callable[[list[Any]], list[Any]] | None = None
+    ) -> Insert | Update | Delete:
         """Binary mode: the message with every binary value turned into the text PostgreSQL prints
         (streams.cdc.binary), so that every path below writes the same events as in text mode."""
-        convert = self._binary.get(message.relation_oid)
+        convert = convert or self._binary.get(message.relation_oid)
         if convert is None:
             return message  # before its Relation message: cache.get raises the protocol error
         if type(message) is Insert:
@@ -617,6 +633,147 @@ class CdcReader:
         assert type(message) is Update
         old = None if message.old is None else convert(message.old)
         return Update(message.relation_oid, message.old_kind, old, convert(message.new))
+
+    # --- transactions, whole or streamed --------------------------------------------------
+    def _open_txn(self, message: Begin) -> None:
+        self._begin = message
+        self._txn_seq = self.tracker.begin()
+        commit_unix_us = pg_us_to_unix(message.commit_time_us)
+        self._txn_source = source_txn(message.final_lsn, message.xid, commit_unix_us)
+        self._commit_unix_s = commit_unix_us / 1e6
+        self._insert_targets.clear()
+        if len(self._callbacks) > 4096:
+            self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
+
+    def _close_txn(self, message: Commit) -> None:
+        if self._txn_counts:
+            self._transaction_end(message)
+        self.tracker.commit(self._txn_seq, message.end_lsn)
+        if self.incremental.pending:
+            self.incremental.committed(self._txn_seq, message.end_lsn)
+        self._begin = None
+        self._txn_source = None
+        self.metrics.transactions.inc()
+
+    def _stream_start(self, message: StreamStart) -> None:
+        self._stream_xid = message.xid
+        spool = self._spools.get(message.xid)
+        if message.first_segment or spool is None:
+            if spool is not None:
+                spool.close()
+            self._spools[message.xid] = TxnSpool(message.xid, self.slot, self.cdc.spool_dir or None)
+            self._stream_relations[message.xid] = {}
+            self._stream_schemas[message.xid] = {}
+
+    def _streamed(self, subxid: int, message: Any, wal_start: int) -> None:
+        """A message inside a stream block: a change is encoded now, with a placeholder for its
+        commit (spool module doc), and spooled; the stream's Relation messages are its own."""
+        xid = self._stream_xid
+        assert xid is not None
+        spool = self._spools[xid]
+        relations = self._stream_relations[xid]
+        if isinstance(message, Relation):
+            self._stream_schemas[xid][message.oid] = message
+            side = self._side
+            primary = slots.primary_key(side, message.oid) if side is not None and needs_primary_key(message) else None
+            relation = masking(keyed(message, primary), self.cdc.mask_columns.get(message.name))
+            convert = None
+            if self.cdc.pgoutput_binary:
+                try:
+                    convert = tuple_converter(relation.columns, self._describe_type)
+                except UnsupportedBinaryType as exc:
+                    raise BinaryModeError(f"{relation.namespace}.{relation.name}", exc.column,
+                                          self._type_name(exc.type_oid)) from None
+            relations[relation.oid] = (relation, convert)
+            return
+        if not isinstance(message, (Insert, Update, Delete, Truncate)):
+            return  # types, and logical messages: heartbeats and watermarks are tiny transactions, never streamed
+        src = SourceInfo(wal_start, 0, xid, 0)
+        if isinstance(message, Truncate):
+            for oid in message.relation_oids:
+                relation = relations[oid][0] if oid in relations else self.cache.get(oid)
+                if self.typed is not None:
+                    typed = self.typed
+                    value = self._typed(lambda: typed.truncate(relation, src), wal_start)  # noqa: B023
+                else:
+                    value = self.encode(truncate_event(relation, src).value)
+                spool.append(subxid, relation, "t", None, value, self._tail_len(relation))
+            return
+        if message.relation_oid in relations:
+            relation, convert = relations[message.relation_oid]
+        else:
+            relation, convert = self.cache.get(message.relation_oid), self._binary.get(message.relation_oid)
+        if convert is not None:
+            message = self._as_text(message, convert)
+        if self.typed is not None:
+            typed = self.typed
+            events = self._typed(lambda: typed.changes(relation, message, src), wal_start)
+        else:
+            codec = self._stream_codecs.get(relation)
+            if codec is None:
+                if len(self._stream_codecs) > 256:
+                    self._stream_codecs.clear()
+                codec = self._stream_codecs[relation] = RelationCodec(relation, self.converter)
+            header = self._header or b""
+            events = [(op, key, header + body)
+                      for op, key, body in change_bodies(codec, message, wal_start, placeholder(xid))]
+        tail_len = self._tail_len(relation)
+        for op, key, value in events:
+            spool.append(subxid, relation, op, key, value, tail_len)
+
+    @staticmethod
+    def _tail_len(relation: Relation) -> int:
+        return len(relation_tail(relation.namespace, relation.name, False))
+
+    def _stream_commit(self, message: StreamCommit) -> None:
+        """Publish a streamed transaction as if it had come whole: its events in order, each with
+        the commit's LSN and time, tracked as one transaction (confirmable once all are acknowledged)."""
+        xid = message.xid
+        spool = self._spools.pop(xid, None)
+        self._stream_relations.pop(xid, None)
+        # pgoutput now counts the stream's Relation messages as sent to everyone (cleanup_rel_sync_cache):
+        # a later transaction sent whole gets none, so they describe its tables too
+        for relation in self._stream_schemas.pop(xid, {}).values():
+            self._relation(relation)
+        self._open_txn(Begin(message.commit_lsn, message.commit_time_us, xid))
+        txn = self._txn_source
+        assert txn is not None
+        try:
+            if spool is not None:
+                window = self._window_oid
+                for event in spool.events():
+                    if event.relation.oid == window:
+                        self._in_window(event.key)
+                    self._send_event(event.relation, event.op, event.key,
+                                     splice(event.value, event.tail_len, xid, txn))
+        finally:
+            if spool is not None:
+                spool.close()
+        self._close_txn(Commit(message.flags, message.commit_lsn, message.end_lsn, message.commit_time_us))
+        self.metrics.streamed_transactions.inc()
+
+    def _stream_abort(self, message: StreamAbort) -> None:
+        spool = self._spools.get(message.xid)
+        if spool is None:
+            return
+        if message.subxid == message.xid:
+            spool.close()
+            del self._spools[message.xid]
+            self._stream_relations.pop(message.xid, None)
+            self._stream_schemas.pop(message.xid, None)
+            log.debug("streamed transaction %d rolled back: %d events dropped", message.xid, spool.count)
+        else:
+            dropped = spool.abort_subtransaction(message.subxid)
+            log.debug("subtransaction %d of streamed transaction %d rolled back: %d events dropped",
+                      message.subxid, message.xid, dropped)
+
+    def _drop_spools(self) -> None:
+        for spool in self._spools.values():
+            spool.close()
+        self._spools.clear()
+        self._stream_relations.clear()
+        self._stream_schemas.clear()
+        self._stream_xid = None
 
     def _row_change(self, message: Insert | Update | Delete, wal_start: int) -> None:
         relation = self.cache.get(message.relation_oid)
