@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: the pgoutput messages the raw path may write without decoding: Insert, Update ('U')
+_RAW_TAGS = (INSERT, 0x55)
+
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
 GAUGE_INTERVAL_S = 5.0
@@ -163,8 +166,8 @@ class CdcReader:
         self._txn_seq = -1
         self._txn_source: bytes | None = None  # source.commit_lsn, xid, commit_time, written
         self._commit_unix_s = 0.0
-        #: per relation OID, the topic and delivery callback of Inserts in the current transaction
-        self._insert_targets: dict[int, tuple[str, Callable[[Any, Any], None]]] = {}
+        #: per (relation OID, tag I or U), the topic and delivery callback of the raw path in the current transaction
+        self._insert_targets: dict[tuple[int, int], tuple[str, Callable[[Any, Any], None]]] = {}
         # --- delivery
         self._failure: KafkaError | None = None
         self._acks: list[_Acks] = []  # appended to by delivery callbacks, settled after each poll
@@ -446,7 +449,7 @@ class CdcReader:
             data[0] == XLOG_DATA
             and self._txn_source is not None
             and len(data) > PAYLOAD_OFFSET + 6
-            and data[PAYLOAD_OFFSET] == INSERT
+            and data[PAYLOAD_OFFSET] in _RAW_TAGS
             and self._insert_from_frame(data)
         ):
             return False
@@ -498,14 +501,18 @@ class CdcReader:
         return False
 
     def _insert_from_frame(self, data: bytes) -> bool:
-        """The hot path: an Insert of a relation with a generated writer, from the raw frame to
-        the producer with no message object. False: not the plain case, decode it instead."""
+        """The hot path: an Insert, or an Update without an old tuple (the same event but for its
+        op), of a relation with a generated writer, from the raw frame to the producer with no
+        message object. False: not the plain case (an old tuple, unchanged TOAST, binary values,
+        a delete), decode it instead."""
         (oid,) = relation_oid(data, PAYLOAD_OFFSET + 1)
         codec = self._codecs.get(oid)
         if codec is None or data[PAYLOAD_OFFSET + 5] != NEW_TUPLE:
             return False
+        tag = data[PAYLOAD_OFFSET]
         wal_start, wal_end = xlog_positions(data, 1)
-        written = codec.insert(data, PAYLOAD_OFFSET + 6, self._header, wal_start, self._txn_source)
+        written = codec.insert(data, PAYLOAD_OFFSET + 6, self._header, wal_start, self._txn_source,
+                               codec.insert_head if tag == INSERT else codec.update_head)
         if written is None:
             return False
         if wal_end > self._received:
@@ -514,10 +521,12 @@ class CdcReader:
             self._in_window(written[0])
         if self._txn_counts is not None:
             self._count(codec.relation)
-        target = self._insert_targets.get(oid)
+        target = self._insert_targets.get((oid, tag))
         if target is None:
             relation = codec.relation
-            target = self._insert_targets[oid] = (self._topic(relation), self._callback(relation, "c"))
+            target = self._insert_targets[(oid, tag)] = (
+                self._topic(relation), self._callback(relation, "c" if tag == INSERT else "u")
+            )
         self._send(target[0], written[1], written[0], target[1], None)
         return True
 
