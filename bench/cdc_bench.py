@@ -14,6 +14,11 @@ Run against the local stack (it makes and drops its own database, slots and topi
 * reader CPU: the same table's Insert frames, built in memory, fed to the reader's frame
   handler with a producer that only counts (no socket, no broker): the reader's own CPU
   time per change, best of 5 (process time, so other load on the machine matters less).
+
+``--compare-binary ROUNDS`` instead compares text and pgoutput binary mode
+(``INSIGHTS_CDC_PGOUTPUT_BINARY``) in interleaved rounds over one backlog: pg_recvlogical both
+ways (``-o binary=true``), the reader draining it both ways, and the reader's CPU per change
+on the server's own frames of each kind (peeked from a slot). It prints and writes nothing.
 """
 
 from __future__ import annotations
@@ -191,6 +196,214 @@ def reader_cpu(settings: Settings, rows: int, rounds: int = 5) -> float:
     return best / rows
 
 
+# --- text vs pgoutput binary mode (INSIGHTS_CDC_PGOUTPUT_BINARY) -------------------------------
+def server_frames(conn: psycopg.Connection[Any], slot: str, publication: str, binary: bool) -> list[bytes]:
+    """The slot's pending pgoutput messages (peeked, not consumed) as XLogData frames."""
+    options = ["proto_version", "1", "publication_names", publication] + (["binary", "true"] if binary else [])
+    rows = conn.execute(
+        "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
+        + ", ".join(["%s"] * len(options)) + ")", [slot, *options],
+    ).fetchall()
+    return [_xlog(bytes(data), parse_lsn(lsn)) for lsn, data in rows]
+
+
+def frames_cpu(settings: Settings, frames: list[bytes], rows: int) -> float:
+    """CPU seconds per change of ``CdcReader._handle`` on ``frames`` (one round)."""
+    producer = _CountingProducer()
+    reader = CdcReader(settings, producer=producer)  # type: ignore[arg-type]
+    reader._known_topics.add(cdc_topic_name(settings, "product_snapshots"))  # no topic admin
+    started = time.process_time()
+    for frame in frames:
+        reader._handle(frame)
+    spent = time.process_time() - started
+    assert producer.count == rows, producer.count
+    return spent / rows
+
+
+def _ceiling(recv: str, dsn: str, slot: str, publication: str, end: int, binary: bool) -> tuple[float, float]:
+    """pg_recvlogical draining ``slot`` to ``end``: (wall seconds, its own CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(
+        [recv, "-d", dsn, "-S", slot, "--start", "-o", "proto_version=1", "-o", f"publication_names={publication}",
+         *(["-o", "binary=true"] if binary else []), "-E", f"{end >> 32:X}/{end & 0xFFFFFFFF:X}", "-f", "/dev/null"],
+        check=True,
+    )
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def compare_binary(args: argparse.Namespace) -> None:
+    """Text against binary mode, interleaved rounds on one backlog: pg_recvlogical both ways (the
+    ceiling), the reader draining it both ways (wall and process CPU), and the reader's CPU per
+    change on the server's own frames of both kinds. Prints; writes nothing."""
+    from insights.stack.replicas import local_stack_dsn
+
+    base = local_stack_dsn(load_settings())
+    admin_dsn = make_conninfo(base.pg.conninfo(), dbname="postgres")
+    tag = uuid.uuid4().hex[:8]
+    db = f"cdc_bench_{tag}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    dsn = make_conninfo(base.pg.conninfo(), dbname=db)
+    settings = base.replace(pg_dsn=dsn, topic_prefix=f"bench-{tag}", cdc_slot_name=f"bench_{tag}",
+                            cdc_publication=f"bench_{tag}", cdc_tables=["product_snapshots"], metrics_port=0)
+    publication = settings.cdc.publication
+    recv = shutil.which("pg_recvlogical") or "/usr/lib/postgresql/15/bin/pg_recvlogical"
+    rounds = args.compare_binary
+    modes = ("text", "binary")
+    results: dict[str, dict[str, list[float]]] = {m: {"recv": [], "recv_cpu": [], "reader": [], "reader_cpu": [],
+                                                      "cpu_us": []} for m in modes}
+    load = os.getloadavg()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DDL)
+            CdcReader(settings).setup()  # the publication, the first reader slot, the topics
+            names = [f"bench_{tag}"] + [f"bench_{tag}_{i}" for i in range(1, 2 * rounds)]
+            recv_slots = [f"bench_recv_{tag}_{i}" for i in range(2 * rounds)]
+            for name in names[1:] + recv_slots:
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+            conn.execute(INSERT, (1, args.rows))
+            end = current_lsn(conn)
+        for r in range(rounds):
+            order = modes if r % 2 == 0 else modes[::-1]
+            for mode in order:
+                wall, cpu = _ceiling(recv, dsn, recv_slots.pop(), publication, end, mode == "binary")
+                results[mode]["recv"].append(args.rows / wall)
+                results[mode]["recv_cpu"].append(cpu / args.rows * 1e6)
+            for mode in order:
+                reader_settings = settings.replace(cdc_slot_name=names.pop(), cdc_pgoutput_binary=mode == "binary")
+                cpu0 = time.process_time()
+                elapsed, _ = drive_reader(reader_settings, end)
+                results[mode]["reader"].append(args.rows / elapsed)
+                results[mode]["reader_cpu"].append((time.process_time() - cpu0) / args.rows * 1e6)
+            print(f"round {r + 1}: " + ", ".join(
+                f"{m} recv {results[m]['recv'][-1]:,.0f}/s reader {results[m]['reader'][-1]:,.0f}/s" for m in order
+            ), flush=True)
+        # the reader's own CPU per change on the server's frames of a smaller transaction
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            cpu_slot = f"bench_cpu_{tag}"
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (cpu_slot,))
+            first = args.rows + 1
+            conn.execute(INSERT, (first, first + args.cpu_rows - 1))
+            frames = {m: server_frames(conn, cpu_slot, publication, m == "binary") for m in modes}
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (cpu_slot,))
+        for r in range(5):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                results[mode]["cpu_us"].append(
+                    frames_cpu(settings.replace(cdc_pgoutput_binary=mode == "binary"), frames[mode], args.cpu_rows) * 1e6
+                )
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                         (db,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        admin = AdminClient(settings.kafka.client_config())
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.kafka.topic_prefix + ".")]
+        if topics:
+            for f in admin.delete_topics(topics).values():
+                try:
+                    f.result(30)
+                except Exception:
+                    pass
+
+    def med(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    print(f"\n{args.rows:,}-row backlog, {rounds} interleaved rounds, load average before {load[0]:.2f} {load[1]:.2f} "
+          f"{load[2]:.2f}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| mode | pg_recvlogical changes/s (median, best) | its CPU us/change | reader changes/s (median, best) "
+          "| ratio (medians) | reader process CPU us/change (drain) | reader CPU us/change (frames, best of 5) |")
+    print("|---|---|---|---|---|---|---|")
+    for m in modes:
+        res = results[m]
+        print(f"| {m} | {med(res['recv']):,.0f}, {max(res['recv']):,.0f} | {med(res['recv_cpu']):.1f} | "
+              f"{med(res['reader']):,.0f}, {max(res['reader']):,.0f} | {med(res['reader']) / med(res['recv']):.2f} | "
+              f"{med(res['reader_cpu']):.1f} | {min(res['cpu_us']):.1f} |")
+
+
+# --- protocol v2 streaming of a large transaction (INSIGHTS_CDC_STREAMING) ----------------------
+def compare_streaming(args: argparse.Namespace) -> None:
+    """Commit -> last acknowledgement of one large transaction (``--rows`` INSERTs), with and without
+    streaming, interleaved rounds; the reader runs before the transaction begins. Prints only."""
+    from insights.stack.replicas import local_stack_dsn
+
+    base = local_stack_dsn(load_settings())
+    admin_dsn = make_conninfo(base.pg.conninfo(), dbname="postgres")
+    tag = uuid.uuid4().hex[:8]
+    db = f"cdc_bench_{tag}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    dsn = make_conninfo(base.pg.conninfo(), dbname=db)
+    settings = base.replace(pg_dsn=dsn, topic_prefix=f"bench-{tag}", cdc_slot_name=f"bench_{tag}",
+                            cdc_publication=f"bench_{tag}", cdc_tables=["product_snapshots"], metrics_port=0,
+                            cdc_logical_decoding_work_mem=args.work_mem)
+    results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    load = os.getloadavg()
+    next_id = 1
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DDL)
+        CdcReader(settings).setup()
+        for r in range(args.compare_streaming):
+            for mode in (False, True) if r % 2 == 0 else (True, False):
+                confirmed = [0]
+                stop = threading.Event()
+                reader = CdcReader(settings.replace(cdc_streaming=mode), stop=stop,
+                                   on_confirm=lambda lsn: confirmed.__setitem__(0, lsn))
+                thread = threading.Thread(target=reader.run)
+                thread.start()
+                while not reader.metrics.connected._value.get():
+                    time.sleep(0.05)
+                with psycopg.connect(dsn) as conn:
+                    t0 = time.perf_counter()
+                    # the transaction's rows in 20 statements spread over --txn-seconds: a batch job's
+                    # transaction, not one INSERT ... SELECT that is over before the reader could start
+                    step = args.rows // 20
+                    for i in range(20):
+                        first = next_id + i * step
+                        conn.execute(INSERT, (first, next_id + args.rows - 1 if i == 19 else first + step - 1))
+                        delay = t0 + (i + 1) * args.txn_seconds / 20 - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                    conn.commit()
+                    committed = time.perf_counter()
+                    end = current_lsn(conn)
+                next_id += args.rows
+                while confirmed[0] < end:
+                    time.sleep(0.01)
+                acked = time.perf_counter()
+                stop.set()
+                thread.join()
+                results[mode].append((committed - t0, acked - committed))
+                print(f"round {r + 1} streaming={mode}: transaction {committed - t0:.2f} s, "
+                      f"commit -> last ack {acked - committed:.2f} s", flush=True)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                         (db,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        admin = AdminClient(settings.kafka.client_config())
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.kafka.topic_prefix + ".")]
+        if topics:
+            for f in admin.delete_topics(topics).values():
+                try:
+                    f.result(30)
+                except Exception:
+                    pass
+    print(f"\n{args.rows:,}-row transaction (20 INSERTs over >= {args.txn_seconds:g} s), logical_decoding_work_mem {args.work_mem or 'server default'}, "
+          f"{args.compare_streaming} interleaved rounds, load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+          f"after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| streaming | transaction (BEGIN..COMMIT) s, median | commit -> last ack s, median (all) |")
+    print("|---|---|---|")
+    for mode, rows in results.items():
+        txn = sorted(t for t, _ in rows)
+        lag = sorted(a for _, a in rows)
+        print(f"| {'on' if mode else 'off'} | {txn[len(txn) // 2]:.2f} | {lag[len(lag) // 2]:.2f} "
+              f"({', '.join(f'{a:.2f}' for _, a in rows)}) |")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -204,7 +417,20 @@ def main() -> None:
     parser.add_argument("--profile-rows", type=int, default=50_000)
     parser.add_argument("--cpu-rows", type=int, default=20_000, help="Inserts per round of the reader CPU measurement")
     parser.add_argument("--write", action="store_true", help="write the ## CDC section of BENCHMARKS.md")
+    parser.add_argument("--compare-binary", type=int, default=0, metavar="ROUNDS",
+                        help="only compare text and pgoutput binary mode over ROUNDS interleaved rounds (prints)")
+    parser.add_argument("--compare-streaming", type=int, default=0, metavar="ROUNDS",
+                        help="only compare commit -> last ack of one --rows transaction with and without streaming")
+    parser.add_argument("--work-mem", default="", help="with --compare-streaming: logical_decoding_work_mem")
+    parser.add_argument("--txn-seconds", type=float, default=0.0,
+                        help="with --compare-streaming: spread the transaction's 20 INSERTs over this many seconds")
     args = parser.parse_args()
+    if args.compare_streaming:
+        compare_streaming(args)
+        return
+    if args.compare_binary:
+        compare_binary(args)
+        return
 
     base = load_settings()
     admin_dsn = make_conninfo(base.pg.conninfo(), dbname="postgres")

@@ -316,6 +316,20 @@ class CdcSettings(BaseSettings):
     typed_allow_incompatible: bool = Field(
         False, description="typed events: register a schema change that fails the check instead of stopping the reader"
     )
+    streaming: bool = Field(
+        False, description="protocol v2 streaming of large in-progress transactions: their changes are "
+        "received and encoded before the commit, spooled to disk, published at the commit (docs/cdc.md#streaming)"
+    )
+    spool_dir: str = Field("", description="streaming: where in-progress transactions are spooled (empty: the temp dir)")
+    logical_decoding_work_mem: str = Field(
+        "", pattern=r"^([0-9]+\s*(kB|MB|GB)?)?$",
+        description="the replication session's logical_decoding_work_mem (empty: the server's): how big a "
+        "transaction gets before it is streamed (or spilled to disk by the server)",
+    )
+    pgoutput_binary: bool = Field(
+        False, description="ask pgoutput for binary column values (PostgreSQL 14+); same events, measured slower "
+        "here (docs/cdc.md#pgoutput-binary-mode)"
+    )
 
 
 class StackSettings(BaseSettings):

@@ -7,8 +7,9 @@ two functions for exactly that relation's columns, :func:`compile_writers` compi
 once, and the reader calls them for every change of the relation:
 
 * ``row(values)``: a decoded tuple -> the ``before``/``after`` field (``envelope.change_bodies``);
-* ``insert(data, p, head, lsn, txn)``: a raw pgoutput Insert, still inside its CopyData
-  frame -> (record key, framed envelope). It parses the tuple into local variables (the
+* ``insert(data, p, head, lsn, txn, op_head)``: a raw pgoutput Insert (or Update without an
+  old tuple, with ``op_head=codec.update_head``), still inside its CopyData frame -> (record
+  key, framed envelope). It parses the tuple into local variables (the
   grammar of ``pgoutput._tuple``), with no message object, no list and no per-column
   dispatch; anything but the plain case returns None and takes the reference path.
 
@@ -250,9 +251,11 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
 
     # --- insert ---------------------------------------------------------------------------
     out += [
-        "    def insert(data, p, head, lsn, txn):",
+        "    def insert(data, p, head, lsn, txn, op_head=insert_head):",
         '        """A raw Insert -> (record key, ``head`` + envelope); None: not the plain case.',
         "",
+        "        ``op_head`` ``codec.update_head``: a raw Update without an old tuple, whose event",
+        "        is the same but for the op (u: no before, the new row, its key).",
         "        ``data[p]`` is the new tuple's column count. None when that count is not the",
         "        relation's, a column is unchanged TOAST or of an unknown kind, or the message",
         "        is cut short: the reference path then decides (and raises what it raises).",
@@ -272,7 +275,7 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
         "        except (IndexError, StructError):",
         "            return None",
         "        out = bytearray(head)  # the framing (serde header)",
-        f"        out += insert_head  # op c, no before, after: union branch 1 (the map) of {ncols} entries",
+        f"        out += op_head  # op c (or u), no before, after: union branch 1 (the map) of {ncols} entries",
     ]
     for i, column in enumerate(columns):
         out += ["        " + line for line in _column_write(i, column, kinds[i], in_insert=True)]
@@ -295,7 +298,7 @@ def relation_source(relation: Relation, kinds: Sequence[Kind] | None = None) -> 
 
 
 RowWriter = Callable[[list[object]], tuple[bytes, Sequence[str]]]
-InsertWriter = Callable[[bytes, int, bytes, int, bytes], "tuple[bytes | None, bytes] | None"]
+InsertWriter = Callable[..., "tuple[bytes | None, bytes] | None"]
 
 
 def compile_writers(source: str, relation: Relation, codec: Any) -> tuple[RowWriter, InsertWriter]:

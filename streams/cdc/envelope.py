@@ -21,7 +21,7 @@ The rules are applied to rows in two forms:
   any Avro writer can write; :func:`encode_body` writes it with :mod:`.avro`;
 * the fast path (:class:`RelationCodec`, :func:`change_bodies`): rows written from tuple
   text straight to Avro bytes, the parts fixed per relation and per transaction written
-  once, and Inserts written from the raw frame by code generated for the relation
+  once, and Inserts (and Updates without an old tuple) written from the raw frame by code generated for the relation
   (:mod:`.codegen`). Byte-identical to the reference: ``tests/cdc/test_envelope.py``.
 
 Both end in :func:`body`, the fields in the order of ``schemas/avro/cdc_change/v1.avsc``.
@@ -320,6 +320,9 @@ class RelationCodec:
         # for the generated writers: a row without unchanged TOAST, and an Insert's envelope around it
         self.row_head = ROW + avro.map_head(len(columns))
         self.insert_head = OPS["c"] + NO_ROW + self.row_head
+        #: an Update without an old tuple (the key unchanged, replica identity DEFAULT or INDEX) is an
+        #: Insert's event but for the op: the generated writer takes this head for it
+        self.update_head = OPS["u"] + NO_ROW + self.row_head
         self.insert_tail = avro.BLOCK_END + NO_UNCHANGED + self.key_columns
         self.source = relation_source(relation, [w.kind for w in self.writers])
         self.row, self.insert = compile_writers(self.source, relation, self)

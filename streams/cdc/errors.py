@@ -84,3 +84,30 @@ class UnrepresentableValueError(CdcError):
             "constraint (docs/cdc.md#typed-change-events)"
         )
         self.column = column
+
+
+class RegistryRefusedError(CdcError):
+    """Typed events: the schema registry answered, and its answer does not change by waiting
+    (401/403: wrong or missing credentials; another 4xx: a request it will never accept).
+
+    An unreachable or failing registry (no answer, 5xx, 408, 429) is not this: the reader waits
+    it out (``streams.serde.errors.RegistryUnavailableError``, docs/cdc.md#self-healing).
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        fix = ("check INSIGHTS_SCHEMA_REGISTRY_URL's credentials and the subject's permissions"
+               if status in (401, 403) else "the request is one the registry will never accept")
+        super().__init__(f"the schema registry refused the reader (HTTP {status}: {detail}): {fix}")
+        self.status = status
+
+
+class BinaryModeError(CdcError):
+    """``INSIGHTS_CDC_PGOUTPUT_BINARY``: a published column of a type binary mode cannot decode."""
+
+    def __init__(self, table: str, column: str, type_name: str) -> None:
+        super().__init__(
+            f"{table}.{column} is of type {type_name}, which the reader cannot decode from pgoutput's binary "
+            "format: set INSIGHTS_CDC_PGOUTPUT_BINARY=false (text mode, the default, publishes every type); "
+            "see docs/cdc.md#pgoutput-binary-mode"
+        )
+        self.column = column

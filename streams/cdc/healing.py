@@ -22,9 +22,11 @@ import psycopg
 from confluent_kafka import KafkaException
 
 from streams.cdc.errors import (
-    CdcError, DecodeError, IncompatibleSchemaChangeError, SlotLostError, SlotMissingError, UnrepresentableValueError,
+    BinaryModeError, CdcError, DecodeError, IncompatibleSchemaChangeError, RegistryRefusedError, SlotLostError, SlotMissingError,
+    UnrepresentableValueError,
 )
 from streams.faults import is_transient
+from streams.serde.errors import RegistryUnavailableError
 
 # SQLSTATE classes of a stream that may come back: 08 connection exception, 57P operator
 # intervention (admin/crash shutdown, cannot connect now), 53 insufficient resources
@@ -76,8 +78,12 @@ _PERMANENT_TEXT = (
 def stream_lost(exc: BaseException) -> bool:
     """True when ``exc`` means the stream went away for a while (reconnect), False when it must end the reader."""
     if isinstance(exc, (SlotLostError, SlotMissingError, DecodeError, IncompatibleSchemaChangeError,
-                        UnrepresentableValueError)):
-        return False  # (the last two name columns, whose names could look like a transient error's words)
+                        UnrepresentableValueError, RegistryRefusedError, BinaryModeError)):
+        return False  # (some name columns or quote HTTP bodies, which could look like a transient error's words)
+    if isinstance(exc, RegistryUnavailableError):
+        # the reader waits a registry outage out where it meets it (RegistryOutage); one met
+        # anywhere else is still only an outage: starting again from the confirmed position is safe
+        return True
     if isinstance(exc, KafkaException):
         return is_transient(exc)
     state = getattr(exc, "sqlstate", None)
@@ -150,3 +156,47 @@ class Outage:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class RegistryOutage:
+    """Typed events: the schema registry away while a change needs its table's version.
+
+    The reader waits where it is (the change it could not write is written when the registry
+    answers, so nothing is lost or reordered), keeps the walsender and Kafka served, and logs
+    once when the wait starts and once when it ends, like :class:`Outage`.
+    """
+
+    def __init__(self, log: logging.Logger, cap_s: float) -> None:
+        self.log = log
+        self.cap_s = cap_s
+        self.since: float | None = None
+        self.attempts = 0
+        self.total = 0
+
+    @property
+    def ongoing(self) -> bool:
+        return self.since is not None
+
+    def lost(self, exc: BaseException, position: str) -> None:
+        self.attempts += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            self.total += 1
+            self.log.warning(
+                "schema registry unavailable: %s; waiting with backoff (at most %.0f s apart) before the change "
+                "at %s, reading paused", _one_line(exc), self.cap_s, position,
+                extra={"reason": _one_line(exc), "wait_lsn": position},
+            )
+        else:
+            self.log.debug("schema registry still unavailable (attempt %d): %s", self.attempts, _one_line(exc))
+
+    def regained(self) -> None:
+        if self.since is None:
+            return
+        seconds = time.monotonic() - self.since
+        self.log.info(
+            "schema registry answers again after %.1f s (%d attempts): reading resumed", seconds, self.attempts,
+            extra={"outage_s": round(seconds, 3), "attempts": self.attempts},
+        )
+        self.since = None
+        self.attempts = 0

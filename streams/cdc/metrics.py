@@ -76,6 +76,16 @@ class CdcMetrics:
             "insights_cdc_paused", "1 while reading is paused because Kafka's queue is full", ["slot"],
             registry=registry,
         ).labels(slot)
+        self.streamed_transactions = Counter(
+            "insights_cdc_streamed_transactions_total",
+            "Transactions received while in progress (protocol v2 streaming), spooled and published at their commit",
+            ["slot"], registry=registry,
+        ).labels(slot)
+        self.registry_outages = Counter(
+            "insights_cdc_registry_outages_total",
+            "Typed events: times the reader waited for the schema registry to answer again", ["slot"],
+            registry=registry,
+        ).labels(slot)
 
     def changes(self, table: str, op: str) -> Any:
         """The counter of one table's events of one op (callers keep it: ``labels`` takes a lock)."""

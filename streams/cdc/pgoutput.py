@@ -1,4 +1,4 @@
-"""A pure decoder of pgoutput protocol version 1: bytes in, typed messages out, no I/O.
+"""A pure decoder of pgoutput protocol versions 1 and 2 (streaming): bytes in, typed messages out, no I/O.
 
 Step 2 of 4 on the CDC path (transport -> **pgoutput** -> envelope -> reader): the
 payload of one XLogData frame is one message. The tuple grammar is :func:`_tuple`'s; the
@@ -7,7 +7,9 @@ checked against :func:`decode` by the tests.
 
 Tuple columns keep the three kinds PostgreSQL sends apart: ``None`` for ``'n'`` (SQL
 NULL), :data:`UNCHANGED_TOAST` for ``'u'`` (a TOASTed value the UPDATE did not touch;
-its value is *not* on the wire) and ``bytes`` for ``'t'`` (the type's text output).
+its value is *not* on the wire), ``bytes`` for ``'t'`` (the type's text output) and
+:class:`Binary` for ``'b'`` (the type's binary send format, ``INSIGHTS_CDC_PGOUTPUT_BINARY``;
+:mod:`streams.cdc.binary` turns it into the same text before anything else sees it).
 Converting text to Python values is :mod:`streams.cdc.values`' job, which needs the
 relation's column types: :class:`RelationCache` keeps them by OID.
 """
@@ -39,8 +41,26 @@ class _UnchangedToast:
 
 UNCHANGED_TOAST = _UnchangedToast()
 
-#: one tuple: per column None (NULL), UNCHANGED_TOAST or the text bytes
+#: one tuple: per column None (NULL), UNCHANGED_TOAST, the text bytes, or (binary mode) Binary
 TupleData = list[object]
+
+
+class Binary:
+    """A tuple column sent in binary (kind ``'b'``): not text, never used as such."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Binary({self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Binary) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +155,46 @@ class LogicalMessage:
     content: bytes
 
 
+# --- protocol version 2, streaming 'on': a large transaction sent while it is still in progress
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """A block of an in-progress transaction's messages follows, each with its (sub)transaction xid."""
+
+    xid: int
+    first_segment: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStop:
+    """The block ends; other transactions' messages may follow before the next block."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCommit:
+    xid: int
+    flags: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAbort:
+    """``subxid == xid``: the whole transaction rolled back; else only that subtransaction (and its children)."""
+
+    xid: int
+    subxid: int
+
+
 Message = (
     Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
+    | StreamStart | StreamStop | StreamCommit | StreamAbort
 )
+
+#: tags of the messages that carry their (sub)transaction's xid inside a stream block
+STREAMED_TAGS = frozenset(b"RYIUDTM")
+_STREAM_COMMIT = struct.Struct("!IBQQq")
+_STREAM_ABORT = struct.Struct("!II")
 
 #: message tags the reader's Insert fast path tests before decoding anything
 INSERT, NEW_TUPLE = 0x49, 0x4E  # 'I', 'N'
@@ -176,8 +233,12 @@ def _tuple(raw: bytes, pos: int) -> tuple[TupleData, int]:
             append(None)
         elif kind == 0x75:  # 'u'
             append(UNCHANGED_TOAST)
+        elif kind == 0x62:  # 'b': binary mode (streams.cdc.binary turns it into the text)
+            end = pos + 4 + unpack_len(raw, pos)[0]
+            append(Binary(raw[pos + 4 : end]))
+            pos = end
         else:
-            raise DecodeError(f"unsupported tuple column kind {chr(kind)!r} (binary mode is not requested)")
+            raise DecodeError(f"unsupported tuple column kind {chr(kind)!r}")
     return values, pos
 
 
@@ -232,6 +293,15 @@ def decode(payload: bytes | memoryview) -> Message:
             nrels, options = struct.unpack_from("!IB", raw, 1)
             oids = struct.unpack_from(f"!{nrels}I", raw, 6)
             return Truncate(options, tuple(oids))
+        if tag == 0x53:  # 'S' Stream Start
+            xid, first = struct.unpack_from("!IB", raw, 1)
+            return StreamStart(xid, first == 1)
+        if tag == 0x45:  # 'E' Stream Stop
+            return StreamStop()
+        if tag == 0x63:  # 'c' Stream Commit
+            return StreamCommit(*_STREAM_COMMIT.unpack_from(raw, 1))
+        if tag == 0x41:  # 'A' Stream Abort (PostgreSQL 14/15: xid, subxid)
+            return StreamAbort(*_STREAM_ABORT.unpack_from(raw, 1))
         if tag == 0x4D:  # 'M'
             flags = raw[1]
             (lsn,) = _I64.unpack_from(raw, 2)
@@ -242,6 +312,15 @@ def decode(payload: bytes | memoryview) -> Message:
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise DecodeError(f"truncated or malformed pgoutput message {chr(tag)!r}: {exc}") from None
     raise DecodeError(f"unknown pgoutput message type {chr(tag)!r}")
+
+
+def streamed(payload: bytes | memoryview) -> tuple[int, bytes]:
+    """A message inside a stream block: (its (sub)transaction xid, the message without it), which
+    :func:`decode` reads like any other (the xid follows the tag: ``I`` xid oid ...)."""
+    raw = bytes(payload)
+    if len(raw) < 5:
+        raise DecodeError(f"truncated streamed pgoutput message {raw[:1]!r}")
+    return _I32.unpack_from(raw, 1)[0], raw[:1] + raw[5:]
 
 
 def _relation(raw: bytes) -> Relation:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -37,17 +37,19 @@ from streams.admin import ensure_topics
 from streams.cdc import slot as slots
 from streams.cdc.envelope import (
     ChangeEvent, Encoder, RelationCodec, SourceInfo, change_bodies, change_events, keyed, make_encoder, masking,
-    needs_primary_key, read_body, read_event, source_txn, truncate_event,
+    needs_primary_key, read_body, read_event, relation_tail, source_txn, truncate_event,
 )
-from streams.cdc.errors import CdcError, SlotInUseError, SlotLostError
-from streams.cdc.healing import Outage, stream_lost
+from streams.cdc.binary import TypeInfo, UnsupportedBinaryType, tuple_converter
+from streams.cdc.errors import BinaryModeError, CdcError, SlotInUseError, SlotLostError
+from streams.cdc.healing import Outage, RegistryOutage, stream_lost
 from streams.cdc.incremental import WATERMARK_PREFIX, IncrementalSnapshots, Window
 from streams.cdc.lsn import format_lsn
 from streams.cdc.metrics import CdcMetrics, observe_many
 from streams.cdc.pgoutput import (
-    INSERT, NEW_TUPLE, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache, Truncate,
-    TypeMessage, Update, decode, relation_oid,
+    INSERT, NEW_TUPLE, STREAMED_TAGS, Begin, Commit, Delete, Insert, LogicalMessage, Relation, RelationCache,
+    StreamAbort, StreamCommit, StreamStart, StreamStop, Truncate, TypeMessage, Update, decode, relation_oid, streamed,
 )
+from streams.cdc.spool import TxnSpool, placeholder, remove_stale, splice
 from streams.cdc.typed_events import TypedEvents
 from streams.cdc.typed_schemas import make_versions
 from streams.cdc.transport import (
@@ -57,10 +59,16 @@ from streams.cdc.transport import (
 from streams.cdc.values import ValueConverter
 from streams.kafka.clients import producer_config
 from streams.retry import Backoff
+from streams.serde.errors import RegistryUnavailableError
 from streams.service.health import Health
 from streams.topics import cdc_tables, cdc_topic_name, cdc_topics, cdc_transactions_topic
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: the pgoutput messages the raw path may write without decoding: Insert, Update ('U')
+_RAW_TAGS = (INSERT, 0x55)
 
 IDLE_WAIT_S = 0.5
 IN_FLIGHT_WAIT_S = 0.001
@@ -137,16 +145,29 @@ class CdcReader:
         self.schema_changes = 0
         # --- per relation
         self._codecs: dict[int, RelationCodec] = {}
+        #: INSIGHTS_CDC_PGOUTPUT_BINARY: per relation OID, its tuples' binary values -> their text
+        self._binary: dict[int, Callable[[list[Any]], list[Any]]] = {}
+        self._type_info: dict[int, TypeInfo] = {}
         self._topics: dict[int, str] = {}
         self._known_topics: set[str] = set()
         self._partitions: dict[str, int] = {}
+        # --- streamed transactions (cdc.streaming): the one whose block is open, each one's spool,
+        # and the relations as its own Relation messages described them (pgoutput sends a stream
+        # its own, which may differ from the ones of transactions sent whole meanwhile)
+        self.streaming = self.cdc.streaming and (self.typed is not None or self._header is not None)
+        self._stream_xid: int | None = None
+        self._spools: dict[int, TxnSpool] = {}
+        self._stream_relations: dict[int, dict[int, tuple[Relation, Callable[[list[Any]], list[Any]] | None]]] = {}
+        #: per streamed transaction, its Relation messages as sent: at its commit they become everyone's
+        self._stream_schemas: dict[int, dict[int, Relation]] = {}
+        self._stream_codecs: dict[Relation, RelationCodec] = {}
         # --- per transaction
         self._begin: Begin | None = None
         self._txn_seq = -1
         self._txn_source: bytes | None = None  # source.commit_lsn, xid, commit_time, written
         self._commit_unix_s = 0.0
-        #: per relation OID, the topic and delivery callback of Inserts in the current transaction
-        self._insert_targets: dict[int, tuple[str, Callable[[Any, Any], None]]] = {}
+        #: per (relation OID, tag I or U), the topic and delivery callback of the raw path in the current transaction
+        self._insert_targets: dict[tuple[int, int], tuple[str, Callable[[Any, Any], None]]] = {}
         # --- delivery
         self._failure: KafkaError | None = None
         self._acks: list[_Acks] = []  # appended to by delivery callbacks, settled after each poll
@@ -158,6 +179,7 @@ class CdcReader:
         self.delivered = 0
         # --- self-healing
         self.outage = Outage(log, self.cdc.reconnect_max_s)
+        self.registry_outage = RegistryOutage(log, self.cdc.reconnect_max_s)
         self._stream_conn: ReplicationConnection | None = None
         self._side: psycopg.Connection[Any] | None = None  # heartbeats, gauges, catalog look-ups
         self._paused_since: float | None = None
@@ -267,7 +289,7 @@ class CdcReader:
                 # reconnected, maybe to a promoted standby: never stream from a slot that is not ours
                 slots.require_slot_unless_new(side, self.slot, self.cdc.publication)
                 slots.check_not_lost(side, self.slot)
-            stream = ReplicationConnection.open(self.settings.pg, "cdc-stream")
+            stream = ReplicationConnection.open(self.settings.pg, "cdc-stream", self.cdc.logical_decoding_work_mem)
         except (CdcError, psycopg.Error) as exc:
             side.close()
             self.health.failing("postgres", str(exc))
@@ -275,12 +297,15 @@ class CdcReader:
         self._stream_conn, self._side = stream, side
         try:
             try:
-                stream.start(self.slot, self.cdc.publication, start)
+                stream.start(self.slot, self.cdc.publication, start, binary=self.cdc.pgoutput_binary,
+                             streaming=self.streaming)
             except ReplicationError as exc:
                 self._raise_if_lost(side, exc)
                 raise
             self.outage.regained(format_lsn(start))
             self.metrics.connected.set(1)
+            if self.streaming and remove_stale(self.slot, self.cdc.spool_dir or None):
+                log.info("removed the spool files of a reader of slot %s that did not end cleanly", self.slot)
             self._loop(stream, side)
             # graceful stop: deliver what is queued, confirm it, leave
             self._drain()
@@ -291,6 +316,7 @@ class CdcReader:
             raise
         finally:
             self.metrics.connected.set(0)
+            self._drop_spools()  # in-progress streamed transactions come again whole on the next stream
             self._stream_conn = self._side = None
             stream.close()
             side.close()
@@ -423,7 +449,7 @@ class CdcReader:
             data[0] == XLOG_DATA
             and self._txn_source is not None
             and len(data) > PAYLOAD_OFFSET + 6
-            and data[PAYLOAD_OFFSET] == INSERT
+            and data[PAYLOAD_OFFSET] in _RAW_TAGS
             and self._insert_from_frame(data)
         ):
             return False
@@ -434,27 +460,26 @@ class CdcReader:
             if not self.tracker.in_flight_any:
                 self.tracker.idle_position(frame.wal_end)
             return frame.reply_requested
-        message = decode(frame.payload)
+        payload = frame.payload
+        if self._stream_xid is not None and payload[0] in STREAMED_TAGS:
+            subxid, body = streamed(payload)
+            self._streamed(subxid, decode(body), frame.wal_start)
+            return False
+        message = decode(payload)
         if isinstance(message, (Insert, Update, Delete)):
             self._row_change(message, frame.wal_start)
         elif isinstance(message, Begin):
-            self._begin = message
-            self._txn_seq = self.tracker.begin()
-            commit_unix_us = pg_us_to_unix(message.commit_time_us)
-            self._txn_source = source_txn(message.final_lsn, message.xid, commit_unix_us)
-            self._commit_unix_s = commit_unix_us / 1e6
-            self._insert_targets.clear()
-            if len(self._callbacks) > 4096:
-                self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
+            self._open_txn(message)
         elif isinstance(message, Commit):
-            if self._txn_counts:
-                self._transaction_end(message)
-            self.tracker.commit(self._txn_seq, message.end_lsn)
-            if self.incremental.pending:
-                self.incremental.committed(self._txn_seq, message.end_lsn)
-            self._begin = None
-            self._txn_source = None
-            self.metrics.transactions.inc()
+            self._close_txn(message)
+        elif isinstance(message, StreamStart):
+            self._stream_start(message)
+        elif isinstance(message, StreamStop):
+            self._stream_xid = None
+        elif isinstance(message, StreamCommit):
+            self._stream_commit(message)
+        elif isinstance(message, StreamAbort):
+            self._stream_abort(message)
         elif isinstance(message, (Relation, TypeMessage)):
             self._relation(message)
         elif isinstance(message, Truncate):
@@ -462,7 +487,9 @@ class CdcReader:
             for oid in message.relation_oids:
                 relation = self.cache.get(oid)
                 if self.typed is not None:
-                    self._send_event(relation, "t", None, self.typed.truncate(relation, src))
+                    typed = self.typed
+                    value = self._typed(lambda: typed.truncate(relation, src), frame.wal_start)
+                    self._send_event(relation, "t", None, value)
                 else:
                     self._produce(relation, truncate_event(relation, src))
                 if oid == self._window_oid and self.incremental.window is not None:
@@ -474,14 +501,18 @@ class CdcReader:
         return False
 
     def _insert_from_frame(self, data: bytes) -> bool:
-        """The hot path: an Insert of a relation with a generated writer, from the raw frame to
-        the producer with no message object. False: not the plain case, decode it instead."""
+        """The hot path: an Insert, or an Update without an old tuple (the same event but for its
+        op), of a relation with a generated writer, from the raw frame to the producer with no
+        message object. False: not the plain case (an old tuple, unchanged TOAST, binary values,
+        a delete), decode it instead."""
         (oid,) = relation_oid(data, PAYLOAD_OFFSET + 1)
         codec = self._codecs.get(oid)
         if codec is None or data[PAYLOAD_OFFSET + 5] != NEW_TUPLE:
             return False
+        tag = data[PAYLOAD_OFFSET]
         wal_start, wal_end = xlog_positions(data, 1)
-        written = codec.insert(data, PAYLOAD_OFFSET + 6, self._header, wal_start, self._txn_source)
+        written = codec.insert(data, PAYLOAD_OFFSET + 6, self._header, wal_start, self._txn_source,
+                               codec.insert_head if tag == INSERT else codec.update_head)
         if written is None:
             return False
         if wal_end > self._received:
@@ -490,10 +521,12 @@ class CdcReader:
             self._in_window(written[0])
         if self._txn_counts is not None:
             self._count(codec.relation)
-        target = self._insert_targets.get(oid)
+        target = self._insert_targets.get((oid, tag))
         if target is None:
             relation = codec.relation
-            target = self._insert_targets[oid] = (self._topic(relation), self._callback(relation, "c"))
+            target = self._insert_targets[(oid, tag)] = (
+                self._topic(relation), self._callback(relation, "c" if tag == INSERT else "u")
+            )
         self._send(target[0], written[1], written[0], target[1], None)
         return True
 
@@ -508,11 +541,65 @@ class CdcReader:
             log.info("schema change of %s.%s", message.namespace, message.name)
         if isinstance(message, Relation) and self.typed is not None:
             self.typed.relation(message)  # its next change checks and registers a changed schema
+        if isinstance(message, Relation) and self.cdc.pgoutput_binary:
+            try:
+                self._binary[message.oid] = tuple_converter(message.columns, self._describe_type)
+            except UnsupportedBinaryType as exc:
+                raise BinaryModeError(f"{message.namespace}.{message.name}", exc.column,
+                                      self._type_name(exc.type_oid)) from None
         if isinstance(message, Relation) and self._header is not None:
             codec = self._codecs.get(message.oid)
             if codec is None or codec.relation != message:
                 # written once per Relation message: the writers of every change until the next one
                 self._codecs[message.oid] = RelationCodec(message, self.converter)
+
+    def _typed(self, write: Callable[[], T], wal_start: int) -> T:
+        """A typed event's ``write``, waited out in place while the schema registry is unavailable.
+
+        ``write`` has no effect until it returns (describe, resolve, encode), so calling it again
+        writes the same events: the change is published when the registry answers, after every
+        change before it and before every change after it. Meanwhile the stream is not read
+        (the slot keeps the changes) but is kept alive, and Kafka's acks keep confirming.
+        A refusal (``RegistryRefusedError``) or an incompatible schema is not waited out.
+        """
+        outage = self.registry_outage
+        try:
+            result = write()
+        except RegistryUnavailableError as exc:
+            delays = Backoff(initial=RECONNECT_FIRST_S, cap=self.cdc.reconnect_max_s).delays()
+            self.metrics.registry_outages.inc()
+            while True:
+                outage.lost(exc, format_lsn(wal_start))
+                self.health.failing("schema_registry", str(exc))
+                self._wait(next(delays))
+                try:
+                    result = write()
+                    break
+                except RegistryUnavailableError as again:
+                    exc = again
+            outage.regained()
+            self.health.ok("schema_registry")
+        return result
+
+    def _wait(self, seconds: float) -> None:
+        """Wait ``seconds`` without reading the stream: serve Kafka's acks and keep the walsender's
+        status updates coming (without them it ends the stream after wal_sender_timeout)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.stop.is_set():
+                raise _Stopping()
+            self.health.beat()
+            now = time.monotonic()
+            stream = self._stream_conn
+            if stream is not None and now >= self._next_paused_status:
+                self._next_paused_status = now + self.cdc.status_interval_s
+                try:
+                    self._send_status(stream, force=True)
+                except ReplicationError:
+                    pass  # the loop notices on its next read
+            if now >= deadline:
+                return
+            self._poll(min(0.05, deadline - now))
 
     @staticmethod
     def _no_generic(_value: dict[str, Any]) -> bytes:
@@ -524,11 +611,187 @@ class CdcReader:
             raise CdcError("row change outside a transaction")
         return SourceInfo(wal_start, begin.final_lsn, begin.xid, pg_us_to_unix(begin.commit_time_us))
 
+    def _describe_type(self, type_oid: int) -> TypeInfo:
+        """(typtype, base type, array element) of a type the binary converters do not know."""
+        if type_oid not in self._type_info:
+            side = self._side
+            row = None if side is None else side.execute(
+                "SELECT typtype::text, typbasetype::int8, CASE WHEN typcategory = 'A' THEN typelem::int8 ELSE 0 END"
+                "  FROM pg_type WHERE oid = %s", (type_oid,),
+            ).fetchone()
+            self._type_info[type_oid] = None if row is None else (row[0], row[1], row[2])
+        return self._type_info[type_oid]
+
+    def _type_name(self, type_oid: int) -> str:
+        side = self._side
+        row = None if side is None else side.execute("SELECT format_type(%s, NULL)", (type_oid,)).fetchone()
+        return row[0] if row is not None else f"OID {type_oid}"
+
+    def _as_text(
+        self, message: Insert | Update | Delete, convert: Callable[[list[Any]], list[Any]] | None = None
+    ) -> Insert | Update | Delete:
+        """Binary mode: the message with every binary value turned into the text PostgreSQL prints
+        (streams.cdc.binary), so that every path below writes the same events as in text mode."""
+        convert = convert or self._binary.get(message.relation_oid)
+        if convert is None:
+            return message  # before its Relation message: cache.get raises the protocol error
+        if type(message) is Insert:
+            return Insert(message.relation_oid, convert(message.new))
+        if type(message) is Delete:
+            return Delete(message.relation_oid, message.old_kind, convert(message.old))
+        assert type(message) is Update
+        old = None if message.old is None else convert(message.old)
+        return Update(message.relation_oid, message.old_kind, old, convert(message.new))
+
+    # --- transactions, whole or streamed --------------------------------------------------
+    def _open_txn(self, message: Begin) -> None:
+        self._begin = message
+        self._txn_seq = self.tracker.begin()
+        commit_unix_us = pg_us_to_unix(message.commit_time_us)
+        self._txn_source = source_txn(message.final_lsn, message.xid, commit_unix_us)
+        self._commit_unix_s = commit_unix_us / 1e6
+        self._insert_targets.clear()
+        if len(self._callbacks) > 4096:
+            self._callbacks.clear()  # callbacks of finished transactions: only in-flight messages hold theirs
+
+    def _close_txn(self, message: Commit) -> None:
+        if self._txn_counts:
+            self._transaction_end(message)
+        self.tracker.commit(self._txn_seq, message.end_lsn)
+        if self.incremental.pending:
+            self.incremental.committed(self._txn_seq, message.end_lsn)
+        self._begin = None
+        self._txn_source = None
+        self.metrics.transactions.inc()
+
+    def _stream_start(self, message: StreamStart) -> None:
+        self._stream_xid = message.xid
+        spool = self._spools.get(message.xid)
+        if message.first_segment or spool is None:
+            if spool is not None:
+                spool.close()
+            self._spools[message.xid] = TxnSpool(message.xid, self.slot, self.cdc.spool_dir or None)
+            self._stream_relations[message.xid] = {}
+            self._stream_schemas[message.xid] = {}
+
+    def _streamed(self, subxid: int, message: Any, wal_start: int) -> None:
+        """A message inside a stream block: a change is encoded now, with a placeholder for its
+        commit (spool module doc), and spooled; the stream's Relation messages are its own."""
+        xid = self._stream_xid
+        assert xid is not None
+        spool = self._spools[xid]
+        relations = self._stream_relations[xid]
+        if isinstance(message, Relation):
+            self._stream_schemas[xid][message.oid] = message
+            side = self._side
+            primary = slots.primary_key(side, message.oid) if side is not None and needs_primary_key(message) else None
+            relation = masking(keyed(message, primary), self.cdc.mask_columns.get(message.name))
+            convert = None
+            if self.cdc.pgoutput_binary:
+                try:
+                    convert = tuple_converter(relation.columns, self._describe_type)
+                except UnsupportedBinaryType as exc:
+                    raise BinaryModeError(f"{relation.namespace}.{relation.name}", exc.column,
+                                          self._type_name(exc.type_oid)) from None
+            relations[relation.oid] = (relation, convert)
+            return
+        if not isinstance(message, (Insert, Update, Delete, Truncate)):
+            return  # types, and logical messages: heartbeats and watermarks are tiny transactions, never streamed
+        src = SourceInfo(wal_start, 0, xid, 0)
+        if isinstance(message, Truncate):
+            for oid in message.relation_oids:
+                relation = relations[oid][0] if oid in relations else self.cache.get(oid)
+                if self.typed is not None:
+                    typed = self.typed
+                    value = self._typed(lambda: typed.truncate(relation, src), wal_start)  # noqa: B023
+                else:
+                    value = self.encode(truncate_event(relation, src).value)
+                spool.append(subxid, relation, "t", None, value, self._tail_len(relation))
+            return
+        if message.relation_oid in relations:
+            relation, convert = relations[message.relation_oid]
+        else:
+            relation, convert = self.cache.get(message.relation_oid), self._binary.get(message.relation_oid)
+        if convert is not None:
+            message = self._as_text(message, convert)
+        if self.typed is not None:
+            typed = self.typed
+            events = self._typed(lambda: typed.changes(relation, message, src), wal_start)
+        else:
+            codec = self._stream_codecs.get(relation)
+            if codec is None:
+                if len(self._stream_codecs) > 256:
+                    self._stream_codecs.clear()
+                codec = self._stream_codecs[relation] = RelationCodec(relation, self.converter)
+            header = self._header or b""
+            events = [(op, key, header + body)
+                      for op, key, body in change_bodies(codec, message, wal_start, placeholder(xid))]
+        tail_len = self._tail_len(relation)
+        for op, key, value in events:
+            spool.append(subxid, relation, op, key, value, tail_len)
+
+    @staticmethod
+    def _tail_len(relation: Relation) -> int:
+        return len(relation_tail(relation.namespace, relation.name, False))
+
+    def _stream_commit(self, message: StreamCommit) -> None:
+        """Publish a streamed transaction as if it had come whole: its events in order, each with
+        the commit's LSN and time, tracked as one transaction (confirmable once all are acknowledged)."""
+        xid = message.xid
+        spool = self._spools.pop(xid, None)
+        self._stream_relations.pop(xid, None)
+        # pgoutput now counts the stream's Relation messages as sent to everyone (cleanup_rel_sync_cache):
+        # a later transaction sent whole gets none, so they describe its tables too
+        for relation in self._stream_schemas.pop(xid, {}).values():
+            self._relation(relation)
+        self._open_txn(Begin(message.commit_lsn, message.commit_time_us, xid))
+        txn = self._txn_source
+        assert txn is not None
+        try:
+            if spool is not None:
+                window = self._window_oid
+                for event in spool.events():
+                    if event.relation.oid == window:
+                        self._in_window(event.key)
+                    self._send_event(event.relation, event.op, event.key,
+                                     splice(event.value, event.tail_len, xid, txn))
+        finally:
+            if spool is not None:
+                spool.close()
+        self._close_txn(Commit(message.flags, message.commit_lsn, message.end_lsn, message.commit_time_us))
+        self.metrics.streamed_transactions.inc()
+
+    def _stream_abort(self, message: StreamAbort) -> None:
+        spool = self._spools.get(message.xid)
+        if spool is None:
+            return
+        if message.subxid == message.xid:
+            spool.close()
+            del self._spools[message.xid]
+            self._stream_relations.pop(message.xid, None)
+            self._stream_schemas.pop(message.xid, None)
+            log.debug("streamed transaction %d rolled back: %d events dropped", message.xid, spool.count)
+        else:
+            dropped = spool.abort_subtransaction(message.subxid)
+            log.debug("subtransaction %d of streamed transaction %d rolled back: %d events dropped",
+                      message.subxid, message.xid, dropped)
+
+    def _drop_spools(self) -> None:
+        for spool in self._spools.values():
+            spool.close()
+        self._spools.clear()
+        self._stream_relations.clear()
+        self._stream_schemas.clear()
+        self._stream_xid = None
+
     def _row_change(self, message: Insert | Update | Delete, wal_start: int) -> None:
         relation = self.cache.get(message.relation_oid)
+        if self._binary:
+            message = self._as_text(message)
         if self.typed is not None:
             window = relation.oid == self._window_oid
-            for op, key, value in self.typed.changes(relation, message, self._source(wal_start)):
+            typed, src = self.typed, self._source(wal_start)
+            for op, key, value in self._typed(lambda: typed.changes(relation, message, src), wal_start):
                 if window:
                     self._in_window(key)
                 self._send_event(relation, op, key, value)
@@ -618,8 +881,9 @@ class CdcReader:
         if self.typed is not None:
             src = self._source(wal_start)
             src = SourceInfo(src.lsn, src.commit_lsn, src.xid, src.commit_time_us, snapshot=True)
+            typed = self.typed
             for values in window.rows.values():
-                key, value = self.typed.read(relation, values, src)
+                key, value = self._typed(lambda: typed.read(relation, values, src), wal_start)  # noqa: B023
                 self._send_event(relation, "r", key, value)
         elif self._header is not None and self._txn_source is not None:
             for values in window.rows.values():

@@ -136,12 +136,14 @@ class ReplicationConnection:
         self.streaming = False
 
     @classmethod
-    def open(cls, pg: PostgresSettings, purpose: str) -> ReplicationConnection:
-        """A replication connection named ``insights-<purpose>``, printing values as values.py expects."""
+    def open(cls, pg: PostgresSettings, purpose: str, decoding_work_mem: str = "") -> ReplicationConnection:
+        """A replication connection named ``insights-<purpose>``, printing values as values.py expects.
+        ``decoding_work_mem``: this session's logical_decoding_work_mem (empty: the server's)."""
+        extra = f" -c logical_decoding_work_mem={decoding_work_mem.replace(' ', '')}" if decoding_work_mem else ""
         return cls(
             pg.conninfo(
                 replication="database",
-                options=SESSION_OPTIONS,
+                options=SESSION_OPTIONS + extra,
                 application_name=application_name(purpose),
                 connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
                 **NETWORK_TIMEOUTS,
@@ -176,13 +178,20 @@ class ReplicationConnection:
         name, point, snapshot, _plugin = rows[0]
         return CreatedSlot(name or slot, point or "0/0", snapshot)
 
-    def start(self, slot: str, publication: str, start_lsn: int = 0) -> None:
+    def start(
+        self, slot: str, publication: str, start_lsn: int = 0, binary: bool = False, streaming: bool = False
+    ) -> None:
+        """``binary``: pgoutput sends column values in their binary send format (PostgreSQL 14+);
+        ``streaming``: protocol version 2, large transactions sent while in progress (PostgreSQL 14+)."""
         query = sql.SQL(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages 'true')"
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version {}, publication_names {}, messages 'true'{}{})"
         ).format(
             sql.Identifier(slot),
             sql.SQL(format_lsn(start_lsn)),
+            sql.Literal("2" if streaming else "1"),
             sql.Literal(sql.Identifier(publication).as_string(None)),
+            sql.SQL(", binary 'true'" if binary else ""),
+            sql.SQL(", streaming 'on'" if streaming else ""),
         )
         result = self.pgconn.exec_(query.as_string(None).encode())
         if result.status != pq.ExecStatus.COPY_BOTH:

@@ -48,7 +48,7 @@ from fastavro.schema import fingerprint as _crc64
 from psycopg.types.json import Jsonb
 
 from core.settings import PostgresSettings, Settings
-from streams.cdc.errors import CdcError, IncompatibleSchemaChangeError
+from streams.cdc.errors import CdcError, IncompatibleSchemaChangeError, RegistryRefusedError
 from streams.contracts.compatibility import PairResult, check_pair, required_pairs
 from streams.contracts.explain import describe
 from streams.pg.connect import connect
@@ -163,7 +163,10 @@ class RegistrySchemaStore:
                 config = self._call(self.client.get_config, name)
             except _NotFound:
                 continue
-            level = getattr(config, "compatibility", None) if config is not None else None
+            # Confluent answers GET /config with compatibilityLevel (ServerConfig.compatibility_level);
+            # PUT-style answers and some registries with compatibility
+            level = (getattr(config, "compatibility", None) or getattr(config, "compatibility_level", None)
+                     if config is not None else None)
             if level is not None:
                 return str(getattr(level, "value", level))
         return None
@@ -189,7 +192,7 @@ class RegistrySchemaStore:
                 raise IncompatibleSchemaChangeError(
                     subject, "registry", "the registered versions", [f"the schema registry refused it: {exc}"]
                 ) from None
-            raise RegistryUnavailableError(f"schema registry error registering {subject}: {exc}") from exc
+            raise _registry_error(exc, f"registering {subject}") from exc
         except Exception as exc:
             raise RegistryUnavailableError(f"schema registry unreachable registering {subject}: {exc}") from exc
         version = registered.version
@@ -203,13 +206,26 @@ class RegistrySchemaStore:
         except SchemaRegistryError as exc:
             if is_not_found(exc):
                 raise _NotFound() from None
-            raise RegistryUnavailableError(f"schema registry error: {exc}") from exc
+            raise _registry_error(exc, "") from exc
         except Exception as exc:
             raise RegistryUnavailableError(f"schema registry unreachable: {exc}") from exc
 
 
 class _NotFound(Exception):
     pass
+
+
+#: HTTP answers of a registry that may answer otherwise later (confluent-kafka's own retriable set)
+_TRANSIENT_HTTP = (408, 429)
+
+
+def _registry_error(exc: SchemaRegistryError, doing: str) -> Exception:
+    """A registry's error answer: waited out (unavailable: 5xx, 408, 429, no HTTP status) or final
+    (refused: 401/403 credentials, any other 4xx); the reader retries only the first kind."""
+    status = getattr(exc, "http_status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in _TRANSIENT_HTTP:
+        return RegistryRefusedError(status, f"{exc}{' ' + doing if doing else ''}")
+    return RegistryUnavailableError(f"schema registry error{' ' + doing if doing else ''}: {exc}")
 
 
 SchemaStore = PgSchemaStore | RegistrySchemaStore

@@ -315,3 +315,32 @@ def test_with_a_schema_registry_the_envelope_is_registered_under_each_cdc_topic(
     assert make_decoder(settings)(framed)["after"] == value["after"]
     with pytest.raises(Exception, match="no topic to name the registry subject"):
         make_encoder(settings)  # a registry and no topic: says so, at construction
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(case=messages(), lsn=st.integers(0, 2**63 - 1), junk=st.binary(max_size=3))
+def test_update_without_old_tuple_from_raw_bytes_matches_change_bodies(
+    case: tuple[Relation, Insert | Update | Delete], lsn: int, junk: bytes
+) -> None:
+    """The raw path of an Update without an old tuple (``op_head=codec.update_head``) writes what
+    change_bodies writes for that Update; one with an old tuple is never given to it."""
+    relation, message = case
+    if not isinstance(message, (Insert, Update)):
+        return
+    update = Update(message.relation_oid, None, None, message.new)
+    codec = RelationCodec(relation, ValueConverter())
+    txn = source_txn(11, 12, 13)
+    head = b"\x00HDR"
+    frame = b"w" + bytes(24) + b"U" + struct.pack("!I", relation.oid) + b"N" + _pgoutput_tuple(update.new)
+    assert decode(frame[25:]) == update
+    try:
+        [(op, key, body)] = change_bodies(codec, update, lsn, txn)
+    except (ValueError, UnicodeDecodeError) as exc:
+        with pytest.raises(type(exc)):
+            codec.insert(frame, 31, head, lsn, txn, codec.update_head)
+        return
+    got = codec.insert(frame + junk, 31, head, lsn, txn, codec.update_head)
+    if UNCHANGED_TOAST in update.new:
+        assert got is None  # left to the generic path, which lists the unchanged columns
+    else:
+        assert got == (key, head + body) and op == "u"

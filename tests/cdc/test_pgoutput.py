@@ -10,6 +10,7 @@ from streams.cdc.errors import DecodeError
 from streams.cdc.lsn import format_lsn, parse_lsn
 from streams.cdc.pgoutput import (
     UNCHANGED_TOAST,
+    Binary,
     Begin,
     Commit,
     Delete,
@@ -121,3 +122,11 @@ def test_replication_framing() -> None:
 def test_lsn_text_round_trip() -> None:
     assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
     assert format_lsn(parse_lsn("0/1A2B")) == "0/1A2B"
+
+
+def test_binary_columns_decode_as_binary_values_never_as_text() -> None:
+    # an Insert of (int4 7 in binary, NULL, 't' text): kind 'b' keeps its bytes apart from text
+    payload = b"I" + struct.pack("!I", 5) + b"N" + struct.pack("!H", 3)
+    payload += b"b" + struct.pack("!I", 4) + struct.pack("!i", 7) + b"n" + b"t" + struct.pack("!I", 1) + b"x"
+    message = decode(payload)
+    assert message == Insert(5, [Binary(struct.pack("!i", 7)), None, b"x"])

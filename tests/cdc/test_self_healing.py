@@ -31,10 +31,13 @@ from core.settings import Settings, load_settings
 from insights.stack.kafka import LocalKafka
 from insights.stack.postgres import LocalPostgres
 from streams.cdc import slot as slots
-from streams.cdc.errors import CdcError, DecodeError, SlotInUseError, SlotLostError, SlotMissingError
+from streams.cdc.errors import (
+    CdcError, DecodeError, RegistryRefusedError, SlotInUseError, SlotLostError, SlotMissingError,
+)
 from streams.cdc.healing import stream_lost
 from streams.cdc.reader import CdcReader
 from streams.cdc.transport import AckTracker, ReplicationError
+from streams.serde.errors import RegistryUnavailableError
 from tests.cdc.conftest import DDL, TABLES, EventReader, running_reader, wait_for
 from tests.consumers.pg_cluster import free_port
 from tests.private_pg import private_postgres
@@ -55,6 +58,8 @@ HEALING = {"cdc_reconnect_max_s": 1.0, "cdc_heartbeat_interval_s": 1.0, "cdc_sta
                  "Connection refused"),
         CdcError("cannot open a replication connection: FATAL: the database system is starting up"),
         KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)),
+        # typed events: waited out where met; anywhere else, starting again from the confirmed position is safe
+        RegistryUnavailableError("schema registry unreachable: [Errno 111] Connection refused"),
     ],
 )
 def test_transient_failures_lose_the_stream_for_a_while(exc: BaseException) -> None:
@@ -72,6 +77,7 @@ def test_transient_failures_lose_the_stream_for_a_while(exc: BaseException) -> N
                  "FATAL:  password authentication failed for user \"x\""),
         CdcError("Kafka did not accept a change event: Broker: Message size too large"),
         ValueError("a bug"),
+        RegistryRefusedError(401, "Unauthorized: connection refused by policy"),  # an answer, whatever its words
     ],
 )
 def test_permanent_failures_end_the_reader(exc: BaseException) -> None:

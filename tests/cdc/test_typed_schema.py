@@ -19,12 +19,15 @@ from typing import Any
 
 import fastavro
 import pytest
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from streams.cdc.typed import (
     ColumnInfo, TableInfo, avro_name, envelope_schema, field_names, may_be_toasted, nullable_fields,
     numeric_precision_scale,
 )
-from streams.cdc.typed_schemas import TypedVersion, breaks, fingerprint
+from streams.cdc.errors import RegistryRefusedError
+from streams.cdc.typed_schemas import TypedVersion, _registry_error, breaks, fingerprint
+from streams.serde.errors import RegistryUnavailableError
 
 GOLDEN = Path(__file__).parent / "golden" / "typed"
 UPDATE = os.environ.get("INSIGHTS_UPDATE_GOLDEN") == "1"
@@ -261,3 +264,13 @@ def test_the_fingerprint_tells_logical_types_apart() -> None:
     )))
     assert a != b and fingerprint(a) != fingerprint(b) and len(fingerprint(a)) == 8
     assert fingerprint(a) == fingerprint(json.loads(json.dumps(a)))  # key order does not matter
+
+
+# --- a registry's error answers: waited out or final ----------------------------------------------
+@pytest.mark.parametrize(("status", "final"), [
+    (401, True), (403, True), (422, True), (400, True),
+    (500, False), (502, False), (503, False), (408, False), (429, False), (-1, False),
+])
+def test_a_registry_error_answer_is_waited_out_unless_it_is_final(status: int, final: bool) -> None:
+    error = _registry_error(SchemaRegistryError(status, status * 100, "msg"), "registering s-value")
+    assert isinstance(error, RegistryRefusedError if final else RegistryUnavailableError), (status, error)

@@ -7,12 +7,15 @@
 * an incompatible change (a column's type to text, a NOT NULL column dropped) stops the reader
   with IncompatibleSchemaChangeError (exit code 4) before anything is published with it, or,
   with INSIGHTS_CDC_TYPED_ALLOW_INCOMPATIBLE, registers it and goes on;
-* with a registry (confluent-kafka's mock://), versions live there and events are Confluent-framed.
+* with a registry (confluent-kafka's mock://), versions live there and events are Confluent-framed;
+* a registry over real HTTP that goes away and comes back is waited out in place (one line each
+  way, every change once, in order); one that refuses the credentials (401) ends the reader.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -29,7 +32,7 @@ from psycopg import sql
 from core.paths import REPO_ROOT
 from core.settings import Settings
 from streams.cdc import incremental
-from streams.cdc.errors import IncompatibleSchemaChangeError
+from streams.cdc.errors import IncompatibleSchemaChangeError, RegistryRefusedError
 from streams.cdc.healing import stream_lost
 from streams.cdc.reader import CdcReader
 from streams.cdc.snapshot import run_snapshot
@@ -38,6 +41,7 @@ from streams.cdc.values import ValueConverter
 from streams.serde.registry import registry_client
 from streams.topics import cdc_topic_name
 from tests.cdc.conftest import running_reader, wait_for
+from tests.cdc.http_registry import HttpRegistry
 from tests.cli.helpers import assert_one_line_error, run_cli
 from tests.fix_services import child_env
 
@@ -407,3 +411,68 @@ def test_the_generic_envelope_is_untouched_by_default(cdc_settings: Settings) ->
     assert cdc_settings.cdc.format == "generic"
     reader = CdcReader(cdc_settings)
     assert reader.typed is None and reader._header is not None  # the fast path stays on
+
+
+# --- a registry that goes away ------------------------------------------------------------------------
+@pytest.fixture
+def http_registry() -> Iterator[HttpRegistry]:
+    registry = HttpRegistry()
+    yield registry
+    registry.stop()
+
+
+def test_a_registry_outage_is_waited_out_without_losing_or_reordering_a_change(
+    cdc_settings: Settings, cdc_schema: str, pg: psycopg.Connection[Any], topics_of: Any,
+    http_registry: HttpRegistry, caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = typed(cdc_settings, schema_registry_url=http_registry.url, cdc_reconnect_max_s=1.0)
+    caplog.set_level(logging.INFO, logger="streams.cdc")
+    with running_reader(settings) as reader:
+        _insert_product(pg, cdc_schema, "R1")
+        topics = topics_of(settings, ["products"], make_decoder(settings))
+        wait_for(lambda: topics.poll() or len(topics.events["products"]) >= 1, 30, "the first event")
+        http_registry.stop()
+        _insert_product(pg, cdc_schema, "R2")  # v1 is known: needs no registry
+        # a new column: the next change needs v2, which only the registry can give
+        pg.execute(sql.SQL("ALTER TABLE {} ADD COLUMN note text").format(sql.Identifier(cdc_schema, "products")))
+        for asin in ("R3", "R4", "R5"):
+            _insert_product(pg, cdc_schema, asin, note=asin)
+        wait_for(lambda: reader.registry_outage.ongoing, 30, "the reader to meet the outage")
+        time.sleep(3.0)  # several backoff rounds
+        topics.poll()
+        assert [e["after"]["asin"] for _, _, e in in_commit_order(topics.events["products"])] == ["R1", "R2"]
+        assert reader.health.is_failing("schema_registry")
+        http_registry.start()
+        wait_for(lambda: topics.poll() or len(topics.events["products"]) >= 5, 60, "the changes after the outage")
+        time.sleep(1.0)
+        topics.poll()
+        assert not reader.registry_outage.ongoing and not reader.health.is_failing("schema_registry")
+    events = topics.events["products"]
+    # once each, in commit order (one key per product: compare by commit position)
+    assert [e["after"]["asin"] for _, _, e in in_commit_order(events)] == ["R1", "R2", "R3", "R4", "R5"]
+    assert len(events) == 5
+    assert [e["after"].get("note") for _, _, e in in_commit_order(events)][2:] == ["R3", "R4", "R5"]
+    assert len(http_registry.subjects[_subject(settings, "products")]) == 2
+    # the operator's contract: one line when it starts, one when it ends; no reconnection of the stream
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "registry" in r.getMessage()]
+    assert len([m for m in lines if m.startswith("schema registry unavailable")]) == 1, lines
+    assert len([m for m in lines if m.startswith("schema registry answers again")]) == 1, lines
+    assert not [r for r in caplog.records if "lost the replication stream" in r.getMessage()]
+    assert reader.metrics.registry_outages._value.get() == 1
+
+
+def test_a_registry_that_refuses_the_credentials_ends_the_reader_with_one_line(
+    cdc_settings: Settings, cdc_schema: str, pg: psycopg.Connection[Any], http_registry: HttpRegistry,
+) -> None:
+    settings = typed(cdc_settings, schema_registry_url=http_registry.url)
+    CdcReader(settings).setup()
+    _insert_product(pg, cdc_schema, "A1")
+    http_registry.answer = 401
+    started = time.monotonic()
+    failure = _run_until_failure(settings)
+    assert isinstance(failure, RegistryRefusedError) and not stream_lost(failure), failure
+    assert failure.exit_code == 1 and time.monotonic() - started < 30  # not retried for ever
+    requests = http_registry.requests
+    done = run_cli("cdc", "run", env=child_env(settings), timeout=120)
+    assert_one_line_error(done, 1, "HTTP 401", "INSIGHTS_SCHEMA_REGISTRY_URL", after_progress=True)
+    assert http_registry.requests > requests

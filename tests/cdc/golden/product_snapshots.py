@@ -160,9 +160,11 @@ def bind(codec):
         out.append(0)  # the end of the map
         return bytes(out), ()
 
-    def insert(data, p, head, lsn, txn):
+    def insert(data, p, head, lsn, txn, op_head=insert_head):
         """A raw Insert -> (record key, ``head`` + envelope); None: not the plain case.
 
+        ``op_head`` ``codec.update_head``: a raw Update without an old tuple, whose event
+        is the same but for the op (u: no before, the new row, its key).
         ``data[p]`` is the new tuple's column count. None when that count is not the
         relation's, a column is unchanged TOAST or of an unknown kind, or the message
         is cut short: the reference path then decides (and raises what it raises).
@@ -346,7 +348,7 @@ def bind(codec):
         except (IndexError, StructError):
             return None
         out = bytearray(head)  # the framing (serde header)
-        out += insert_head  # op c, no before, after: union branch 1 (the map) of 14 entries
+        out += op_head  # op c (or u), no before, after: union branch 1 (the map) of 14 entries
         # id: int8, key -> long
         if v0 is None:
             out += b'\x04' b'id' b'\x00'
