@@ -19,11 +19,18 @@ _clients: dict[str, SchemaRegistryClient] = {}
 NOT_FOUND_HTTP = 404
 
 
+#: seconds an HTTP request to the registry may take (connect, each read). Without it the client
+#: waits forever on a registry that accepts the connection and never answers, and a CDC reader
+#: blocked there outlives PostgreSQL's wal_sender_timeout; a timeout is an outage like any other
+#: (retried with backoff by the callers), not a hang.
+REGISTRY_TIMEOUT_S = 10
+
+
 def registry_client(url: str) -> SchemaRegistryClient:
     with _lock:
         client = _clients.get(url)
         if client is None:
-            client = SchemaRegistryClient.new_client({"url": url})
+            client = SchemaRegistryClient.new_client({"url": url, "timeout": REGISTRY_TIMEOUT_S})
             _clients[url] = client
         return client
 
