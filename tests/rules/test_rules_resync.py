@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -130,3 +131,26 @@ def test_version_at_moves_with_the_version_only(pg: psycopg.Connection) -> None:
     version, moved, now = pg.execute(
         "SELECT version, version_at, now() FROM alert_rules WHERE id = %s", (rule,)).fetchone()  # type: ignore[misc]
     assert version == 2 and at < moved <= now
+
+
+def test_the_backfill_of_version_at(pg: psycopg.Connection) -> None:
+    """ddl/0026 on rules that existed before it: replayed here on a copy of its column."""
+    pg.execute("INSERT INTO products (asin, title) VALUES (%s, 'p')", (OLD,))
+    first = add_rule(pg, "v1", "price_change", OLD, {"percent": 10})
+    fired = add_rule(pg, "v2 fired", "price_change", OLD, {"percent": 10})
+    quiet = add_rule(pg, "v2 quiet", "price_change", OLD, {"percent": 10})
+    pg.execute("UPDATE alert_rules SET created_at = '2025-01-01Z', updated_at = '2025-06-01Z'")
+    pg.execute("UPDATE alert_rules SET version = 2 WHERE id IN (%s, %s)", (fired, quiet))
+    pg.execute("INSERT INTO rules.firings (rule_id, rule_version, asin, scraped_at, previous_at, event_id, fired_at) "
+               "VALUES (%s, 1, %s, '2025-01-02Z', '2025-01-01Z', gen_random_uuid(), '2025-01-02Z'), "
+               "(%s, 2, %s, '2025-03-02Z', '2025-03-01Z', gen_random_uuid(), '2025-03-02Z')",
+               (fired, OLD, fired, OLD))
+    migration = Path(__file__).parents[2] / "ddl" / "0026_alert_rule_version_at.sql"
+    with pg.transaction():
+        pg.execute("ALTER TABLE alert_rules DROP COLUMN version_at")
+        pg.execute(migration.read_text())
+    got = dict(pg.execute("SELECT id, version_at FROM alert_rules").fetchall())
+    utc = {k: v.astimezone(UTC) for k, v in got.items()}
+    assert utc == {first: datetime(2025, 1, 1, tzinfo=UTC),  # version 1: since created_at
+                   fired: datetime(2025, 3, 2, tzinfo=UTC),  # its version's first firing
+                   quiet: datetime(2025, 6, 1, tzinfo=UTC)}  # no firing: updated_at
