@@ -1,7 +1,7 @@
 """A decoded CDC envelope -> what the rule engine does with it (pure).
 
 The engine needs little from a change: for ``product_snapshots``, which snapshot
-(``asin``, ``scraped_at``) was inserted or updated (it reads the row, its predecessor
+(``asin``, ``scraped_at``) was inserted, updated or read by a snapshot (it reads the row, its predecessor
 and its successor from the table itself when it evaluates); for ``alert_rules`` and the
 competitive-group tables, only that something changed (its cache is reloaded). A
 deleted or truncated snapshot fires nothing and retracts nothing: an alert is a fact
@@ -27,6 +27,10 @@ class RuleChange:
     asin: str = ""
     scraped_at: datetime | None = None
     commit_time_us: int = 0
+    #: op 'r': a snapshot read (``cdc resync``/``cdc snapshot``) republishing a stored row,
+    #: not a change that happened now (the engine evaluates it only for rules that could
+    #: have seen it live, ``conditions.could_have_seen``)
+    read: bool = False
 
 
 def _fail(message: str) -> RecordError:
@@ -70,4 +74,4 @@ def parse_change(record: dict[str, Any]) -> RuleChange:
         raise _fail(f"product_snapshots.scraped_at is not an ISO timestamp: {at[:40]!r}") from None
     if scraped_at.tzinfo is None:
         raise _fail("product_snapshots.scraped_at has no time zone")
-    return RuleChange("snapshot", asin, scraped_at, commit_us)
+    return RuleChange("snapshot", asin, scraped_at, commit_us, read=op == "r")

@@ -166,6 +166,9 @@ class Rule:
     target_id: str
     severity: str
     conditions: _Common
+    #: since when this version (the rule's meaning) exists (alert_rules.version_at, ddl/0026);
+    #: None: unknown, the rule is taken as older than any snapshot
+    version_at: datetime | None = None
 
 
 def parse_conditions(rule_type: str, conditions: Any) -> _Common:
@@ -199,6 +202,7 @@ def rule_from_row(row: dict[str, Any]) -> Rule:
         id=int(row["id"]), version=int(row["version"]), name=fields.name, rule_type=fields.rule_type,
         target_type=fields.target_type, target_id=fields.target_id, severity=fields.severity,
         conditions=parse_conditions(fields.rule_type, fields.conditions),
+        version_at=row.get("version_at"),
     )
 
 
@@ -212,6 +216,8 @@ class Snap:
     rating: Decimal | None
     bsr: dict[str, Any] = field(default_factory=dict)
     availability: str | None = None
+    #: when the row was stored (product_snapshots.created_at, the database's clock); None: unknown
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +348,25 @@ def _stock(rule: Rule, c: StockChange, prev: Snap, cur: Snap) -> Fired | None:
     return Fired(prev.availability, cur.availability, None,
                  f"{rule.name}: {cur.asin} is {new.replace('_', ' ')}"[:200],
                  f"Availability of {cur.asin} changed from {prev.availability} to {cur.availability}")
+
+
+def could_have_seen(rule: Rule, prev: Snap, cur: Snap) -> bool:
+    """Could this rule version have evaluated the pair (prev, cur) when it was live?
+
+    Live, a pair is evaluated when either snapshot arrives (a late predecessor makes its
+    successor compared again), with the rules as committed then. So the version saw the
+    pair iff one of the two rows was stored at or after the version began. A snapshot read
+    (a resync or ``cdc snapshot`` republishing every row) of a pair it could not have seen
+    is history the rule did not exist for: evaluating it would fire last year's changes.
+
+    The rows' storing time, not ``scraped_at``: a scrape stored after the rule (ingest lag,
+    a backlog drained after a failover, ``replay events``, late data) was evaluated live,
+    so it must be on a resync too; both times are the database's own clock. Unknown times
+    count as seen (an alert kept rather than lost).
+    """
+    if rule.version_at is None or prev.created_at is None or cur.created_at is None:
+        return True
+    return max(prev.created_at, cur.created_at) >= rule.version_at
 
 
 def fired_json(value: Any) -> str | None:

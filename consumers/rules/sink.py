@@ -3,7 +3,8 @@
 ``prepare`` is pure (which snapshot changed, or that the cache is stale); ``write``
 reloads the rule and membership cache when the batch changed them, reads each changed
 snapshot with its neighbours by ``scraped_at``, decides the firings
-(``consumers.rules.engine.plan``), stores them in ``rules.firings`` and publishes one
+(``consumers.rules.engine.plan_batch``; a snapshot read of a resync only for the rule
+versions that could have seen it live), stores them in ``rules.firings`` and publishes one
 AlertTriggered per new firing to the alerts topic, waiting for the broker's
 acknowledgement before the loop commits the batch with its offsets. A crash between the
 acknowledgement and the commit re-sends the same events (their ids are derived from rule,
@@ -25,7 +26,7 @@ from consumers.freshness import Freshness
 from consumers.rules import store
 from consumers.rules.changes import RuleChange, parse_change
 from consumers.rules.conditions import ALERT_TYPE, fired_json
-from consumers.rules.engine import Decision, plan
+from consumers.rules.engine import Decision, plan_batch
 from core.events import AlertTriggered
 from core.settings import Settings
 from streams.producer import DeliveryError, EventProducer
@@ -51,6 +52,12 @@ class RulesMetrics:
         self.fired = Counter("insights_rules_fired", "alerts published by the rule engine", ["rule_type"],
                              registry=registry)
         self.evaluated = Counter("insights_rules_snapshots_evaluated", "snapshots evaluated", registry=registry)
+        self.before_rule = Counter(
+            "insights_rules_snapshot_reads_before_rule",
+            "changes a rule matched in snapshot reads (cdc resync/snapshot) but did not fire: the rule "
+            "version began after both snapshots were stored, so it never saw them live",
+            registry=registry,
+        )
 
 
 class RulesSink:
@@ -98,9 +105,16 @@ class RulesSink:
             self.metrics.skipped.inc(len(cache.invalid) * sum(1 for i in items if i.kind == "snapshot"))
         if not keys:
             return {"rules.firings": 0}
+        # a snapshot read republishes a stored row (a resync): only rule versions that could
+        # have seen it live evaluate it; a live change of the same row in the batch wins
+        live = {(i.asin, i.scraped_at) for i in items if i.kind == "snapshot" and not i.read}
+        reads = {k for k in keys if k not in live}
         around = store.neighbours(conn, keys)  # type: ignore[arg-type]
         self.metrics.evaluated.inc(len(around))
-        decisions = plan(cache, around, store.firings(conn, {k[0] for k in keys}))
+        planned = plan_batch(cache, around, store.firings(conn, {k[0] for k in keys}), reads)
+        decisions = planned.decisions
+        if planned.before_rule:
+            self.metrics.before_rule.inc(planned.before_rule)
         new = store.insert_firings(conn, [d.firing for d in decisions])
         published = [d for d in decisions if d.firing.event_id in new]
         self._publish(published)

@@ -44,7 +44,7 @@ class Cache:
 def active_rule_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT id, version, name, rule_type, target_type, target_id, conditions, severity "
+            "SELECT id, version, version_at, name, rule_type, target_type, target_id, conditions, severity "
             "FROM alert_rules WHERE is_active IS TRUE ORDER BY id"
         ).fetchall()
 
@@ -79,13 +79,13 @@ def load_cache(conn: psycopg.Connection) -> Cache:
     return cache
 
 
-_COLS = "price, rating, bsr_data, availability_status"
+_COLS = "price, rating, bsr_data, availability_status, created_at"
 NEIGHBOURS = f"""
 SELECT k.asin, k.at,
-       cur.present, cur.price, cur.rating, cur.bsr_data, cur.availability_status,
-       prev.scraped_at, prev.price, prev.rating, prev.bsr_data, prev.availability_status,
-       nxt.scraped_at, nxt.price, nxt.rating, nxt.bsr_data, nxt.availability_status,
-       nn.scraped_at, nn.price, nn.rating, nn.bsr_data, nn.availability_status
+       cur.present, cur.price, cur.rating, cur.bsr_data, cur.availability_status, cur.created_at,
+       prev.scraped_at, prev.price, prev.rating, prev.bsr_data, prev.availability_status, prev.created_at,
+       nxt.scraped_at, nxt.price, nxt.rating, nxt.bsr_data, nxt.availability_status, nxt.created_at,
+       nn.scraped_at, nn.price, nn.rating, nn.bsr_data, nn.availability_status, nn.created_at
 FROM unnest(%(asins)s::text[], %(ats)s::timestamptz[]) AS k(asin, at)
 LEFT JOIN LATERAL (
     SELECT true AS present, {_COLS} FROM product_snapshots s WHERE s.asin = k.asin AND s.scraped_at = k.at
@@ -105,12 +105,13 @@ LEFT JOIN LATERAL (
 """
 
 
-def _snap(asin: str, at: datetime | None, price: Any, rating: Any, bsr: Any, status: Any) -> Snap | None:
+def _snap(asin: str, at: datetime | None, price: Any, rating: Any, bsr: Any, status: Any,
+          created_at: datetime | None) -> Snap | None:
     if at is None:
         return None
     if isinstance(bsr, str):
         bsr = json.loads(bsr)
-    return Snap(asin, at, price, rating, bsr if isinstance(bsr, dict) else {}, status)
+    return Snap(asin, at, price, rating, bsr if isinstance(bsr, dict) else {}, status, created_at)
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,9 @@ def neighbours(conn: psycopg.Connection, keys: Sequence[tuple[str, datetime]]) -
         asin, at, present = r[0], r[1], r[2]
         if not present:
             continue  # deleted (or moved) since: its final form has its own change
-        cur = _snap(asin, at, *r[3:7])
+        cur = _snap(asin, at, *r[3:8])
         assert cur is not None
-        out.append(Neighbours(cur, _snap(asin, *r[7:12]), _snap(asin, *r[12:17]), _snap(asin, *r[17:22])))
+        out.append(Neighbours(cur, _snap(asin, *r[8:14]), _snap(asin, *r[14:20]), _snap(asin, *r[20:26])))
     return out
 
 

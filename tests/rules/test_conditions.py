@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from consumers.rules.conditions import Rule, RuleError, Snap, evaluate, event_id, parse_conditions, validate_fields
-from consumers.rules.engine import plan
+from consumers.rules.changes import parse_change
+from consumers.rules.conditions import (
+    Rule,
+    RuleError,
+    Snap,
+    could_have_seen,
+    evaluate,
+    event_id,
+    parse_conditions,
+    validate_fields,
+)
+from consumers.rules.engine import plan, plan_batch
 from consumers.rules.store import Cache, Firing, Neighbours
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
@@ -143,3 +154,70 @@ def test_a_snapshot_fires_once_per_rule_version_and_cooldown_spaces_firings() ->
     assert plan(cache(drop), [Neighbours(b, a, None)], [firing(drop, b, a)]) == []
     newer = rule("price_change", {"direction": "down", "percent": 10}, version=2)
     assert len(plan(cache(newer), [Neighbours(b, a, None)], [firing(drop, b, a)])) == 1
+
+
+# --- snapshot reads (op 'r', a resync): only rule versions that could have seen the pair live
+
+def stored(s: Snap, hours: float) -> Snap:
+    """``s`` as stored ``hours`` after T0 (product_snapshots.created_at)."""
+    return replace(s, created_at=T0 + timedelta(hours=hours))
+
+
+def since(r: Rule, hours: float) -> Rule:
+    return replace(r, version_at=T0 + timedelta(hours=hours))
+
+
+def test_could_have_seen_a_pair_when_either_snapshot_was_stored_after_the_version_began() -> None:
+    drop = since(rule("price_change", {"direction": "down", "percent": 10}), 10)
+    p, s = snap(0, "100.00"), snap(1, "80.00")
+    assert not could_have_seen(drop, stored(p, 2), stored(s, 9))  # both before the rule: history
+    assert could_have_seen(drop, stored(p, 2), stored(s, 10))  # stored as the rule began
+    assert could_have_seen(drop, stored(p, 2), stored(s, 30))  # stored after (scraped_at is older)
+    assert could_have_seen(drop, stored(p, 30), stored(s, 2))  # a late predecessor re-compared s live
+    # unknown times: evaluated (an alert kept rather than lost)
+    assert could_have_seen(rule("price_change", {"direction": "down", "percent": 10}), stored(p, 2), stored(s, 3))
+    assert could_have_seen(drop, p, stored(s, 3))
+
+
+def test_a_snapshot_read_fires_only_for_rule_versions_that_could_have_seen_the_pair() -> None:
+    drop = since(rule("price_change", {"direction": "down", "percent": 10}), 10)
+    p, s = stored(snap(0, "100.00"), 1), stored(snap(1, "80.00"), 2)
+    read = {(ASIN, s.scraped_at)}
+    # the history stored before the rule, republished by a snapshot: no alert, counted
+    planned = plan_batch(cache(drop), [Neighbours(s, p, None)], [], read)
+    assert planned.decisions == [] and planned.before_rule == 1
+    # the same pair changed live: today's semantics (fires), nothing counted
+    planned = plan_batch(cache(drop), [Neighbours(s, p, None)], [])
+    assert len(planned.decisions) == 1 and planned.before_rule == 0
+    # a snapshot stored after the rule but never streamed (a failover): the read fires it
+    late = stored(snap(1, "80.00"), 11)
+    planned = plan_batch(cache(drop), [Neighbours(late, p, None)], [], {(ASIN, late.scraped_at)})
+    assert [d.cur.scraped_at for d in planned.decisions] == [late.scraped_at] and planned.before_rule == 0
+    # a rule version that began after the pair (its meaning changed) does not fire on it either
+    v2 = since(rule("price_change", {"direction": "down", "percent": 5}, version=2), 10)
+    assert plan_batch(cache(v2), [Neighbours(s, p, None)], [], read).before_rule == 1
+    # no match, nothing counted
+    flat = stored(snap(1, "100.00"), 2)
+    assert plan_batch(cache(drop), [Neighbours(flat, p, None)], [], {(ASIN, flat.scraped_at)}).before_rule == 0
+
+
+def test_the_successor_pair_of_a_read_is_live_when_the_successor_changed_live_in_the_batch() -> None:
+    drop = since(rule("price_change", {"direction": "down", "percent": 10}), 10)
+    p, s, n = stored(snap(0, "100.00"), 1), stored(snap(1, "100.00"), 2), stored(snap(2, "80.00"), 3)
+    # s read, n read: (s, n) is history
+    reads = {(ASIN, s.scraped_at), (ASIN, n.scraped_at)}
+    around = [Neighbours(s, p, n), Neighbours(n, s, None)]
+    assert plan_batch(cache(drop), around, [], reads).decisions == []
+    # s read, n updated live in the same batch: (s, n) is evaluated as today
+    decided = plan_batch(cache(drop), around, [], {(ASIN, s.scraped_at)}).decisions
+    assert [d.cur.scraped_at for d in decided] == [n.scraped_at]
+    # only the read of s brought (s, n): history as well
+    assert plan_batch(cache(drop), [Neighbours(s, p, n)], [], {(ASIN, s.scraped_at)}).decisions == []
+
+
+def test_parse_change_marks_snapshot_reads() -> None:
+    def env(op: str) -> dict[str, Any]:
+        return {"op": op, "source": {"table": "product_snapshots"},
+                "after": {"asin": ASIN, "scraped_at": T0.isoformat()}}
+    assert parse_change(env("r")).read and parse_change(env("r")).kind == "snapshot"
+    assert not parse_change(env("c")).read and not parse_change(env("u")).read
