@@ -20,7 +20,7 @@ server-side COPY of the same rows and a naive consumer, in interleaved rounds of
    are not timed). Backend CPU is the backends' /proc counters over the same window, per
    event stored in it. Client CPU of the project's consumers is their whole-life CPU
    (os.wait4) less that of as many processes starting and idling out on an empty topic
-   (measured each round), per event; peak RSS is each process's ``ru_maxrss``.
+   (measured each round), per event; peak RSS is each process's VmHWM (read from /proc while it lives).
 4. Prints, per variant, the median events/s, the range, CPU per event, peak RSS and the
    ratios to the COPY and to the naive consumer of the same round, with load averages;
    ``--write`` replaces the ``## Ingest comparison`` section of BENCHMARKS.md.
@@ -70,6 +70,19 @@ SEED_INDEXES = (
     "CREATE INDEX idx_features_extracted_at ON product_features (extracted_at)",
 )
 NAIVE_APP = "insights-consume-naive"  # matched by the backend CPU sampler, like the project's
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM of a live process. Not ``ru_maxrss`` of os.wait4: Linux carries the parent's
+    peak over fork and exec into the child's (a 400 MB parent's ``python -c pass`` child
+    reports 411 MB; its own VmHWM is 11)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -141,17 +154,22 @@ class Sampler:
 
 
 def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict[str, float]]:
-    """Reap every process (terminate after ``timeout``): exit code, CPU and peak RSS of each."""
+    """Reap every process (terminate after ``timeout``): exit code, CPU and peak RSS of each
+    (VmHWM read while it lives: the last reading before its exit)."""
     deadline = time.monotonic() + timeout
     out: dict[int, dict[str, float]] = {}
+    peaks: dict[int, float] = {}
     while len(out) < len(procs):
         for p in procs:
             if p.pid in out:
                 continue
+            peak = peak_rss_mb(p.pid)  # read before reaping: a zombie has no VmHWM
+            if peak is not None:
+                peaks[p.pid] = max(peak, peaks.get(p.pid, 0.0))
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 p.returncode = os.waitstatus_to_exitcode(status)
-                out[p.pid] = {"rc": p.returncode, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+                out[p.pid] = {"rc": p.returncode, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": peaks.get(p.pid, 0.0)}
         if time.monotonic() > deadline:
             for p in procs:
                 if p.pid not in out:
@@ -522,7 +540,7 @@ Machine: {machine_facts(settings.pg.conninfo(dbname='postgres'))}. Load average 
 event is over the same window (their PostgreSQL backends); client CPU of the project's consumers
 is their whole-life CPU less that of the same number of processes starting and idling out on an
 empty topic, per event (the naive consumer's is over the rate's window; it does not decode ahead;
-the COPY's client does no work). Peak RSS: the largest `ru_maxrss` of any one consumer process.
+the COPY's client does no work). Peak RSS: the largest VmHWM of any one consumer process.
 Ratios are taken within a round. `server COPY` keeps the seed's indexes (0024's three included);
 `naive` is confluent-kafka + fastavro + `executemany` upserts, one transaction per batch of
 {args.batch_size} (`naive_worker` in the bench).
