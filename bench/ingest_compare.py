@@ -62,6 +62,8 @@ from streams.pg.partitions import ensure_partitions_for  # noqa: E402
 from streams.topics import dlq_name  # noqa: E402
 
 INSIGHTS = str(Path(sys.executable).with_name("insights"))
+#: how a consumer process is started (bench/ab_consumer.py points it at another tree's code)
+CONSUMER_ARGV = [INSIGHTS]
 TICK = os.sysconf("SC_CLK_TCK")
 #: the seed's indexes that ddl/0024_hot_upserts.sql dropped; the COPY baseline keeps them
 SEED_INDEXES = (
@@ -199,7 +201,7 @@ def spawn(settings: Settings, dsn: str, group: str, processes: int, logs: Path) 
     env = child_env(settings, dsn)
     return [
         subprocess.Popen(
-            [INSIGHTS, "consume", "scrape", "--group", group, "--exit-when-idle", "3"],
+            [*CONSUMER_ARGV, "consume", "scrape", "--group", group, "--exit-when-idle", "3"],
             env=env, stdout=open(logs / f"{group}-{i}.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         )
         for i in range(processes)
