@@ -17,6 +17,7 @@ import typer
 from consumers import registry as sinks
 from insights.cli.context import console, settings_of
 from insights.cli.service_opts import metrics_port_option, service, stuck_after_option, unreachable_after_option
+from streams.service.heap import tune_for_batches
 
 log = logging.getLogger("insights.consumer")
 
@@ -56,6 +57,8 @@ def consume(
         stuck_after=stuck_after,
         unreachable_after=unreachable_after,
     )
+    # after the imports, before the first batch: ~17 % less CPU for decode + prepare (heap.py)
+    tune_for_batches()
     with frame:
         # the loop runs on the frame's stop Event, registry and health: a signal stops it,
         # and /metrics and /healthz show what it records

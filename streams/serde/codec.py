@@ -1,14 +1,14 @@
 """Avro serializers and deserializers: ``(value, ctx) -> bytes`` and ``(bytes, ctx) -> dict``.
 
 Every schema is parsed once when a serde is built. Decoding a record is then: look at
-the header, one dict lookup for the writer's parsed schema (the reader's is fixed), and
-``fastavro.schemaless_reader`` (see resolution.py for why old data usually needs no
-per-field resolution). Measured with timeit on this project's 2-core machine, the golden
-ProductScraped (577 bytes, 2 features, 2 variations) decodes in about 40 µs when the
-machine is idle, of which header parsing + the plan lookup is 0.3 µs and the rest is
-fastavro itself (logical types - Decimal, UUID, datetime - are about a third of it); under
-a load average of 4 the same decode takes 85-140 µs. ``tests/unit/test_serde_speed.py``
-holds the path to a loose budget.
+the header, one dict lookup for the writer's route (the reader is fixed), and one decode:
+cavro's compiled decoder for the plain-decode plans (native.py), fastavro's
+``schemaless_reader`` for a pair that needs full resolution or when cavro is unavailable
+(see resolution.py for why old data usually needs no per-field resolution). On the same
+bytes, a generated ProductScraped (~1.1 kB) costs 40-42 µs of process CPU with fastavro
+and 24-28 µs with cavro (``bench/decode_cost.py``); header parsing + the lookup is 0.3 µs.
+Both paths return equal records and raise the same errors (tests/unit/test_native_decode.py).
+``tests/unit/test_serde_speed.py`` checks structurally that nothing is parsed per call.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streams.serde.context import error_at
+from streams.serde.native import NativeDecode, native_decoder
 from streams.serde.errors import (
     CorruptPayloadError,
     EncodeError,
@@ -50,6 +51,19 @@ _ENCODE_ERRORS = (ValueError, TypeError, OverflowError, AttributeError, KeyError
 
 Serializer = Callable[[Any, Any], bytes]
 Deserializer = Callable[[bytes, Any], dict]
+
+
+class _Route:
+    """How records of one writer schema are read: the plan, and cavro's decoder when the
+    plan is a plain decode with the writer's schema (None: fastavro)."""
+
+    __slots__ = ("plan", "native")
+
+    def __init__(self, pair: ReadPlan, writer_raw: Any, use_native: bool) -> None:
+        self.plan = pair
+        self.native: NativeDecode | None = (
+            native_decoder(writer_raw) if use_native and pair.reader is None else None
+        )
 
 
 def as_record(value: Any) -> Mapping[str, Any]:
@@ -125,6 +139,7 @@ class AvroDeserializer:
         subject: str,
         client: SchemaRegistryClient | None = None,
         reader_version: int | None = None,
+        native: bool = True,
     ) -> None:
         self._store = store
         self.subject = store.subject(subject)
@@ -133,11 +148,14 @@ class AvroDeserializer:
         self.reader = self.subject.latest if reader_version is None else self.subject.version(reader_version)
         # writer fingerprint (or registry id) -> the plan for the (writer, reader) pair;
         # the reader is fixed, so one dict lookup finds everything a decode needs
-        self._by_fingerprint: dict[bytes, ReadPlan] = {
-            v.fingerprint: plan(v.raw, v.parsed, self.reader.raw, self.reader.parsed) for v in self.subject.versions
+        # ``native=False`` forces fastavro everywhere: the reference the tests compare cavro to
+        self._native = native
+        self._by_fingerprint: dict[bytes, _Route] = {
+            v.fingerprint: _Route(plan(v.raw, v.parsed, self.reader.raw, self.reader.parsed), v.raw, native)
+            for v in self.subject.versions
         }
         self._client = client
-        self._by_id: dict[int, ReadPlan] = {}
+        self._by_id: dict[int, _Route] = {}
         self._unknown_ids: set[int] = set()
 
     def __call__(self, data: bytes, ctx: Any = None) -> dict:
@@ -164,17 +182,21 @@ class AvroDeserializer:
             start = CONFLUENT_HEADER_LEN
         else:
             raise error_at(CorruptPayloadError, f"wrong magic byte 0x{magic:02x}: neither single-object nor registry framing", ctx)
-        body = BytesIO(data)
-        body.seek(start)
-        try:
-            record = schemaless_reader(body, pair.writer, pair.reader)
-        except SchemaResolutionError as exc:
-            raise error_at(IncompatibleSchemaError, f"writer schema does not resolve to {self.reader.label}: {exc}", ctx) from exc
-        except _DECODE_ERRORS as exc:
-            raise error_at(CorruptPayloadError, f"undecodable or truncated body: {type(exc).__name__}: {exc}", ctx) from exc
-        if body.tell() != len(data):
-            extra = len(data) - body.tell()
-            raise error_at(CorruptPayloadError, f"{extra} bytes left after the record: wrong schema or corrupt body", ctx)
+        # cavro when it vouches for the whole body; else fastavro, whose verdict is the reference
+        record = pair.native(data[start:]) if pair.native is not None else None
+        if record is None:
+            body = BytesIO(data)
+            body.seek(start)
+            try:
+                record = schemaless_reader(body, pair.plan.writer, pair.plan.reader)
+            except SchemaResolutionError as exc:
+                raise error_at(IncompatibleSchemaError, f"writer schema does not resolve to {self.reader.label}: {exc}", ctx) from exc
+            except _DECODE_ERRORS as exc:
+                raise error_at(CorruptPayloadError, f"undecodable or truncated body: {type(exc).__name__}: {exc}", ctx) from exc
+            if body.tell() != len(data):
+                extra = len(data) - body.tell()
+                raise error_at(CorruptPayloadError, f"{extra} bytes left after the record: wrong schema or corrupt body", ctx)
+        pair = pair.plan
         if pair.fill:
             apply_fill(record, pair.fill)
         return record
@@ -189,7 +211,7 @@ class AvroDeserializer:
             )
         return error_at(UnknownSchemaError, f"unknown schema fingerprint {fingerprint.hex()} for {self.subject.name}", ctx)
 
-    def _fetch(self, schema_id: int, ctx: Any) -> ReadPlan:
+    def _fetch(self, schema_id: int, ctx: Any) -> _Route:
         """First sight of a registry id: fetch its schema once (I/O off the hot path)."""
         if self._client is None:
             raise error_at(UnknownSchemaError, f"registry schema id {schema_id} but no schema registry is configured", ctx)
@@ -211,6 +233,6 @@ class AvroDeserializer:
             parsed = parse_schema(raw)
         except Exception as exc:
             raise error_at(UnknownSchemaError, f"schema id {schema_id} is not valid Avro: {exc}", ctx) from exc
-        pair = plan(raw, parsed, self.reader.raw, self.reader.parsed)
-        self._by_id[schema_id] = pair
-        return pair
+        route = _Route(plan(raw, parsed, self.reader.raw, self.reader.parsed), raw, self._native)
+        self._by_id[schema_id] = route
+        return route
