@@ -155,6 +155,15 @@ class Sampler:
         self._admin.close()
 
 
+def exited(p: subprocess.Popen[bytes]) -> bool:
+    """Has ``p`` ended? Without reaping it (``Popen.poll`` would, and its CPU usage with it:
+    wait_all reads that from ``os.wait4``; a member that idled out early was reaped by poll)."""
+    try:
+        return os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict[str, float]]:
     """Reap every process (terminate after ``timeout``): exit code, CPU and peak RSS of each
     (VmHWM read while it lives: the last reading before its exit)."""
@@ -238,7 +247,7 @@ def project_run(settings: Settings, admin_dsn: str, db: str, dsn: str, events: i
                 window.samples.append((time.perf_counter(), seen, *sampler.read([p.pid for p in procs])))
                 if seen >= events:
                     break
-                if time.monotonic() > deadline or all(p.poll() is not None for p in procs):
+                if time.monotonic() > deadline or all(exited(p) for p in procs):
                     raise SystemExit(f"{processes} consumer(s) stored {seen} of {events}; logs in {logs}")
                 time.sleep(0.05)
         reaped = wait_all(procs, 60)
