@@ -164,12 +164,13 @@ def exited(p: subprocess.Popen[bytes]) -> bool:
         return True
 
 
-def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict[str, float]]:
+def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float,
+             peaks: dict[int, float] | None = None) -> list[dict[str, float]]:
     """Reap every process (terminate after ``timeout``): exit code, CPU and peak RSS of each
     (VmHWM read while it lives: the last reading before its exit)."""
     deadline = time.monotonic() + timeout
     out: dict[int, dict[str, float]] = {}
-    peaks: dict[int, float] = {}
+    peaks = {} if peaks is None else peaks  # readings taken earlier (a member may end before this starts)
     while len(out) < len(procs):
         for p in procs:
             if p.pid in out:
@@ -242,7 +243,12 @@ def project_run(settings: Settings, admin_dsn: str, db: str, dsn: str, events: i
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             deadline = time.monotonic() + 900
+            peaks: dict[int, float] = {}
             while True:
+                for p in procs:
+                    peak = peak_rss_mb(p.pid)
+                    if peak is not None:
+                        peaks[p.pid] = max(peak, peaks.get(p.pid, 0.0))
                 seen = stored_offsets(conn, group)
                 window.samples.append((time.perf_counter(), seen, *sampler.read([p.pid for p in procs])))
                 if seen >= events:
@@ -250,7 +256,7 @@ def project_run(settings: Settings, admin_dsn: str, db: str, dsn: str, events: i
                 if time.monotonic() > deadline or all(exited(p) for p in procs):
                     raise SystemExit(f"{processes} consumer(s) stored {seen} of {events}; logs in {logs}")
                 time.sleep(0.05)
-        reaped = wait_all(procs, 60)
+        reaped = wait_all(procs, 60, peaks)
     finally:
         sampler.close()
         for p in procs:
@@ -529,7 +535,7 @@ def report(args: argparse.Namespace, settings: Settings, results: dict[str, list
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
     rows = []
     for variant, runs in results.items():
-        rss = [m for r in runs for m in r["rss_mb"]]
+        rss = [m for r in runs for m in r["rss_mb"] if m > 0]  # 0: ended before it could be read
         rows.append(
             f"| {variant} | {_med([r['rate'] for r in runs])} | {_med([r['client_us'] for r in runs])} | "
             f"{_med([r['backend_us'] for r in runs])} | {max(rss):.0f} MB" if rss else
