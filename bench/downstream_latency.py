@@ -209,8 +209,13 @@ def produce(settings: Settings, start: float, events: list[tuple[bytes, bytes]],
     return sent, took, time.process_time() - cpu
 
 
-def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
-    """CPU seconds used so far by each pipeline process, by the PostgreSQL server and by Kafka (from /proc)."""
+def cpu_seconds(procs: list[subprocess.Popen[bytes]], dsn: str) -> dict[str, float]:
+    """CPU seconds used so far by each pipeline process, by the PostgreSQL server (its backends by
+    application_name, the rest as "postgres other": walsenders, checkpointer, autovacuum...) and by
+    Kafka (from /proc)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        apps = {int(pid): (app or backend) for pid, app, backend in conn.execute(
+            "SELECT pid, application_name, backend_type FROM pg_stat_activity")}
     tick = os.sysconf("SC_CLK_TCK")
 
     def used(pid: int) -> float:
@@ -222,6 +227,7 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
 
     found = {" ".join(p.args[3:]) if isinstance(p.args, list) else str(p.pid): used(p.pid) for p in procs}
     postgres = kafka = 0.0
+    backends: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -230,10 +236,15 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
         except OSError:
             continue
         if cmd.startswith(b"postgres:") or b"/postgres\x00" in cmd or cmd.startswith(b"/usr/lib/postgresql"):
-            postgres += used(int(entry.name))
+            app = apps.get(int(entry.name))
+            if app and app.startswith("insights-"):
+                key = f"postgres {app}"
+                backends[key] = backends.get(key, 0.0) + used(int(entry.name))
+            else:
+                postgres += used(int(entry.name))
         elif b"kafka.Kafka" in cmd:
             kafka += used(int(entry.name))
-    return {**found, "postgres": postgres, "kafka": kafka}
+    return {**found, **backends, "postgres other": postgres, "kafka": kafka}
 
 
 def cdc_published(settings: Settings, cutoff: float) -> dict[float, float]:
@@ -342,9 +353,9 @@ def main() -> None:
         poller = Poller(dsn, args.poll_ms / 1000, sample)
         poller.start()
         start, events, drops = planned_events(settings, records, args.rate, args.seconds)
-        before = cpu_seconds(procs)
+        before = cpu_seconds(procs, dsn)
         sent, took, producer_cpu = produce(settings, start, events, args.rate)
-        after = cpu_seconds(procs)
+        after = cpu_seconds(procs, dsn)
         started = start
         print(f"produced {sent} events ({drops} drops) in {took:.1f}s = {sent / took:,.0f}/s "
               f"(producer CPU {producer_cpu / max(sent, 1) * 1e6:.0f} us/event)", flush=True)
