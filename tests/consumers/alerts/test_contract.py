@@ -21,7 +21,8 @@ class TestAlertsContract(SinkContract):
     tables = ("alerts", "alert_rules")
     volatile = {
         "alerts": frozenset({"id"}),
-        "alert_rules": frozenset({"created_at", "updated_at"}),
+        # version_at: when the rule's version began (ddl/0026), the seeding's clock
+        "alert_rules": frozenset({"created_at", "updated_at", "version_at"}),
     }
 
     def seed(self, conn: psycopg.Connection) -> None:
