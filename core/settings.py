@@ -247,6 +247,14 @@ class ConsumerSettings(BaseSettings):
     group: str = Field("insights-ingest", min_length=1, validation_alias=_alias("consumer_group"))
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     batch_wait_ms: int = Field(200, ge=0, le=60_000)
+    # How long the broker may hold a fetch to fill it (fetch.wait.max.ms / fetch.min.bytes).
+    # librdkafka's defaults (fetch.min.bytes 1) answer every fetch with whatever one record
+    # brought: at 2,000 events/s the four groups of the pipeline sent the broker so many small
+    # fetches that it cost 176 us of broker CPU per event and the summaries missed a 1 s p99
+    # (BENCHMARKS.md "Downstream latency"). A record waits at most this long more in a quiet
+    # period; a busy one fills the fetch sooner.
+    fetch_wait_ms: int = Field(100, ge=1, le=10_000, description="longest a fetch waits at the broker to fill")
+    fetch_min_bytes: int = Field(262_144, ge=1, le=100_000_000, description="bytes a fetch waits for (up to fetch_wait_ms)")
     # Hostile-input limits, checked before a record's rows are built (a 50 MB description
     # or a 10,000-element array is refused with its reason instead of reaching PostgreSQL).
     max_record_bytes: int = Field(1_048_576, ge=1, description="largest encoded record value accepted")

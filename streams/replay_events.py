@@ -331,7 +331,7 @@ class RangeLoop(ConsumerLoop):
         self.completed = False
 
     def run(self) -> BatchResult:
-        consumer = Consumer(consumer_config(self.kafka, self.group, **{
+        consumer = Consumer(consumer_config(self.kafka, self.group, batching=self.batching, **{
             "client.id": f"insights-replay-{self.sink.name}", "auto.offset.reset": "earliest",
             "enable.partition.eof": True, "on_commit": self._on_commit, "error_cb": self._on_kafka_error,
         }))

@@ -139,16 +139,21 @@ class ConsumerLoop:
     def request_stop(self, *_args: object) -> None:
         self.stop.set()
 
-    def run(self) -> BatchResult:
-        """Consume until stopped; return the totals. Raises ConsumerError on a fatal fault."""
+    def client_config(self) -> dict[str, Any]:
+        """What the loop's Kafka consumer is made with (librdkafka properties)."""
         # consumer_config carries the leader-change settings (streams/kafka/clients.py,
         # CONSUMER_LEADER_CHANGES): a broker's loss pauses fetching from the partitions it
         # led and the session outlasts a coordinator's move; offsets live in PostgreSQL, so
-        # nothing here depends on which broker leads
-        consumer = Consumer(consumer_config(self.kafka, self.group, **{
+        # nothing here depends on which broker leads. ``batching`` sizes the fetches
+        # (batch_fetch): the broker fills them instead of answering every few records.
+        return consumer_config(self.kafka, self.group, batching=self.batching, **{
             "client.id": f"insights-{self.sink.name}", "auto.offset.reset": self.auto_offset_reset,
             "on_commit": self._on_commit, "error_cb": self._on_kafka_error,
-        }))
+        })
+
+    def run(self) -> BatchResult:
+        """Consume until stopped; return the totals. Raises ConsumerError on a fatal fault."""
+        consumer = Consumer(self.client_config())
         self._consumer = consumer
         try:
             if not self._require_topics(consumer):

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from confluent_kafka.admin import AdminClient
 
-from core.settings import KafkaSettings
+from core.settings import ConsumerSettings, KafkaSettings
 
 Profile = Literal["events", "cdc", "dlq"]
 
@@ -122,13 +122,28 @@ def producer_config(kafka: KafkaSettings, profile: Profile, **overrides: Any) ->
     return routed(conf)
 
 
-def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
+def batch_fetch(batching: ConsumerSettings) -> dict[str, Any]:
+    """Fetches sized for the batch consumers: the broker fills them instead of answering at once.
+
+    A fetch answered with whatever one record brought (librdkafka's ``fetch.min.bytes`` 1)
+    costs the broker a request per few records for every group reading the topic; the
+    consumer loop gathers a batch over ``batch_wait_ms`` anyway. Why these defaults:
+    :class:`core.settings.ConsumerSettings`.
+    """
+    return {"fetch.wait.max.ms": batching.fetch_wait_ms, "fetch.min.bytes": batching.fetch_min_bytes}
+
+
+def consumer_config(kafka: KafkaSettings, group: str, *, batching: ConsumerSettings | None = None,
+                    **overrides: Any) -> dict[str, Any]:
     """A consumer that stores nothing by itself: the caller decides where offsets live.
 
-    Settings overrides may tune anything but :data:`PROTECTED_CONSUMER`; the caller's
-    ``overrides`` (callbacks, ``auto.offset.reset`` of a command) apply last.
+    ``batching`` adds :func:`batch_fetch` (the batch consumers; a command reading a few
+    records keeps librdkafka's prompt fetches). Settings overrides may tune anything but
+    :data:`PROTECTED_CONSUMER`; the caller's ``overrides`` (callbacks, ``auto.offset.reset``
+    of a command) apply last.
     """
-    conf = {"auto.offset.reset": "earliest", **CONSUMER_LEADER_CHANGES, **kafka.client_config()}
+    fetch = batch_fetch(batching) if batching is not None else {}
+    conf = {"auto.offset.reset": "earliest", **CONSUMER_LEADER_CHANGES, **fetch, **kafka.client_config()}
     conf.update(
         {
             "group.id": group,
