@@ -2,7 +2,9 @@
 
 The engine needs little from a change: for ``product_snapshots``, which snapshot
 (``asin``, ``scraped_at``) was inserted, updated or read by a snapshot (it reads the row, its predecessor
-and its successor from the table itself when it evaluates); for ``alert_rules`` and the
+and its successor from the table itself when it evaluates); for ``alert_rules``, the row's
+state as the rule cache knows it (``RuleState``: the alerts consumer's counter updates
+change nothing the engine uses, and must not cost a reload of every rule); for the
 competitive-group tables, only that something changed (its cache is reloaded). A
 deleted or truncated snapshot fires nothing and retracts nothing: an alert is a fact
 about what was observed (docs/alert-rules.md).
@@ -20,6 +22,12 @@ CACHE_TABLES = frozenset({"alert_rules", "competitive_groups", "competitive_grou
 _OPS = frozenset({"c", "u", "d", "r", "t"})
 
 
+#: an ``alert_rules`` row as the rule cache sees it: (id, version, active, name, version_at).
+#: ``version`` moves with the rule's meaning (ddl/0017's trigger: type, target, conditions,
+#: severity), so these five columns are all a change must match for the cache to hold it
+RuleState = tuple[int, int, bool, str | None, datetime | None]
+
+
 @dataclass(frozen=True, slots=True)
 class RuleChange:
     #: "snapshot" (evaluate asin/scraped_at), "cache" (reload rules and groups), "none"
@@ -31,6 +39,9 @@ class RuleChange:
     #: not a change that happened now (the engine evaluates it only for rules that could
     #: have seen it live, ``conditions.could_have_seen``)
     read: bool = False
+    #: a "cache" change of ``alert_rules`` whose row image says what the rule now is; None:
+    #: anything else (groups, a delete, a row without those columns), which always reloads
+    rule: RuleState | None = None
 
 
 def _fail(message: str) -> RecordError:
@@ -55,7 +66,8 @@ def parse_change(record: dict[str, Any]) -> RuleChange:
         raise _fail(f"unknown op {op!r}")
     commit_us = _commit_us(source.get("commit_time"))
     if table in CACHE_TABLES:
-        return RuleChange("cache", commit_time_us=commit_us)
+        state = _rule_state(record.get("after")) if table == "alert_rules" and op in ("c", "u", "r") else None
+        return RuleChange("cache", commit_time_us=commit_us, rule=state)
     if table != "product_snapshots":
         raise _fail(f"table {table!r} is not one the rule engine consumes")
     if op in ("d", "t"):
@@ -75,3 +87,20 @@ def parse_change(record: dict[str, Any]) -> RuleChange:
     if scraped_at.tzinfo is None:
         raise _fail("product_snapshots.scraped_at has no time zone")
     return RuleChange("snapshot", asin, scraped_at, commit_us, read=op == "r")
+
+
+def _rule_state(row: Any) -> RuleState | None:
+    """The cache's view of an ``alert_rules`` after-image; None when it does not carry it whole."""
+    if not isinstance(row, dict) or not {"id", "version", "is_active", "name", "version_at"} <= row.keys():
+        return None  # e.g. a column left out as unchanged TOAST: reload rather than guess
+    rule_id, version, name, at = row["id"], row["version"], row["name"], row["version_at"]
+    if not (type(rule_id) is int and type(version) is int and (name is None or isinstance(name, str))):
+        return None
+    if at is not None:
+        if not isinstance(at, str):
+            return None
+        try:
+            at = datetime.fromisoformat(at)
+        except ValueError:
+            return None
+    return (rule_id, version, row["is_active"] is True, name, at)

@@ -58,6 +58,11 @@ class RulesMetrics:
             "version began after both snapshots were stored, so it never saw them live",
             registry=registry,
         )
+        self.reloads = Counter(
+            "insights_rules_cache_reloads",
+            "reloads of the rule and membership cache (a rule or group changed; not the alerts' counter updates)",
+            registry=registry,
+        )
 
 
 class RulesSink:
@@ -84,6 +89,7 @@ class RulesSink:
 
     def _reload(self, conn: psycopg.Connection) -> store.Cache:
         cache = store.load_cache(conn)
+        self.metrics.reloads.inc()
         self.metrics.invalid.set(len(cache.invalid))
         for (rule_id, version), why in sorted(cache.invalid.items()):
             if (rule_id, version) not in self._reported:
@@ -92,12 +98,19 @@ class RulesSink:
         self._reported = set(cache.invalid)
         return cache
 
+    def _stale(self, change: RuleChange) -> bool:
+        # every stored alert updates its rule's counters (a change of alert_rules each): a
+        # reload of every rule for those cost the engine a third of its CPU at 2,000 events/s
+        if change.kind != "cache":
+            return False
+        return change.rule is None or self.cache is None or not self.cache.holds(change.rule)
+
     def write(self, conn: psycopg.Connection, items: Sequence[RuleChange]) -> Mapping[str, int]:
         # the cache is rebuilt inside the batch's transaction, so a rule change and a
         # snapshot of one batch are evaluated together with the rule as committed
         self.freshness.record(conn, (i.commit_time_us for i in items),
                               [i.scraped_at for i in items if i.scraped_at is not None])
-        if self.cache is None or any(i.kind == "cache" for i in items):
+        if self.cache is None or any(self._stale(i) for i in items):
             self.cache = self._reload(conn)
         cache = self.cache
         keys = sorted({(i.asin, i.scraped_at) for i in items if i.kind == "snapshot" and cache.rules_for(i.asin)})

@@ -19,6 +19,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from consumers.rules.changes import RuleState
 from consumers.rules.conditions import Rule, RuleError, Snap, rule_from_row
 
 log = logging.getLogger("insights.rules")
@@ -33,6 +34,16 @@ class Cache:
     groups_of: dict[str, set[str]] = field(default_factory=dict)
     #: (rule id, version) -> why it does not validate
     invalid: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: every active rule row loaded, valid or not: id -> (version, name, version_at)
+    loaded: dict[int, tuple[int, str | None, datetime | None]] = field(default_factory=dict)
+
+    def holds(self, state: RuleState) -> bool:
+        """True when the cache already is what this ``alert_rules`` row says: the alerts
+        consumer's ``trigger_count``/``last_triggered_at`` updates, one per stored alert."""
+        rule_id, version, active, name, version_at = state
+        if not active:
+            return rule_id not in self.loaded
+        return self.loaded.get(rule_id) == (version, name, version_at)
 
     def rules_for(self, asin: str) -> list[Rule]:
         found = list(self.by_asin.get(asin, ()))
@@ -63,6 +74,7 @@ def invalid_rules(conn: psycopg.Connection) -> dict[tuple[int, int], str]:
 def load_cache(conn: psycopg.Connection) -> Cache:
     cache = Cache()
     for row in active_rule_rows(conn):
+        cache.loaded[int(row["id"])] = (int(row["version"]), row["name"], row["version_at"])
         try:
             rule = rule_from_row(row)
         except RuleError as exc:
