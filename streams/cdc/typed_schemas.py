@@ -37,13 +37,11 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import avro.errors
 import fastavro
 import psycopg
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro.schema import fingerprint as _crc64
 from psycopg.types.json import Jsonb
 
@@ -58,7 +56,11 @@ from streams.serde.framing import (
     CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_LEN, SINGLE_OBJECT_MAGIC, confluent_header,
     single_object_header,
 )
-from streams.serde.registry import is_not_found, registry_client
+from streams.serde.registry import is_not_found, registry_client, registry_error, registry_schema
+
+if TYPE_CHECKING:  # loaded where a registry is used (streams/serde/registry.py says why)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +186,10 @@ class RegistrySchemaStore:
         return out
 
     def register(self, subject: str, raw: dict[str, Any]) -> TypedVersion:
-        schema = Schema(json.dumps(raw, separators=(",", ":")), "AVRO")
+        schema = registry_schema(json.dumps(raw, separators=(",", ":")))
         try:
             registered = self.client.register_schema_full_response(subject, schema)
-        except SchemaRegistryError as exc:
+        except registry_error() as exc:
             if exc.http_status_code == 409:  # the registry's own compatibility check refused it
                 raise IncompatibleSchemaChangeError(
                     subject, "registry", "the registered versions", [f"the schema registry refused it: {exc}"]
@@ -203,7 +205,7 @@ class RegistrySchemaStore:
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except SchemaRegistryError as exc:
+        except registry_error() as exc:
             if is_not_found(exc):
                 raise _NotFound() from None
             raise _registry_error(exc, "") from exc
@@ -417,7 +419,7 @@ class TypedDecoder:
             raise error_at(UnknownSchemaError, f"registry schema id {schema_id} but no schema registry is configured", ctx)
         try:
             schema = self.registry.get_schema(schema_id)
-        except SchemaRegistryError as exc:
+        except registry_error() as exc:
             if is_not_found(exc):
                 raise error_at(UnknownSchemaError, f"registry has no schema id {schema_id}", ctx) from exc
             raise RegistryUnavailableError(f"schema registry error fetching id {schema_id}: {exc}") from exc

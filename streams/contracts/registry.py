@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.common.schema_registry_client import ConfigCompatibilityLevel, ServerConfig
-from confluent_kafka.schema_registry.error import SchemaRegistryError
+from typing import TYPE_CHECKING
 
 from core.errors import InsightsError
 from core.settings import Settings
-from streams.serde.registry import value_subject_name
+from streams.serde.registry import registry_error, registry_schema, value_subject_name
 from streams.serde.store import SchemaStore
+
+if TYPE_CHECKING:  # loaded where a registry is used (streams/serde/registry.py says why)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 from streams.topics import event_topics
 
 
@@ -35,6 +35,8 @@ def register_all(
 ) -> list[Registered]:
     """For each topic whose values follow a local subject: set the subject's compatibility
     level, then register v1..vN in order (the registry checks each against the last)."""
+    from confluent_kafka.schema_registry.common.schema_registry_client import ConfigCompatibilityLevel, ServerConfig
+
     done: list[Registered] = []
     for spec in event_topics(settings):
         if not spec.value_subject or spec.value_subject not in store.subjects:
@@ -46,9 +48,9 @@ def register_all(
             client.set_config(name, ServerConfig(compatibility=ConfigCompatibilityLevel(subject.compatibility)))
             for version in subject.versions:
                 progress(f"{name} <- {version.label}")
-                schema_id = client.register_schema(name, Schema(version.text, "AVRO"))
+                schema_id = client.register_schema(name, registry_schema(version.text))
                 done.append(Registered(name, version.label, schema_id))
-        except SchemaRegistryError as exc:
+        except registry_error() as exc:
             raise RegistrationError(f"registry refused {name}: {exc}") from exc
         except Exception as exc:  # connection errors from the HTTP client
             raise RegistrationError(f"registry unreachable at {settings.kafka.schema_registry_url}: {exc}") from exc

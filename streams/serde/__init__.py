@@ -8,10 +8,9 @@ writer's schema to the subject's latest version.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from core.paths import SCHEMAS_DIR
-
-from confluent_kafka.schema_registry import SchemaRegistryClient
-
 from core.settings import Settings
 from streams.serde.codec import (
     AvroDeserializer,
@@ -32,6 +31,9 @@ from streams.serde.errors import (
 from streams.serde.registry import registry_client
 from streams.serde.store import SchemaStore, load_store
 from streams.topics import event_topics
+
+if TYPE_CHECKING:  # the client package loads only where a registry is used (streams/serde/registry.py)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 
 def _registry(settings: Settings, registry: SchemaRegistryClient | None) -> SchemaRegistryClient | None:

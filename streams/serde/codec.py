@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
@@ -40,9 +38,12 @@ from streams.serde.framing import (
     confluent_header,
     single_object_header,
 )
-from streams.serde.registry import is_not_found, value_subject_name
+from streams.serde.registry import is_not_found, registry_error, registry_schema, value_subject_name
 from streams.serde.resolution import ReadPlan, apply_fill, plan
 from streams.serde.store import SchemaStore, SchemaVersion
+
+if TYPE_CHECKING:  # imported by a process that uses a registry (streams/serde/registry.py)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 #: what fastavro raises on bytes that are not what the writer's schema says
 _DECODE_ERRORS = (EOFError, ValueError, IndexError, TypeError, OverflowError, UnicodeDecodeError, KeyError)
@@ -114,8 +115,8 @@ class RegistrySerializer:
         if topic is None:
             raise error_at(EncodeError, f"no topic to name the registry subject of {self.version.label}", ctx)
         try:
-            schema_id = self._client.register_schema(value_subject_name(topic), Schema(self.version.text, "AVRO"))
-        except SchemaRegistryError as exc:
+            schema_id = self._client.register_schema(value_subject_name(topic), registry_schema(self.version.text))
+        except registry_error() as exc:
             if exc.http_status_code is not None and 400 <= exc.http_status_code < 500:
                 raise error_at(EncodeError, f"registry refused {self.version.label}: {exc}", ctx) from exc
             raise RegistryUnavailableError(f"schema registry error: {exc}") from exc
@@ -219,7 +220,7 @@ class AvroDeserializer:
             raise error_at(UnknownSchemaError, f"registry has no schema id {schema_id}", ctx)
         try:
             registered = self._client.get_schema(schema_id)
-        except SchemaRegistryError as exc:
+        except registry_error() as exc:
             if is_not_found(exc):
                 self._unknown_ids.add(schema_id)
                 raise error_at(UnknownSchemaError, f"registry has no schema id {schema_id}", ctx) from exc
