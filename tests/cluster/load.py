@@ -12,6 +12,7 @@ started (none restarted by hand) and exiting 0 on SIGTERM.
 
 from __future__ import annotations
 
+import collections
 import logging
 import subprocess
 import threading
@@ -190,7 +191,8 @@ class Ingest:
                 i += 1
                 self.produced = i
                 if i % self.poison_every == 0:
-                    send(producer, self.topic, asin(n).encode(), b"\x00poison, not avro")
+                    # numbered: every record of the run differs, so a copy in the log is recognisable
+                    send(producer, self.topic, asin(n).encode(), b"\x00poison, not avro #%d" % i)
                     self.poison += 1
                 if i % per_tick == 0:
                     producer.poll(0)
@@ -250,13 +252,25 @@ class Ingest:
                 "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s AND topic = %s",
                 (self.group, self.topic),
             ).fetchall())
-            assert sum(stored.values()) == self.total + self.poison, "stored offsets do not cover every record"
             if self.cdc:
                 assert_matches_source(pg)
-        letters = dlq_entries(self.settings, self.topic, self.poison)
-        assert len(letters) == self.poison, f"DLQ holds {len(letters)} records, {self.poison} were poison"
+        # The log itself: every record produced is there, and anything more is a byte-identical
+        # copy of one of them. The idempotent producer should leave none, yet one full run had a
+        # copy after a rolling restart (the producer's delivery reports counted each record once,
+        # the consumer counted the copy "already stored" and the table held every event once):
+        # the exactly-once effect is the consumers' to keep, so a copy is tolerated, counted and
+        # must be consumed like any record; a lost or foreign record still fails.
+        log = read_log(self.settings, self.topic)
+        distinct = collections.Counter(log)
+        if len(log) > len(distinct):
+            print(f"\n{len(log) - len(distinct)} copies of produced records in {self.topic} (a producer retry)")
+        assert len(distinct) == self.total + self.poison, "the log does not hold exactly the records produced"
+        assert sum(stored.values()) == len(log), "stored offsets do not cover every record of the log"
+        poison_in_log = sum(1 for _p, _k, value in log if value.startswith(b"\x00poison"))
+        letters = dlq_entries(self.settings, self.topic, poison_in_log)
+        assert len(letters) == poison_in_log, f"DLQ holds {len(letters)} records, {poison_in_log} were poison"
         # each poison record once: a dead letter sent twice would repeat its original offset
-        assert len({(h[H_PARTITION], h[H_OFFSET]) for h in letters}) == self.poison
+        assert len({(h[H_PARTITION], h[H_OFFSET]) for h in letters}) == poison_in_log
 
     def wait_group_caught_up(self, group: str, topics: list[str], timeout: float) -> None:
         """Until the group's offsets in PostgreSQL reach the end of its topics."""
@@ -310,6 +324,30 @@ class Ingest:
                 future.result(timeout=30)
             except Exception:  # deleting is tidiness, not the test
                 pass
+
+
+def read_log(settings: Settings, topic: str, timeout: float = 120) -> list[tuple[int, bytes, bytes]]:
+    """Every record of ``topic`` up to its current end, as (partition, key, value)."""
+    ends = end_offsets(settings, [topic], timeout)
+    consumer = Consumer(probe_config(settings, **{"group.id": f"log-{uuid.uuid4().hex}", "enable.auto.commit": False}))
+    out: list[tuple[int, bytes, bytes]] = []
+    try:
+        consumer.assign([TopicPartition(t, p, 0) for (t, p), end in ends.items() if end > 0])
+        left = {p: end for (_t, p), end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while left:
+            assert time.monotonic() < deadline, f"{topic}: partitions not read to their end: {left}"
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error() is not None:
+                    continue
+                partition = msg.partition()
+                if partition in left and msg.offset() < left[partition]:
+                    out.append((partition, msg.key() or b"", msg.value() or b""))
+                    if msg.offset() + 1 >= left[partition]:
+                        del left[partition]
+    finally:
+        consumer.close()
+    return out
 
 
 def send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
