@@ -54,8 +54,9 @@ class RulesMetrics:
         self.evaluated = Counter("insights_rules_snapshots_evaluated", "snapshots evaluated", registry=registry)
         self.before_rule = Counter(
             "insights_rules_snapshot_reads_before_rule",
-            "changes a rule matched in snapshot reads (cdc resync/snapshot) but did not fire: the rule "
-            "version began after both snapshots were stored, so it never saw them live",
+            "matches of a rule on snapshot reads (cdc resync/snapshot) that did not fire: the rule version "
+            "began after both snapshots were stored, so it never saw them live (a pair read in two batches "
+            "counts twice)",
             registry=registry,
         )
         self.reloads = Counter(
