@@ -40,7 +40,7 @@ from core.settings import Settings
 from streams.archive import ArchivedMessage, ArchiveError, read_container, sha256_of
 from streams.consumer.loop import ConsumerLoop
 from streams.consumer.transaction import BatchResult
-from streams.kafka import admin_client, consumer_config
+from streams.kafka import admin_client
 from streams.pg import connect
 from streams.retry import Stopped
 
@@ -330,11 +330,13 @@ class RangeLoop(ConsumerLoop):
         #: True once every partition reached its end
         self.completed = False
 
+    def client_config(self) -> dict[str, Any]:
+        # the live loop's consumer, reading from the start and told when a partition ends
+        return {**super().client_config(), "client.id": f"insights-replay-{self.sink.name}",
+                "auto.offset.reset": "earliest", "enable.partition.eof": True}
+
     def run(self) -> BatchResult:
-        consumer = Consumer(consumer_config(self.kafka, self.group, batching=self.batching, **{
-            "client.id": f"insights-replay-{self.sink.name}", "auto.offset.reset": "earliest",
-            "enable.partition.eof": True, "on_commit": self._on_commit, "error_cb": self._on_kafka_error,
-        }))
+        consumer = Consumer(self.client_config())
         self._consumer = consumer
         try:
             self._require_topics(consumer)

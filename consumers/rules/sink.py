@@ -99,19 +99,14 @@ class RulesSink:
         self._reported = set(cache.invalid)
         return cache
 
-    def _stale(self, change: RuleChange) -> bool:
-        # every stored alert updates its rule's counters (a change of alert_rules each): a
-        # reload of every rule for those cost the engine a third of its CPU at 2,000 events/s
-        if change.kind != "cache":
-            return False
-        return change.rule is None or self.cache is None or not self.cache.holds(change.rule)
-
     def write(self, conn: psycopg.Connection, items: Sequence[RuleChange]) -> Mapping[str, int]:
         # the cache is rebuilt inside the batch's transaction, so a rule change and a
         # snapshot of one batch are evaluated together with the rule as committed
         self.freshness.record(conn, (i.commit_time_us for i in items),
                               [i.scraped_at for i in items if i.scraped_at is not None])
-        if self.cache is None or any(self._stale(i) for i in items):
+        # every stored alert updates its rule's counters (a change of alert_rules each): a
+        # reload of every rule for those cost the engine a third of its CPU at 2,000 events/s
+        if self.cache is None or any(i.kind == "cache" and not self.cache.holds(i.rule) for i in items):
             self.cache = self._reload(conn)
         cache = self.cache
         keys = sorted({(i.asin, i.scraped_at) for i in items if i.kind == "snapshot" and cache.rules_for(i.asin)})

@@ -37,9 +37,12 @@ class Cache:
     #: every active rule row loaded, valid or not: id -> (version, name, version_at)
     loaded: dict[int, tuple[int, str | None, datetime | None]] = field(default_factory=dict)
 
-    def holds(self, state: RuleState) -> bool:
+    def holds(self, state: RuleState | None) -> bool:
         """True when the cache already is what this ``alert_rules`` row says: the alerts
-        consumer's ``trigger_count``/``last_triggered_at`` updates, one per stored alert."""
+        consumer's ``trigger_count``/``last_triggered_at`` updates, one per stored alert.
+        ``None`` (a change that cannot say, e.g. of a group) is never held."""
+        if state is None:
+            return False
         rule_id, version, active, name, version_at = state
         if not active:
             return rule_id not in self.loaded

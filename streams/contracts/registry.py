@@ -10,10 +10,10 @@ from core.errors import InsightsError
 from core.settings import Settings
 from streams.serde.registry import registry_error, registry_schema, value_subject_name
 from streams.serde.store import SchemaStore
+from streams.topics import event_topics
 
 if TYPE_CHECKING:  # loaded where a registry is used (streams/serde/registry.py says why)
     from confluent_kafka.schema_registry import SchemaRegistryClient
-from streams.topics import event_topics
 
 
 class RegistrationError(InsightsError):
