@@ -60,7 +60,9 @@ def _from_testcontainers() -> Iterator[Services]:
     from testcontainers.postgres import PostgresContainer
 
     pg = PostgresContainer("postgres:15", username="insights", password="insights", dbname="postgres")
-    pg.with_command("postgres -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20")
+    pg.with_command(
+        "postgres -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 -c random_page_cost=1.1"
+    )
     kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
     with pg, kafka:
         dsn = pg.get_connection_url(driver=None)

@@ -25,18 +25,20 @@ def day_of(at: datetime) -> date:
     return at.astimezone(UTC).date()
 
 
+TOUCHED_BEFORE = (
+    "SELECT s.asin, s.scraped_at FROM summaries.snapshots s "
+    "JOIN unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS k(id, at) ON s.id = k.id AND s.scraped_at = k.at "
+    "WHERE NOT s.deleted AND s.asin IS NOT NULL"
+)
+
+
 def touched_before(conn: psycopg.Connection, changes: Sequence[Change]) -> set[Day]:
     """The days the batch's snapshot keys belong to now (before the batch): where a row
     updated to another ASIN, or deleted, leaves."""
     keys = [c.key for c in changes if c.table == "product_snapshots" and not c.is_truncate]
     if not keys:
         return set()
-    rows = conn.execute(
-        "SELECT s.asin, s.scraped_at FROM summaries.snapshots s "
-        "JOIN unnest(%(ids)s::bigint[], %(ats)s::timestamptz[]) AS k(id, at) ON s.id = k.id AND s.scraped_at = k.at "
-        "WHERE NOT s.deleted AND s.asin IS NOT NULL",
-        {"ids": [k[0] for k in keys], "ats": [k[1] for k in keys]},
-    ).fetchall()
+    rows = conn.execute(TOUCHED_BEFORE, {"ids": [k[0] for k in keys], "ats": [k[1] for k in keys]}).fetchall()
     return {(asin, day_of(at)) for asin, at in rows}
 
 
@@ -49,7 +51,8 @@ def touched_by(changes: Iterable[Change]) -> set[Day]:
     return out
 
 
-_DAYS = """
+#: recompute the given (asin, day) rows from the state (exported for tests/summaries/test_plans.py)
+DAYS = """
 WITH k AS (
     SELECT DISTINCT * FROM unnest(%(asins)s::text[], %(days)s::date[]) AS k(asin, day)
 ), agg AS (
@@ -123,7 +126,7 @@ def recompute(conn: psycopg.Connection, days: Iterable[Day]) -> int:
     wanted = sorted(set(days))
     if not wanted:
         return 0
-    row = conn.execute(_DAYS, {"asins": [a for a, _d in wanted], "days": [d for _a, d in wanted]}).fetchone()
+    row = conn.execute(DAYS, {"asins": [a for a, _d in wanted], "days": [d for _a, d in wanted]}).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -30,6 +30,9 @@ PG_MAJOR = "15"
 SUPERUSER = "insights"
 DATABASE = "insights"
 
+#: the planner cost of a random page the project is tuned and tested with (see SERVER_CONF)
+RANDOM_PAGE_COST = 1.1
+
 # Appended to postgresql.conf once, at init. Sized for a 2-core, 24 GiB machine.
 SERVER_CONF = """
 # --- written by insights stack ---
@@ -46,6 +49,12 @@ max_slot_wal_keep_size = '8GB'
 wal_sender_timeout = '60s'
 max_wal_size = '4GB'
 checkpoint_timeout = '15min'
+# the working set is in memory (or on SSD): an index probe costs little more than a
+# sequential page. With the spinning-disk default of 4, the consumers' batch statements
+# (a few hundred keys joined to a state table) were planned as hash joins over a whole
+# table of up to ~100k rows, so each batch cost grew with the table (BENCHMARKS.md
+# "Downstream latency"; tests/summaries/test_plans.py)
+random_page_cost = {random_page_cost}
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 # archive_mode needs a restart to change, so it is on from the start. Until
@@ -312,7 +321,7 @@ class LocalPostgres:
             user=user,
             what="initdb",
         )
-        conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir)
+        conf = SERVER_CONF.format(port=self.port, socket_dir=self.paths.socket_dir, random_page_cost=RANDOM_PAGE_COST)
         preload = [name for name, ok in (("pg_cron", pg_cron_available()), ("pgaudit", pgaudit_available())) if ok]
         if preload:
             conf += f"\nshared_preload_libraries = '{','.join(preload)}'\n"
