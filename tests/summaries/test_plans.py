@@ -7,7 +7,8 @@ events/s the summaries' backend CPU per event grew through a run and the summary
 seconds behind (BENCHMARKS.md "Downstream latency"). The stack, the compose file and the
 testcontainers fixture run PostgreSQL with ``random_page_cost = 1.1`` (the working set is in
 memory); these tests plan each statement on tables of production-like proportions and fail
-on a sequential scan of a state table.
+on a sequential scan of a state table. And the state rows every scrape rewrites are
+updated heap-only (HOT), without a new index entry (ddl/0027).
 """
 
 from __future__ import annotations
@@ -160,3 +161,41 @@ def test_the_spinning_disk_default_scans_whole_tables(filled: psycopg.Connection
     keys = _batch(filled)
     scans = {name: _seq_scans(filled, stmt, params, 4.0) for name, (stmt, params) in _statements(keys).items()}
     assert any(scans.values()), f"no whole-table scan with random_page_cost = 4: {scans}"
+
+
+def _hot_share(pg: psycopg.Connection, table: str) -> float:
+    pg.execute("SELECT pg_stat_force_next_flush()")
+    pg.execute("SELECT 1")  # the flush happens when this backend next goes idle
+    row = pg.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = 'summaries' AND relname = %s",
+        (table,),
+    ).fetchone()
+    assert row is not None and row[0] > 0, f"no update of summaries.{table} counted"
+    return row[1] / row[0]
+
+
+def test_product_state_updates_are_hot(pg: psycopg.Connection) -> None:
+    """Every scrape rewrites its product's state row: those updates are heap-only (ddl/0027).
+
+    With 0015's tombstone index on changed_at, a column every write moves, none could be."""
+    apply = summaries_sql.apply_statement(summaries_sql.STATE_TABLES["products"])
+    asins = [f"B{n:09d}" for n in range(1000)]
+    commit = datetime.now(UTC)
+    version = 0
+
+    def write(batch: list[str]) -> None:
+        nonlocal version
+        docs = []
+        for asin in batch:
+            version += 1
+            docs.append({"asin": asin, "title": f"t{version}", "brand": None, "category": "Kitchen",
+                         "is_active": True, "toast": [], "del": False, "cl": version, "l": version,
+                         "ct": (commit + timedelta(microseconds=version)).isoformat()})
+        with pg.transaction():
+            pg.execute(apply, {"rows": json.dumps(docs), "source": "products"})
+
+    write(asins)
+    for start in range(0, 2000, 100):  # batches touching a tenth of the products, as live ones do
+        write([asins[(start + i * 7) % len(asins)] for i in range(100)])
+    share = _hot_share(pg, "products")
+    assert share >= 0.5, f"only {share:.0%} of summaries.products updates were HOT"
